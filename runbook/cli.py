@@ -1,0 +1,185 @@
+"""The ``runbook`` command line: parse options, call the core, render, return an exit code.
+
+Only this module imports click. Heavy modules (YAML, jsonschema, networkx, httpx, rich)
+are imported inside the commands that need them, so ``runbook --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import click
+
+from runbook import __version__
+from runbook.errors import InputError, RunbookError
+
+EXIT_INTERNAL = 70
+"""An unexpected error: a bug in runbook (sysexits' EX_SOFTWARE)."""
+
+_SELECT_HELP = (
+    "Only these steps: NAME, +NAME (and its upstreams), NAME+ (and its downstreams) "
+    "or +NAME+. Repeatable."
+)
+
+
+def _selection_options(command: Any) -> Any:
+    command = click.option(
+        "--exclude",
+        "-x",
+        "excludes",
+        multiple=True,
+        metavar="SPEC",
+        help="Leave out these steps (same SPEC forms as --select). Repeatable.",
+    )(command)
+    return click.option(
+        "--select", "-s", "selects", multiple=True, metavar="SPEC", help=_SELECT_HELP
+    )(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(
+    __version__, "--version", "-V", prog_name="runbook", message="%(prog)s %(version)s"
+)
+@click.option(
+    "--traceback",
+    "show_traceback",
+    is_flag=True,
+    help="On an unexpected error, print the whole Python traceback.",
+)
+@click.pass_context
+def cli(ctx: click.Context, show_traceback: bool) -> None:
+    """Run chains of Nexadata workflows from a plan kept in git.
+
+    \b
+    Exit codes: 0 success, 1 the run had failed/skipped/cancelled steps,
+    2 invalid plan or usage, 3 authentication or API configuration,
+    4 the plan is already being applied, 130 interrupted (resumable),
+    70 an unexpected error in runbook itself.
+    """
+    ctx.obj = {"traceback": show_traceback}
+
+
+@cli.command()
+@click.argument("plans", nargs=-1, required=True, metavar="PLAN...")
+def validate(plans: tuple[str, ...]) -> int:
+    """Check plans without sending anything.
+
+    Prints 'PLAN: ok (N workflows, M dependencies)' for each valid plan, and every
+    problem of an invalid one as FILE:LINE:COLUMN: message. Exits 2 if any plan is
+    invalid.
+    """
+    from runbook.plan import load_plan
+    from runbook.render import planview
+
+    code = 0
+    for path in plans:
+        try:
+            plan = load_plan(path)
+        except InputError as error:
+            planview.write_invalid(_stderr(), error)
+            code = error.exit_code
+        else:
+            planview.write_valid(_stdout(), plan)
+    return code
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@_selection_options
+def plan(plan_path: str, fmt: str, selects: tuple[str, ...], excludes: tuple[str, ...]) -> int:
+    """Show the execution order: stages of steps that can run together.
+
+    Each step is shown with its workflow id, upstreams and failure policy. Nothing is
+    sent.
+    """
+    from runbook.graph import Dag
+    from runbook.plan import load_plan
+    from runbook.render import planview
+
+    loaded = load_plan(plan_path)
+    dag = Dag(loaded)
+    selection = dag.select(selects, excludes)
+    stages = dag.stages(selection.steps)
+    if fmt == "json":
+        planview.write_plan_json(_stdout(), loaded, stages, selection)
+    else:
+        planview.write_plan_text(_stdout(), loaded, stages, selection)
+    return 0
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dot", "mermaid"]),
+    default="dot",
+    show_default=True,
+    help="Graphviz DOT or a Mermaid flowchart.",
+)
+def graph(plan_path: str, fmt: str) -> int:
+    """Draw the dependency graph, edges from upstream to downstream.
+
+    \b
+    runbook graph plan.yaml | dot -Tsvg > plan.svg
+    runbook graph plan.yaml --format mermaid   # paste into Markdown
+    """
+    from runbook.plan import load_plan
+    from runbook.render import planview
+
+    loaded = load_plan(plan_path)
+    if fmt == "mermaid":
+        planview.write_mermaid(_stdout(), loaded)
+    else:
+        planview.write_dot(_stdout(), loaded)
+    return 0
+
+
+def _stdout() -> TextIO:
+    return sys.stdout
+
+
+def _stderr() -> TextIO:
+    return sys.stderr
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: run the command line and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="runbook", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("runbook: interrupted", err=True)
+        return 130
+    except InputError as exc:
+        from runbook.render import planview
+
+        planview.write_invalid(_stderr(), exc)
+        return exc.exit_code
+    except RunbookError as exc:
+        click.echo(f"runbook: {exc}", err=True)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if "--traceback" in args:
+            traceback.print_exc()
+        click.echo(
+            f"runbook: unexpected error ({type(exc).__name__}); this is a bug in runbook. "
+            "Run again with --traceback (runbook --traceback COMMAND ...) to see where.",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else 0

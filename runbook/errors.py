@@ -1,0 +1,107 @@
+"""The one exception tree of runbook; each class carries the exit code the CLI returns.
+
+::
+
+    RunbookError                 1  a run ended with failed, skipped or cancelled steps
+    ├── UsageError               2  a bad command line (unknown step in a selection, ...)
+    ├── InputError               2  a file that is not what it must be; carries its problems
+    │   ├── PlanError            2  an invalid plan: nothing was sent
+    │   └── ScenarioError        2  an invalid sandbox scenario
+    ├── ConfigError              3  API configuration: no token, a non-HTTPS remote URL
+    │   └── AuthError            3  the API refused the token (401/403)
+    ├── LockedError              4  another apply of the same plan is running
+    └── Interrupted            130  SIGINT or SIGTERM; the run can be resumed
+
+Messages never contain a token: the API client redacts before raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "AuthError",
+    "InputError",
+    "Interrupted",
+    "LockedError",
+    "PlanError",
+    "Problem",
+    "RunbookError",
+    "ScenarioError",
+    "UsageError",
+]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One thing wrong in an input file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class RunbookError(Exception):
+    """Base of every error runbook expects; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = 1
+
+
+class UsageError(RunbookError):
+    """The command line asks for something that cannot be done; nothing was sent."""
+
+    exit_code = 2
+
+
+class InputError(RunbookError):
+    """An input file with problems, every one of them found in one pass."""
+
+    exit_code = 2
+    kind = "input"
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(sorted(problems))
+        count = len(self.problems)
+        super().__init__(
+            "\n".join(str(p) for p in self.problems) or f"invalid {self.kind} ({count} problems)"
+        )
+
+
+class PlanError(InputError):
+    """An invalid plan."""
+
+    kind = "plan"
+
+
+class ScenarioError(InputError):
+    """An invalid sandbox scenario."""
+
+    kind = "scenario"
+
+
+class ConfigError(RunbookError):
+    """The API cannot be used as configured: no token, an insecure URL, ..."""
+
+    exit_code = 3
+
+
+class AuthError(ConfigError):
+    """The API refused the token."""
+
+
+class LockedError(RunbookError):
+    """Another apply of the same plan holds the lock."""
+
+    exit_code = 4
+
+
+class Interrupted(RunbookError):
+    """The run was stopped by a signal; it can be resumed."""
+
+    exit_code = 130

@@ -1,0 +1,165 @@
+"""The plan's dependency graph: cycles, stages, closures and selection specs.
+
+Edges run from upstream to downstream. networkx is imported on first use, not at
+import time, so that commands that never build a graph start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runbook.errors import UsageError
+from runbook.text import did_you_mean
+
+if TYPE_CHECKING:
+    from runbook.plan import Plan
+
+__all__ = [
+    "Dag",
+    "Selection",
+    "digraph",
+    "find_cycles",
+    "generations",
+    "parse_spec",
+    "stages_or_cycles",
+]
+
+
+def digraph(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> Any:
+    """A networkx DiGraph of ``nodes`` with ``edges`` from upstream to downstream."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(edges)
+    return g
+
+
+def generations(g: Any) -> list[list[str]]:
+    """Topological generations of ``g``, names sorted in each; raises if ``g`` has a cycle."""
+    import networkx as nx
+
+    return [sorted(generation) for generation in nx.topological_generations(g)]
+
+
+def stages_or_cycles(g: Any) -> tuple[list[list[str]], list[list[str]]]:
+    """``(stages, [])`` for an acyclic ``g``, else ``([], cycles)`` (see :func:`find_cycles`)."""
+    import networkx as nx
+
+    try:
+        return generations(g), []
+    except nx.NetworkXUnfeasible:
+        return [], find_cycles(g)
+
+
+def find_cycles(g: Any) -> list[list[str]]:
+    """One short cycle per knot of the graph ``g``, each starting at its smallest name.
+
+    ``[a, b, c]`` means a -> b -> c -> a: ``a`` is upstream of ``b``, and ``c`` of ``a``.
+    """
+    import networkx as nx
+
+    cycles = []
+    for component in nx.strongly_connected_components(g):
+        if len(component) < 2:
+            continue
+        sub = g.subgraph(component)
+        start = min(component)
+        best: list[str] | None = None
+        for successor in sorted(sub.successors(start)):
+            path = nx.shortest_path(sub, successor, start)
+            if best is None or len(path) < len(best):
+                best = path
+        assert best is not None  # a strongly connected node has a successor inside
+        cycles.append([start, *best[:-1]])
+    return sorted(cycles)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A parsed selection spec: ``name``, ``+name``, ``name+`` or ``+name+``."""
+
+    text: str
+    name: str
+    upstream: bool
+    downstream: bool
+    option: str = "--select"
+
+
+def parse_spec(text: str, option: str = "--select") -> Spec:
+    """Parse a selection spec; a malformed one is a usage error."""
+    name = text.strip()
+    upstream = name.startswith("+")
+    downstream = name.endswith("+") and len(name) > 1
+    name = name[1 if upstream else 0 : len(name) - (1 if downstream else 0)]
+    if not name or "+" in name:
+        raise UsageError(
+            f"{option} {text!r}: expected NAME, +NAME (with its upstreams), "
+            "NAME+ (with its downstreams) or +NAME+"
+        )
+    return Spec(text=text, name=name, upstream=upstream, downstream=downstream, option=option)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The steps a command acts on, and the unselected upstreams taken as done."""
+
+    steps: frozenset[str]
+    assumed_done: frozenset[str]
+
+
+class Dag:
+    """A plan's steps as a networkx DiGraph, upstream -> downstream."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        # the loader built and checked this graph already; never mutated
+        self.g: Any = plan.graph
+
+    def stages(self, steps: Iterable[str] | None = None) -> list[list[str]]:
+        """Topological generations of ``steps`` (default all), names sorted in each."""
+        if steps is None:
+            return [list(stage) for stage in self.plan.stages]
+        steps = set(steps)
+        if len(steps) == len(self.plan.steps):
+            return self.stages()
+        return generations(self.g.subgraph(steps))
+
+    def upstream_of(self, name: str) -> set[str]:
+        """Every step ``name`` waits for, directly or not."""
+        import networkx as nx
+
+        return set(nx.ancestors(self.g, name))
+
+    def downstream_of(self, name: str) -> set[str]:
+        """Every step that waits for ``name``, directly or not."""
+        import networkx as nx
+
+        return set(nx.descendants(self.g, name))
+
+    def select(self, selects: Sequence[str] = (), excludes: Sequence[str] = ()) -> Selection:
+        """Apply ``--select`` and ``--exclude`` specs (cli.md, SELECTION).
+
+        No ``--select`` means every step; excludes are removed after. An unknown name
+        is a usage error.
+        """
+        chosen = set(self.g) if not selects else set()
+        for text in selects:
+            chosen |= self._expand(parse_spec(text, "--select"))
+        for text in excludes:
+            chosen -= self._expand(parse_spec(text, "--exclude"))
+        done = {up for name in chosen for up in self.g.predecessors(name)} - chosen
+        return Selection(steps=frozenset(chosen), assumed_done=frozenset(done))
+
+    def _expand(self, spec: Spec) -> set[str]:
+        if spec.name not in self.g:
+            hint = did_you_mean(spec.name, self.g)
+            raise UsageError(f"{spec.option} {spec.text!r}: unknown step '{spec.name}'{hint}")
+        names = {spec.name}
+        if spec.upstream:
+            names |= self.upstream_of(spec.name)
+        if spec.downstream:
+            names |= self.downstream_of(spec.name)
+        return names

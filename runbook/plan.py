@@ -1,0 +1,266 @@
+"""Plan files: YAML -> JSON Schema -> semantic checks -> frozen dataclasses.
+
+Every rule of plan-format.md is checked and every violation collected in one pass;
+:func:`load_plan` raises :class:`~runbook.errors.PlanError` with all of them, each at
+``FILE:LINE:COLUMN``. A plan that loads has every default resolved.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from types import MappingProxyType
+from typing import Any, Literal
+
+from runbook import graph, yamldoc
+from runbook.durations import DurationError, format_duration, parse_duration
+from runbook.errors import PlanError, Problem
+from runbook.schemacheck import checker, where
+from runbook.text import did_you_mean
+from runbook.yamldoc import Document, YamlPath
+
+__all__ = ["ApiSettings", "Plan", "Step", "load_plan", "BUILTIN_DEFAULTS"]
+
+OnFailure = Literal["stop", "continue"]
+
+DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
+DEFAULT_TOKEN_ENV = "NEXADATA_TOKEN"
+DEFAULT_MAX_PARALLEL = 4
+DURATION_KEYS = ("retry_delay", "timeout", "poll_interval", "max_poll_interval")
+BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "on_failure": "stop",
+        "retries": 0,
+        "retry_delay": 30.0,
+        "timeout": 6 * 3600.0,
+        "poll_interval": 5.0,
+        "max_poll_interval": 60.0,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a plan, every setting resolved (durations in seconds)."""
+
+    name: str
+    workflow_id: int
+    depends_on: tuple[str, ...]
+    description: str | None
+    on_failure: OnFailure
+    retries: int
+    retry_delay: float
+    timeout: float
+    poll_interval: float
+    max_poll_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where the API is, per the plan (the environment and flags may override)."""
+
+    base_url: str
+    token_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A valid plan. ``steps`` keeps the file's order; ``sha256`` is of the file's bytes."""
+
+    path: str
+    name: str
+    description: str | None
+    api: ApiSettings
+    max_parallel: int
+    steps: Mapping[str, Step]
+    sha256: str
+    stages: tuple[tuple[str, ...], ...]
+    """Topological generations, names sorted in each: the order steps start in."""
+    graph: Any = field(compare=False, repr=False)
+    """The steps as a networkx DiGraph, upstream -> downstream (see runbook.graph)."""
+
+    @property
+    def edge_count(self) -> int:
+        """How many dependency edges the plan has."""
+        return sum(len(step.depends_on) for step in self.steps.values())
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Load, check and resolve the plan at ``path``; raise PlanError listing every problem."""
+    source = yamldoc.read_source(path)
+    if isinstance(source, Problem):
+        raise PlanError([source])
+    # Loading builds many small acyclic objects: the cycle collector only slows it down
+    # (about 3x on a 10,000-step plan). Nothing built here can form a cycle.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(source)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(source: yamldoc.Source) -> Plan:
+    doc, problems = yamldoc.load(source)
+    if doc is None:
+        raise PlanError(problems)
+    if doc.data is None:
+        raise PlanError(
+            [doc.problem((), "the plan is empty: it needs 'version: 1' and 'workflows:'")]
+        )
+    schema_problems, bad = checker("plan").problems(doc)
+    problems += schema_problems
+    semantics = _Semantics(doc, bad)
+    problems += semantics.check()
+    if problems:
+        raise PlanError(problems)
+    return _build(doc, semantics.graph, semantics.stages)
+
+
+class _Semantics:
+    """The rules JSON Schema cannot say: names that exist, no cycles, durations."""
+
+    def __init__(self, doc: Document, bad: set[YamlPath]) -> None:
+        self.doc = doc
+        self.bad = bad
+        self.problems: dict[Problem, None] = {}
+        data = doc.data if isinstance(doc.data, dict) else {}
+        workflows = data.get("workflows")
+        self.workflows: dict[Any, Any] = workflows if isinstance(workflows, dict) else {}
+        defaults = data.get("defaults")
+        self.defaults: dict[Any, Any] = defaults if isinstance(defaults, dict) else {}
+        self.graph: Any = None
+        self.stages: list[list[str]] = []
+
+    def report(self, path: YamlPath, message: str) -> None:
+        self.problems[self.doc.problem(path, f"{where(path)}: {message}")] = None
+
+    def check(self) -> list[Problem]:
+        edges = self._dependencies()
+        self._cycles(edges)
+        self._durations()
+        return list(self.problems)
+
+    def _dependencies(self) -> dict[tuple[str, str], YamlPath]:
+        names = [name for name in self.workflows if isinstance(name, str)]
+        known = set(names)
+        edges: dict[tuple[str, str], YamlPath] = {}
+        for name, step in self.workflows.items():
+            if not isinstance(step, dict) or not isinstance(name, str):
+                continue
+            seen: set[str] = set()
+            for path, upstream in _upstreams(name, step.get("depends_on")):
+                if upstream == name:
+                    self.report(path, "a step cannot depend on itself")
+                elif upstream in seen:
+                    self.report(path, f"'{upstream}' is listed twice")
+                elif upstream not in known:
+                    hint = did_you_mean(upstream, names)
+                    self.report(path, f"unknown step '{upstream}'{hint}")
+                else:
+                    edges[(upstream, name)] = path
+                seen.add(upstream)
+        return edges
+
+    def _cycles(self, edges: dict[tuple[str, str], YamlPath]) -> None:
+        names = (name for name in self.workflows if isinstance(name, str))
+        self.graph = graph.digraph(names, edges)
+        self.stages, cycles = graph.stages_or_cycles(self.graph)
+        for cycle in cycles:
+            # cycle[0] depends on cycle[-1]: point at that entry of its depends_on
+            path = edges[(cycle[-1], cycle[0])]
+            shown = " -> ".join([*cycle, cycle[0]])
+            self.problems[self.doc.problem(path, f"dependency cycle: {shown}")] = None
+
+    def _durations(self) -> None:
+        parsed: dict[YamlPath, float] = {}
+        for base, settings in self._settings():
+            for key in DURATION_KEYS:
+                path = (*base, key)
+                if key in settings and path not in self.bad:
+                    try:
+                        parsed[path] = parse_duration(settings[key])
+                    except DurationError as exc:
+                        self.report(path, str(exc))
+        for name, step in self.workflows.items():
+            if isinstance(step, dict):
+                self._poll_bounds(("workflows", name), parsed)
+
+    def _settings(self) -> Iterator[tuple[YamlPath, dict[Any, Any]]]:
+        yield ("defaults",), self.defaults
+        for name, step in self.workflows.items():
+            if isinstance(step, dict):
+                yield ("workflows", name), step
+
+    def _poll_bounds(self, base: YamlPath, parsed: dict[YamlPath, float]) -> None:
+        def setting(key: str) -> YamlPath | None:
+            for path in ((*base, key), ("defaults", key)):
+                if path in parsed:
+                    return path
+            return None
+
+        low, high = setting("poll_interval"), setting("max_poll_interval")
+        if high is None:
+            return
+        low_value = parsed[low] if low else BUILTIN_DEFAULTS["poll_interval"]
+        if parsed[high] < low_value:
+            # point at the setting this step gives itself, the one to change
+            high_text, low_text = format_duration(parsed[high]), format_duration(low_value)
+            if high[0] == "defaults" and low is not None and low[0] != "defaults":
+                self.report(low, f"{low_text} is more than max_poll_interval ({high_text})")
+            else:
+                self.report(high, f"{high_text} is less than poll_interval ({low_text})")
+
+
+def _upstreams(name: str, depends_on: Any) -> Iterator[tuple[YamlPath, Any]]:
+    base: YamlPath = ("workflows", name, "depends_on")
+    if isinstance(depends_on, str):
+        yield base, depends_on
+    elif isinstance(depends_on, list):
+        for index, upstream in enumerate(depends_on):
+            if isinstance(upstream, str):
+                yield (*base, index), upstream
+
+
+def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
+    data: dict[str, Any] = doc.data
+    defaults = {**BUILTIN_DEFAULTS, **data.get("defaults", {})}
+    steps: dict[str, Step] = {}
+    for name, raw in data["workflows"].items():
+        settings = {**defaults, **raw}
+        depends_on = raw.get("depends_on", [])
+        poll = parse_duration(settings["poll_interval"])
+        explicit_max = "max_poll_interval" in raw or "max_poll_interval" in data.get("defaults", {})
+        max_poll = parse_duration(settings["max_poll_interval"])
+        steps[name] = Step(
+            name=name,
+            workflow_id=int(raw["workflow_id"]),
+            depends_on=(depends_on,) if isinstance(depends_on, str) else tuple(depends_on),
+            description=raw.get("description"),
+            on_failure=settings["on_failure"],
+            retries=int(settings["retries"]),
+            retry_delay=parse_duration(settings["retry_delay"]),
+            timeout=parse_duration(settings["timeout"]),
+            poll_interval=poll,
+            max_poll_interval=max_poll if explicit_max else max(max_poll, poll),
+        )
+    api = data.get("api", {})
+    source = doc.source
+    return Plan(
+        path=source.name,
+        name=data.get("name") or PurePath(source.name).stem,
+        description=data.get("description"),
+        api=ApiSettings(
+            base_url=api.get("base_url", DEFAULT_BASE_URL),
+            token_env=api.get("token_env", DEFAULT_TOKEN_ENV),
+        ),
+        max_parallel=int(data.get("max_parallel", DEFAULT_MAX_PARALLEL)),
+        steps=MappingProxyType(steps),
+        sha256=source.sha256,
+        stages=tuple(tuple(stage) for stage in stages),
+        graph=dag,
+    )

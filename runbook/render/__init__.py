@@ -1,0 +1,1 @@
+"""Renderers: everything runbook prints goes through here, to an injected stream."""

@@ -1,0 +1,30 @@
+"""Small wording helpers shared by messages: hints and plurals."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["did_you_mean", "plural", "quoted_list"]
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` when a choice is close to ``word``, else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``"1 workflow"``, ``"2 workflows"``, ``"1 dependency"``, ``"3 dependencies"``."""
+    if count == 1:
+        return f"{count} {singular}"
+    if plural_form is None:
+        plural_form = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{count} {plural_form}"
+
+
+def quoted_list(items: Iterable[object]) -> str:
+    """``'a', 'b', 'c'``"""
+    return ", ".join(f"'{item}'" for item in items)
