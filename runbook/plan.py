@@ -113,9 +113,14 @@ def _load(source: yamldoc.Source) -> Plan:
             [doc.problem((), "the plan is empty: it needs 'version: 1' and 'workflows:'")]
         )
     schema_problems, bad = checker("plan").problems(doc)
-    problems += schema_problems
     semantics = _Semantics(doc, bad)
-    problems += semantics.check()
+    # a node the YAML layer refused (a tag, a recursive alias) is not explained twice
+    refused = {(problem.line, problem.column) for problem in problems}
+    problems += [
+        problem
+        for problem in schema_problems + semantics.check()
+        if (problem.line, problem.column) not in refused
+    ]
     if problems:
         raise PlanError(problems)
     return _build(doc, semantics.graph, semantics.stages)

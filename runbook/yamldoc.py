@@ -286,7 +286,7 @@ class _Builder:
         if tag == _STR:
             return node.value
         text = node.value
-        if tag == _INT and text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+        if tag == _INT and len(text) < 19 and text.isdigit() and (text[0] != "0" or text == "0"):
             return int(text)  # the common case; "017" is octal in YAML 1.1, left to PyYAML
         if tag in _AS_TEXT:
             return node.value  # timestamps stay text: no plan field is a date

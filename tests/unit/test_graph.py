@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runbook.errors import UsageError
+from runbook.graph import Dag, digraph, find_cycles, parse_spec, stages_or_cycles
+from runbook.plan import load_plan
+
+DIAMOND = """\
+version: 1
+workflows:
+  extract_a: {workflow_id: 1}
+  extract_b: {workflow_id: 2}
+  join: {workflow_id: 3, depends_on: [extract_a, extract_b]}
+  report: {workflow_id: 4, depends_on: join}
+  audit: {workflow_id: 5, depends_on: extract_b}
+  lonely: {workflow_id: 6}
+"""
+
+
+@pytest.fixture
+def dag(tmp_path: Path) -> Dag:
+    path = tmp_path / "diamond.yaml"
+    path.write_text(DIAMOND)
+    return Dag(load_plan(path))
+
+
+def test_stages_are_generations_sorted_by_name(dag: Dag) -> None:
+    assert dag.stages() == [["extract_a", "extract_b", "lonely"], ["audit", "join"], ["report"]]
+
+
+def test_closures(dag: Dag) -> None:
+    assert dag.upstream_of("report") == {"join", "extract_a", "extract_b"}
+    assert dag.downstream_of("extract_b") == {"join", "report", "audit"}
+    assert dag.upstream_of("lonely") == set() == dag.downstream_of("lonely")
+
+
+@pytest.mark.parametrize(
+    ("selects", "excludes", "steps", "done"),
+    [
+        ((), (), {"extract_a", "extract_b", "join", "report", "audit", "lonely"}, set()),
+        (("join",), (), {"join"}, {"extract_a", "extract_b"}),
+        (("+join",), (), {"join", "extract_a", "extract_b"}, set()),
+        (("join+",), (), {"join", "report"}, {"extract_a", "extract_b"}),
+        (("+report+",), (), {"report", "join", "extract_a", "extract_b"}, set()),
+        (("extract_b+",), (), {"extract_b", "join", "report", "audit"}, {"extract_a"}),
+        (("join", "lonely"), (), {"join", "lonely"}, {"extract_a", "extract_b"}),
+        ((), ("extract_b+",), {"extract_a", "lonely"}, set()),
+        (("+report",), ("extract_a",), {"report", "join", "extract_b"}, {"extract_a"}),
+        (("lonely",), ("lonely",), set(), set()),
+    ],
+)
+def test_selection_specs(dag: Dag, selects, excludes, steps, done) -> None:
+    selection = dag.select(selects, excludes)
+    assert selection.steps == steps
+    assert selection.assumed_done == done
+
+
+def test_stages_of_a_selection_ignore_unselected_upstreams(dag: Dag) -> None:
+    assert dag.stages(dag.select(["join+"]).steps) == [["join"], ["report"]]
+    assert dag.stages(dag.select().steps) == dag.stages()
+
+
+def test_unknown_name_is_a_usage_error_with_a_hint(dag: Dag) -> None:
+    with pytest.raises(UsageError) as caught:
+        dag.select(["+jion"])
+    assert str(caught.value) == "--select '+jion': unknown step 'jion'; did you mean 'join'?"
+    assert caught.value.exit_code == 2
+    with pytest.raises(UsageError) as caught:
+        dag.select([], ["nothing+"])
+    assert str(caught.value) == "--exclude 'nothing+': unknown step 'nothing'"
+
+
+@pytest.mark.parametrize("text", ["+", "++", "", "a+b", "+a++"])
+def test_malformed_specs(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_spec(text, "--exclude")
+    assert str(caught.value).startswith(f"--exclude {text!r}: expected NAME, +NAME")
+
+
+def test_spec_forms() -> None:
+    spec = parse_spec("+a.b-c+")
+    assert (spec.name, spec.upstream, spec.downstream) == ("a.b-c", True, True)
+    assert (parse_spec("a").upstream, parse_spec("a").downstream) == (False, False)
+
+
+def test_cycles_one_per_knot_shortest_from_smallest_name() -> None:
+    g = digraph(
+        "abcdexy",
+        [("a", "b"), ("b", "c"), ("c", "a"), ("c", "b"), ("x", "y"), ("y", "x"), ("d", "e")],
+    )
+    assert find_cycles(g) == [["a", "b", "c"], ["x", "y"]]
+    assert stages_or_cycles(g) == ([], [["a", "b", "c"], ["x", "y"]])
+    acyclic = digraph("abc", [("a", "b")])
+    assert stages_or_cycles(acyclic) == ([["a", "c"], ["b"]], [])
