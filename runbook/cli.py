@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import click
 
 from runbook import __version__
-from runbook.errors import InputError, RunbookError
+from runbook.errors import InputError, RunbookError, UsageError
 
 EXIT_INTERNAL = 70
 """An unexpected error: a bug in runbook (sysexits' EX_SOFTWARE)."""
@@ -143,6 +143,53 @@ def graph(plan_path: str, fmt: str) -> int:
         planview.write_mermaid(_stdout(), loaded)
     else:
         planview.write_dot(_stdout(), loaded)
+    return 0
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8321,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 takes a free one.",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    metavar="FILE",
+    help="How workflows behave and which faults to inject (YAML).",
+)
+@click.option(
+    "--token", default="sandbox", show_default=True, help="The Bearer token the simulator accepts."
+)
+def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
+    """Serve the built-in Nexadata simulator until interrupted (Ctrl-C).
+
+    It answers the API as Nexadata documents it: trigger, poll, 401 without the token,
+    404 for unknown workflows and executions. Without --scenario every workflow waits
+    200 ms in created, runs 1-3 s (fixed per workflow id) and succeeds.
+    """
+    from runbook.render.sandboxview import write_banner
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.scenario import Scenario, load_scenario
+    from runbook.sandbox.server import base_url, bind, serve_forever
+
+    if not token or any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        raise UsageError("--token must be one word of printable ASCII")
+    scenario = load_scenario(scenario_path) if scenario_path else Scenario()
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another --port (0 takes a free one)"
+        ) from None
+    url = base_url(sock)
+    write_banner(_stdout(), url, token, scenario_path)
+    serve_forever(create_app(scenario, token=token), sock)
+    _stdout().write("runbook sandbox: stopped\n")
     return 0
 
 

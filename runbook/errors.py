@@ -9,6 +9,12 @@
     │   └── ScenarioError        2  an invalid sandbox scenario
     ├── ConfigError              3  API configuration: no token, a non-HTTPS remote URL
     │   └── AuthError            3  the API refused the token (401/403)
+    ├── ApiError                 1  an API answer that fails a step (the run goes on)
+    │   ├── WorkflowNotFound        404 on trigger: no such workflow in this organization
+    │   ├── ExecutionNotFound       404 on poll: the execution is not visible to this token
+    │   ├── TriggerRefused          another 4xx on trigger: provably not created
+    │   ├── TriggerOutcomeUnknown   the trigger may or may not have created an execution
+    │   └── ApiUnavailable          transient faults outlasted the retries
     ├── LockedError              4  another apply of the same plan is running
     └── Interrupted            130  SIGINT or SIGTERM; the run can be resumed
 
@@ -21,8 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "ApiError",
+    "ApiUnavailable",
     "ConfigError",
     "AuthError",
+    "ExecutionNotFound",
+    "TriggerOutcomeUnknown",
+    "TriggerRefused",
+    "WorkflowNotFound",
     "InputError",
     "Interrupted",
     "LockedError",
@@ -93,6 +105,30 @@ class ConfigError(RunbookError):
 
 class AuthError(ConfigError):
     """The API refused the token."""
+
+
+class ApiError(RunbookError):
+    """An API outcome that fails the step it concerns; the message is one sentence."""
+
+
+class WorkflowNotFound(ApiError):
+    """The trigger answered 404."""
+
+
+class ExecutionNotFound(ApiError):
+    """A poll answered 404."""
+
+
+class TriggerRefused(ApiError):
+    """The trigger was refused (a 4xx other than 401/403/404/429): nothing was created."""
+
+
+class TriggerOutcomeUnknown(ApiError):
+    """The trigger's answer was lost: an execution may exist. Never re-sent silently."""
+
+
+class ApiUnavailable(ApiError):
+    """Transient faults (5xx, connection errors, malformed answers) outlasted the retries."""
 
 
 class LockedError(RunbookError):

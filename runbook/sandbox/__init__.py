@@ -1,0 +1,1 @@
+"""The built-in Nexadata simulator: scenario, ASGI app, uvicorn server."""

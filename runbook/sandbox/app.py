@@ -1,0 +1,276 @@
+"""The Nexadata simulator: one Starlette app, the API exactly as nexadata-api.md states it.
+
+Routes under ``/api/v1``: trigger (``POST /workflows/{id}/execute``), poll (``GET
+/workflows/executions/{id}``) and the deprecated pipeline trigger, which answers 404.
+Executions move ``created -> running -> succeeded|failed`` by the time elapsed since
+their trigger, on an injectable clock (tests advance it by hand instead of sleeping).
+
+``GET /__sandbox/stats`` (outside the API) counts requests by route and status and
+executions by workflow, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runbook.sandbox.scenario import Behaviour, Scenario
+
+__all__ = ["SandboxState", "create_app", "DEFAULT_TOKEN"]
+
+DEFAULT_TOKEN = "sandbox"
+TRIGGER = "POST /api/v1/workflows/{id}/execute"
+POLL = "GET /api/v1/workflows/executions/{id}"
+PIPELINE = "POST /api/v1/pipelines/{id}/execute"
+OTHER = "other"
+
+
+def iso(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, e.g. ``2026-11-28T02:00:03.120Z``."""
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class SimulatedExecution:
+    id: int
+    workflow_id: int
+    created: float  # on the state's clock
+    created_wall: float  # epoch seconds, for start_at/end_at
+    behaviour: Behaviour
+    outcome: str
+    errors: tuple[Any, ...]
+
+    @property
+    def ends(self) -> float:
+        """When it reaches its terminal state, on the clock; inf if it never does."""
+        if self.behaviour.duration is None:
+            return math.inf
+        return self.created + self.behaviour.queue + self.behaviour.duration
+
+    def record(self, now: float) -> dict[str, Any]:
+        behaviour = self.behaviour
+        elapsed = now - self.created
+        record: dict[str, Any] = {
+            "id": self.id,
+            "workflow_id": self.workflow_id,
+            "state": "created",
+            "start_at": None,
+            "end_at": None,
+            "errors": [],
+            "warnings": [],
+        }
+        if elapsed < behaviour.queue:
+            return record
+        record["start_at"] = iso(self.created_wall + behaviour.queue)
+        if now < self.ends:
+            record["state"] = behaviour.running_state
+            return record
+        assert behaviour.duration is not None
+        record["state"] = self.outcome
+        record["end_at"] = iso(self.created_wall + behaviour.queue + behaviour.duration)
+        record["errors"] = list(self.errors)
+        record["warnings"] = list(behaviour.warnings)
+        return record
+
+
+class SandboxState:
+    """Everything the simulator remembers; one per app."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        token: str,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
+        self.scenario = scenario
+        self.token = token
+        self.clock = clock
+        self.wall = wall
+        self.rng = random.Random(scenario.seed)
+        self.executions: dict[int, SimulatedExecution] = {}
+        self.by_workflow: Counter[int] = Counter()
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.last_request: float | None = None
+        self._behaviours: dict[int, Behaviour] = {}
+        self._next_id = 1
+        rate = scenario.faults.rate_limit
+        self._bucket = max(1.0, rate) if rate else 0.0
+        self._bucket_at = clock()
+
+    def behaviour(self, workflow_id: int) -> Behaviour:
+        found = self._behaviours.get(workflow_id)
+        if found is None:
+            found = self._behaviours[workflow_id] = self.scenario.behaviour(workflow_id)
+        return found
+
+    def create(self, workflow_id: int) -> SimulatedExecution:
+        behaviour = self.behaviour(workflow_id)
+        earlier = self.by_workflow[workflow_id]
+        self.by_workflow[workflow_id] += 1
+        failing_first = earlier < behaviour.fail_first
+        outcome = "failed" if failing_first else behaviour.outcome
+        errors = behaviour.errors
+        if failing_first:
+            errors = (f"Simulated failure {earlier + 1} of {behaviour.fail_first} (fail_first)",)
+        elif outcome == "failed" and not errors:
+            errors = ("Workflow failed (simulated by the runbook sandbox)",)
+        execution = SimulatedExecution(
+            id=self._next_id,
+            workflow_id=workflow_id,
+            created=self.clock(),
+            created_wall=self.wall(),
+            behaviour=behaviour,
+            outcome=outcome,
+            errors=errors,
+        )
+        self._next_id += 1
+        self.executions[execution.id] = execution
+        return execution
+
+    def take_turn(self) -> float | None:
+        """Spend one request of the rate limit; the wait in seconds if there is none left."""
+        rate = self.scenario.faults.rate_limit
+        if not rate:
+            return None
+        now = self.clock()
+        self._bucket = min(max(1.0, rate), self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket >= 1:
+            self._bucket -= 1
+            return None
+        return (1 - self._bucket) / rate
+
+    def retry_after(self, seconds: float) -> str:
+        whole = max(1, math.ceil(seconds))
+        if self.scenario.faults.retry_after == "date":
+            return email.utils.formatdate(self.wall() + whole, usegmt=True)
+        return str(whole)
+
+    def peak_in_flight(self) -> int:
+        """The most executions that were between trigger and terminal state at once."""
+        events = sorted(
+            [(e.created, 1) for e in self.executions.values()]
+            + [(e.ends, -1) for e in self.executions.values()]
+        )
+        peak = current = 0
+        for _, change in events:
+            current += change
+            peak = max(peak, current)
+        return peak
+
+    def stats(self) -> dict[str, Any]:
+        routes: dict[str, dict[str, int]] = {}
+        for (route, status), count in sorted(self.requests.items()):
+            routes.setdefault(route, {})[str(status)] = count
+        return {
+            "requests": routes,
+            "requests_total": sum(self.requests.values()),
+            "executions": {str(k): v for k, v in sorted(self.by_workflow.items())},
+            "executions_total": len(self.executions),
+            "peak_in_flight": self.peak_in_flight(),
+            "last_request_at": None if self.last_request is None else iso(self.last_request),
+        }
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    scenario: Scenario | None = None,
+    *,
+    token: str = DEFAULT_TOKEN,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> Starlette:
+    """The simulator as an ASGI app; its state is at ``app.state.sandbox``."""
+    state = SandboxState(scenario or Scenario(), token, clock, wall)
+    faults = state.scenario.faults
+    expected_auth = f"Bearer {token}"
+
+    async def guard(request: Request, kind: str) -> Response | None:
+        """Latency, then the answers a real gateway gives before the app sees a request."""
+        state.last_request = state.wall()
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
+        if request.headers.get("authorization") != expected_auth:
+            return _error(401, "unauthorized: missing or invalid Bearer token")
+        wait = state.take_turn()
+        if wait is not None:
+            return _error(429, "too many requests", {"Retry-After": state.retry_after(wait)})
+        if faults.unavailable_rate and state.rng.random() < faults.unavailable_rate:
+            return _error(503, "service unavailable", {"Retry-After": state.retry_after(1)})
+        if faults.error_rate and kind in faults.errors_on:
+            if state.rng.random() < faults.error_rate:
+                return _error(500, "internal server error (simulated)")
+        return None
+
+    def answer(route: str, response: Response) -> Response:
+        state.requests[(route, response.status_code)] += 1
+        return response
+
+    async def trigger(request: Request) -> Response:
+        refused = await guard(request, "trigger")
+        if refused is not None:
+            return answer(TRIGGER, refused)
+        workflow_id: int = request.path_params["workflow_id"]
+        if workflow_id < 1 or not state.behaviour(workflow_id).exists:
+            return answer(TRIGGER, _error(404, f"workflow {workflow_id} not found"))
+        execution = state.create(workflow_id)
+        if faults.lost_answer_rate and state.rng.random() < faults.lost_answer_rate:
+            return answer(TRIGGER, _error(500, "internal server error (simulated lost answer)"))
+        return answer(TRIGGER, JSONResponse(execution.record(state.clock())))
+
+    async def poll(request: Request) -> Response:
+        refused = await guard(request, "poll")
+        if refused is not None:
+            return answer(POLL, refused)
+        execution = state.executions.get(request.path_params["execution_id"])
+        if execution is None:
+            ident = request.path_params["execution_id"]
+            return answer(POLL, _error(404, f"execution {ident} not found"))
+        return answer(POLL, JSONResponse(execution.record(state.clock())))
+
+    async def pipeline(request: Request) -> Response:
+        refused = await guard(request, "trigger")
+        if refused is not None:
+            return answer(PIPELINE, refused)
+        return answer(
+            PIPELINE,
+            _error(404, "the pipeline execution endpoint is deprecated; use /workflows"),
+        )
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(state.stats())
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        return answer(OTHER, _error(status, "not found" if status == 404 else "not allowed"))
+
+    app = Starlette(
+        routes=[
+            Route("/api/v1/workflows/{workflow_id:int}/execute", trigger, methods=["POST"]),
+            Route("/api/v1/workflows/executions/{execution_id:int}", poll, methods=["GET"]),
+            Route("/api/v1/pipelines/{pipeline_id}/execute", pipeline, methods=["POST"]),
+            Route("/__sandbox/stats", stats, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+    )
+    app.state.sandbox = state
+    return app

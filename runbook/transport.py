@@ -1,0 +1,106 @@
+"""An httpx transport on aiohttp's connection pool and C HTTP parser.
+
+httpx stays the client API (``httpx.AsyncClient``, its requests, responses and
+exceptions); only the engine underneath changes. httpx's default engine (httpcore)
+rescans its whole pool on every request: on this project's 2-core machine it cost
+about 2.4 ms of CPU a request against the sandbox, this one about a third of that
+(``benchmarks/api_throughput.py``).
+
+Exceptions are mapped with the one distinction the client's safety rests on: an
+error while *connecting* (nothing was sent) becomes ``httpx.ConnectError`` or
+``httpx.ConnectTimeout``; anything after that — a dropped connection, a read timeout,
+a malformed answer — becomes ``httpx.ReadError``/``ReadTimeout``/``RemoteProtocolError``,
+which the client treats as "the request may have arrived".
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import aiohttp
+import httpx
+import yarl
+
+__all__ = ["AiohttpTransport"]
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session, created in the running loop on first use."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}  # polls repeat URLs: parse each once
+
+    def _open(self, secure: bool) -> aiohttp.ClientSession:
+        # verification always on: the system's (or certifi's) CA bundle, as httpx does;
+        # loading it costs ~40 ms, so only when the API is reached over TLS
+        tls: ssl.SSLContext | bool = httpx.create_ssl_context() if secure else False
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=self._max_connections,
+            ssl=tls,
+            enable_cleanup_closed=False,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,  # httpx decodes by Content-Encoding itself
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            self._session = self._open(request.url.scheme == "https")
+        text = str(request.url)
+        url = self._urls.get(text)
+        if url is None:
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            url = self._urls[text] = yarl.URL(text, encoded=True)
+        try:
+            async with self._session.request(
+                request.method,
+                url,
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                compress=None,
+            ) as answer:
+                body = await answer.read()
+                status, headers = answer.status, answer.raw_headers
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(_text(exc), request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(_text(exc), request=request) from exc
+        except aiohttp.SocketTimeoutError as exc:
+            raise httpx.ReadTimeout(_text(exc), request=request) from exc
+        except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
+            raise httpx.RemoteProtocolError(_text(exc), request=request) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise httpx.ReadError(_text(exc), request=request) from exc
+        return httpx.Response(status, headers=list(headers), content=body, request=request)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _text(exc: BaseException) -> str:
+    text: Any = str(exc) or type(exc).__name__
+    return str(text)
