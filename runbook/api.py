@@ -62,6 +62,8 @@ __all__ = [
 KNOWN_STATES = frozenset({"created", "running", "succeeded", "failed"})
 TERMINAL_STATES = frozenset({"succeeded", "failed"})
 USER_AGENT = f"runbook/{__version__}"
+_MIN_RETRY_AFTER = 0.1
+"""Even "Retry-After: 0" (or a date already past) waits this long: never a busy loop."""
 
 
 class Token:
@@ -499,10 +501,10 @@ class NexadataClient:
                     if when.tzinfo is None:
                         when = when.replace(tzinfo=timezone.utc)
                     seconds = (when - datetime.now(timezone.utc)).total_seconds()
-                    return min(cap, max(0.0, seconds))
+                    return min(cap, max(_MIN_RETRY_AFTER, seconds))
             else:
                 if math.isfinite(seconds):
-                    return min(cap, max(0.0, seconds))
+                    return min(cap, max(_MIN_RETRY_AFTER, seconds))
         return self.retry.backoff(2, self._rng) + 0.5
 
     def _unknown(self, workflow_id: int, reason: str) -> TriggerOutcomeUnknown:

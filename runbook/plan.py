@@ -142,7 +142,7 @@ class _Semantics:
         self.stages: list[list[str]] = []
 
     def report(self, path: YamlPath, message: str) -> None:
-        self.problems[self.doc.problem(path, f"{where(path)}: {message}")] = None
+        self.problems[self.doc.problem(path, f"{where(path, self.doc.data)}: {message}")] = None
 
     def check(self) -> list[Problem]:
         edges = self._dependencies()

@@ -39,11 +39,21 @@ _KEY_HINTS = {
 }
 
 
-def where(path: YamlPath) -> str:
-    """``workflows.transform.depends_on[1]`` for a path of keys and indices."""
+def where(path: YamlPath, data: Any = None) -> str:
+    """``workflows.transform.depends_on[1]`` for a path of keys and indices.
+
+    With the document's ``data``, an integer is shown as a list index only where the
+    path goes through a list (``workflows.42`` is a mapping key in a scenario).
+    """
     text = ""
+    node = data
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        index = isinstance(node, list) if data is not None else isinstance(part, int)
+        text += f"[{part}]" if index else (f".{part}" if text else str(part))
+        try:
+            node = node[part] if node is not None else None
+        except (KeyError, IndexError, TypeError):
+            node = None
     return text
 
 
@@ -114,7 +124,7 @@ class SchemaChecker:
 
     def _explain(self, doc: Document, error: Any, path: YamlPath) -> Iterator[Problem]:
         schema, validator, instance = error.schema, error.validator, error.instance
-        prefix = f"{where(path)}: " if path else ""
+        prefix = f"{where(path, doc.data)}: " if path else ""
         deeper = [sub for sub in error.context or () if sub.relative_path]
         if validator in ("anyOf", "oneOf") and deeper:
             # a list or mapping with one bad item: name the item, not the whole value

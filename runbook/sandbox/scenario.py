@@ -121,7 +121,7 @@ def _duration_problems(
         try:
             parse_duration(value)
         except DurationError as exc:
-            found.append(doc.problem(path, f"{where(path)}: {exc}"))
+            found.append(doc.problem(path, f"{where(path, doc.data)}: {exc}"))
     return found
 
 

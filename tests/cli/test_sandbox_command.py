@@ -1,0 +1,125 @@
+"""``runbook sandbox`` as a user runs it: a real process, curl, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, entry_point, run_entry
+
+
+def start(*argv: str) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [*entry_point(), "sandbox", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner = []
+    for line in process.stdout:
+        banner.append(line.rstrip("\n"))
+        if line.startswith("Press Ctrl-C"):
+            break
+    return process, banner
+
+
+def curl(command: str) -> dict:
+    assert shutil.which("curl"), "curl is needed to run the article's commands"
+    done = subprocess.run(
+        command + " --silent --show-error",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_banner_curl_and_clean_stop(sig: signal.Signals) -> None:
+    process, banner = start("--port", "0")
+    try:
+        url = banner[1].split()[-1]
+        assert banner[0] == "runbook sandbox: a simulated Nexadata API (default scenario)"
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v1")
+        assert banner[2] == "  token     sandbox"
+        trigger_line, poll_line = (line.strip() for line in banner if "curl" in line)
+        assert trigger_line == (
+            f"curl -X POST {url}/workflows/29/execute "
+            '-H "Authorization: Bearer sandbox" '
+            '-H "Content-Type: application/json"'
+        )
+        created = curl(trigger_line)
+        assert created["state"] == "created" and isinstance(created["id"], int)
+        polled = curl(poll_line.replace("/executions/1", f"/executions/{created['id']}"))
+        assert polled["id"] == created["id"]
+        assert polled["state"] in ("created", "running")
+        assert set(polled) >= {"id", "state", "start_at", "end_at", "errors", "warnings"}
+    finally:
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert out == "runbook sandbox: stopped\n"
+    assert "Traceback" not in err
+
+
+def test_scenario_is_used(tmp_path: Path) -> None:
+    process, banner = start(
+        "--port", "0", "--scenario", str(DATA / "scenarios" / "every_key.yaml"), "--token", "t0k"
+    )
+    try:
+        url = banner[1].split()[-1]
+        assert banner[0].endswith("every_key.yaml)")
+        auth = '-H "Authorization: Bearer t0k"'
+        answer = curl(f"curl -X POST {url}/workflows/99/execute {auth}")
+        assert answer == {"error": "workflow 99 not found"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_invalid_scenario_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faults: {error_rate: 2}\n")
+    result = run_entry("sandbox", "--scenario", str(bad))
+    assert result.code == 2
+    assert result.err == (
+        f"{bad}:1:22: faults.error_rate: 2 is greater than the maximum, 1\n"
+        f"{bad}: invalid scenario (1 problem)\n"
+    )
+    assert result.out == ""
+
+
+def test_port_in_use_exits_2() -> None:
+    process, banner = start("--port", "0")
+    try:
+        port = banner[1].split()[-1].split(":")[2].split("/")[0]
+        result = run_entry("sandbox", "--port", port)
+        assert result.code == 2
+        assert result.err == (
+            f"runbook: cannot listen on 127.0.0.1:{port}: Address already in "
+            "use; choose another --port (0 takes a free one)\n"
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--token", "two words"), "runbook: --token must be one word of printable ASCII\n"),
+        (("--port", "70000"), "Error: Invalid value for '--port': 70000 is not in the range"),
+    ],
+)
+def test_bad_flags(argv: tuple[str, ...], message: str) -> None:
+    result = run_entry("sandbox", *argv)
+    assert result.code == 2
+    assert message in result.err
