@@ -147,6 +147,136 @@ def graph(plan_path: str, fmt: str) -> int:
 
 
 @cli.command()
+@click.argument("plan_path", metavar="PLAN")
+@click.option(
+    "--api-url",
+    metavar="URL",
+    help="The API's base URL (overrides NEXADATA_API_URL and the plan's api.base_url).",
+)
+@click.option(
+    "--token-file",
+    metavar="PATH",
+    help="Read the Bearer token from this file instead of the plan's api.token_env.",
+)
+@click.option(
+    "--sandbox",
+    "use_sandbox",
+    is_flag=True,
+    help="Run against the built-in simulator on a free loopback port; no token needed.",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    metavar="FILE",
+    help="With --sandbox: the simulator's scenario (YAML).",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Executions in flight at once (overrides the plan's max_parallel).",
+)
+@click.option("--report", "report_path", metavar="FILE", help="Write the run report as JSON.")
+@click.option(
+    "--junit", "junit_path", metavar="FILE", help="Write a JUnit XML file: one test case per step."
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Print nothing if the run succeeds; on failure only the summary.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per event per line.",
+)
+@_selection_options
+def apply(
+    plan_path: str,
+    api_url: str | None,
+    token_file: str | None,
+    use_sandbox: bool,
+    scenario_path: str | None,
+    max_parallel: int | None,
+    report_path: str | None,
+    junit_path: str | None,
+    quiet: bool,
+    log_format: str,
+    selects: tuple[str, ...],
+    excludes: tuple[str, ...],
+) -> int:
+    """Run the plan against the Nexadata API (or the built-in sandbox).
+
+    Each ready step's workflow is triggered and polled; a step starts only after every
+    upstream succeeded, at most --max-parallel at once. Exit codes: 0 every selected
+    step succeeded, 1 a step failed or was skipped or cancelled, 2 invalid plan or
+    usage, 3 authentication or API configuration, 130 interrupted.
+    """
+    from contextlib import ExitStack
+
+    from runbook.graph import Dag
+    from runbook.plan import load_plan
+    from runbook.render import report, runlog
+    from runbook.runner import api_target, check_options, run_plan, sandbox_target
+
+    check_options(
+        sandbox=use_sandbox, scenario=scenario_path, api_url=api_url, token_file=token_file
+    )
+    loaded = load_plan(plan_path)
+    dag = Dag(loaded)
+    selection = dag.select(selects, excludes)
+    stages = dag.stages(selection.steps)
+    with ExitStack() as stack:
+        if use_sandbox:
+            target = stack.enter_context(sandbox_target(scenario_path))
+        else:
+            target = api_target(loaded, api_url=api_url, token_file=token_file)
+        sinks: list[Any] = []
+        live = None
+        out = _stdout()
+        if not quiet:
+            if log_format == "json":
+                sinks.append(runlog.JsonLines(out))
+            elif out.isatty():
+                from rich.console import Console
+
+                from runbook.render.live import LiveView
+
+                live = LiveView(Console(file=out))
+                sinks.append(live)
+            else:
+                sinks.append(runlog.PlainLines(out))
+        try:
+            run = run_plan(
+                loaded, target, selection, stages, max_parallel=max_parallel, sinks=sinks
+            )
+        finally:
+            if live is not None:
+                live.stop()
+    if report_path:
+        report.write_report(report_path, run)
+    if junit_path:
+        report.write_junit(junit_path, run)
+    if not quiet or run.state != "succeeded":
+        if log_format == "json" and quiet:
+            runlog.JsonLines(out)(_finished(run))
+        elif log_format != "json":
+            runlog.write_summary(out, run)
+    if run.exit_code is not None:
+        return run.exit_code
+    return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)
+
+
+def _finished(run: Any) -> Any:
+    from runbook.events import RunFinished
+
+    return RunFinished(run, run.ended_at or run.started_at)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",

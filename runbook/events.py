@@ -1,0 +1,173 @@
+"""What the executor tells the outside world, and the run's record.
+
+The executor awaits every sink for every event before it goes on, so a sink that must
+make something durable first (the journal: an attempt *triggering* before its POST, an
+execution id as soon as it is known) can do so by awaiting its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+RunState = Literal["running", "succeeded", "failed", "interrupted"]
+FINAL_STEP_STATES = ("succeeded", "failed", "skipped", "cancelled")
+
+__all__ = [
+    "AttemptFinished",
+    "AttemptRecord",
+    "AttemptTriggered",
+    "AttemptTriggering",
+    "Event",
+    "ExecutionSeen",
+    "Notice",
+    "RetryScheduled",
+    "RunFinished",
+    "RunRecord",
+    "RunStarted",
+    "Sink",
+    "StepFinished",
+    "StepRecord",
+]
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One attempt of a step: a trigger and the execution it created, as last seen."""
+
+    number: int
+    triggered_at: float  # epoch seconds
+    execution_id: int | None = None
+    state: str = "triggering"  # then the execution's state, or "unknown"
+    start_at: str | None = None
+    end_at: str | None = None
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    record: dict[str, Any] | None = None
+    ended_at: float | None = None  # epoch seconds, when runbook saw it end
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """A selected step's progress and outcome."""
+
+    name: str
+    workflow_id: int
+    stage: int
+    state: StepState = "pending"
+    reason: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def attempt(self) -> AttemptRecord | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The whole run: what the report, the JUnit file and the summary are made of."""
+
+    plan: str
+    run_id: int | None
+    max_parallel: int
+    steps: dict[str, StepRecord]
+    assumed_done: tuple[str, ...] = ()
+    state: RunState = "running"
+    started_at: float = 0.0
+    ended_at: float | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    """Set when the run was cut short by an error with an exit code of its own (3)."""
+
+    def count(self, state: str) -> int:
+        return sum(1 for step in self.steps.values() if step.state == state)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run: RunRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTriggering:
+    """About to POST: nothing is sent before every sink has returned."""
+
+    step: StepRecord
+    attempt: AttemptRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTriggered:
+    """The POST answered with an execution id: sinks make it durable first."""
+
+    step: StepRecord
+    attempt: AttemptRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSeen:
+    """A poll answered something new (a state or any field changed)."""
+
+    step: StepRecord
+    attempt: AttemptRecord
+    previous_state: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    step: StepRecord
+    attempt: AttemptRecord
+    outcome: str  # succeeded, failed, timed out, unknown, error
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    step: StepRecord
+    delay: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    step: StepRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a person should know that changes nothing: a signal, an unknown state."""
+
+    message: str
+    at: float
+    step: StepRecord | None = None
+    level: Literal["info", "warning"] = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run: RunRecord
+    at: float
+
+
+Event = (
+    RunStarted
+    | AttemptTriggering
+    | AttemptTriggered
+    | ExecutionSeen
+    | AttemptFinished
+    | RetryScheduled
+    | StepFinished
+    | Notice
+    | RunFinished
+)
+Sink = Callable[[Event], Awaitable[None] | None]
+"""A sink is called with each event; an awaitable it returns is awaited."""

@@ -1,0 +1,448 @@
+"""The scheduler: runs a plan's selected steps against the API, in order, in parallel.
+
+One asyncio task per started step; a step starts when every selected upstream has been
+*observed* ``succeeded``, and each attempt holds one of ``max_parallel`` slots from its
+trigger to its execution's end (slots are granted in stage, then name, order). Every
+event goes to the sinks, awaited, before the executor goes on (see runbook.events).
+
+The trigger is never interrupted: a signal cancels polls and waits, but a step whose
+POST is under way finishes it and hands the execution id to the sinks first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from runbook.api import Execution
+from runbook.errors import (
+    ApiError,
+    AuthError,
+    TriggerOutcomeUnknown,
+)
+from runbook.events import (
+    AttemptFinished,
+    AttemptRecord,
+    AttemptTriggered,
+    AttemptTriggering,
+    Event,
+    ExecutionSeen,
+    Notice,
+    RetryScheduled,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    Sink,
+    StepFinished,
+    StepRecord,
+)
+from runbook.plan import Plan, Step
+
+__all__ = ["Api", "Executor", "POLL_FRACTION", "poll_delay"]
+
+POLL_FRACTION = 0.1
+"""Poll every tenth of the time an execution has run so far, within the step's bounds:
+detection lags at most a tenth of the running time (or poll_interval, if longer)."""
+TIMEOUT_REASON = "timed out (the remote execution may still be running)"
+
+
+class Api(Protocol):
+    """What the executor needs of the API client."""
+
+    async def trigger(self, workflow_id: int) -> Execution: ...
+
+    async def get_execution(self, execution_id: int) -> Execution: ...
+
+
+def poll_delay(step: Step, elapsed: float, rng: random.Random) -> float:
+    """The wait before the next poll of an execution running for ``elapsed`` seconds.
+
+    Starts at ``poll_interval``, grows with the running time (POLL_FRACTION) up to
+    ``max_poll_interval``, with up to 10 % of jitter downwards so that thousands of
+    executions triggered together do not poll together.
+    """
+    base = min(step.max_poll_interval, max(step.poll_interval, elapsed * POLL_FRACTION))
+    return base * rng.uniform(0.9, 1.0)
+
+
+class _Slots:
+    """``max_parallel`` slots, granted by priority; closing refuses every waiter."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self.closed = False
+        self._waiters: list[tuple[Any, int, asyncio.Future[bool]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: Any) -> bool:
+        if self.closed:
+            return False
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        return await future
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(True)  # the slot passes straight to the next waiter
+                return
+        self.free += 1
+
+    def close(self) -> None:
+        self.closed = True
+        for _, _, future in self._waiters:
+            if not future.done():
+                future.set_result(False)
+        self._waiters.clear()
+
+
+class _Halt(Exception):
+    """Raised inside a step task when the run stops before the step could go on."""
+
+
+class Executor:
+    """Runs ``steps`` of ``plan`` (a selection; other upstreams count as done)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        api: Api,
+        *,
+        steps: Iterable[str] | None = None,
+        stages: Sequence[Sequence[str]] | None = None,
+        assumed_done: Iterable[str] = (),
+        max_parallel: int | None = None,
+        sinks: Sequence[Sink] = (),
+        run_id: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plan = plan
+        self.api = api
+        selected = set(plan.steps if steps is None else steps)
+        if stages is None:
+            stages = [[name for name in stage if name in selected] for stage in plan.stages]
+            stages = [stage for stage in stages if stage]
+        self.stage_of = {name: number for number, stage in enumerate(stages) for name in stage}
+        self.run = RunRecord(
+            plan=plan.name,
+            run_id=run_id,
+            max_parallel=max_parallel or plan.max_parallel,
+            steps={
+                name: StepRecord(name, plan.steps[name].workflow_id, self.stage_of[name] + 1)
+                for stage in stages
+                for name in stage
+            },
+            assumed_done=tuple(sorted(assumed_done)),
+        )
+        self.sinks = list(sinks)
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._rng = rng or random.Random()
+        self._slots = _Slots(self.run.max_parallel)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._critical: set[str] = set()  # steps whose trigger is under way
+        self._waiting_retry: set[str] = set()
+        self.stopping = False
+        self.halted: str | None = None  # why the run was cut short (signal, auth)
+        self.fatal: AuthError | None = None
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def execute(self) -> RunRecord:
+        """Run to the end (or to a halt) and return the run's record."""
+        self.run.started_at = self._wall()
+        await self._emit(RunStarted(self.run, self.run.started_at))
+        for name in self._ordered(self.run.steps):
+            if self._ready(name):
+                self._start(name)
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+            for name, task in list(self._tasks.items()):
+                if task.done():
+                    del self._tasks[name]
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]  # a bug: surface it
+        await self._finish()
+        return self.run
+
+    def interrupt(self, reason: str) -> None:
+        """Stop at once: no new trigger; polls and waits end; in-flight steps stay pending.
+
+        The executions keep running remotely: their ids are known, and a resume polls
+        them again.
+        """
+        if self.halted is None:
+            self.halted = reason
+        self.stopping = True
+        self._slots.close()
+        for name, task in self._tasks.items():
+            if name not in self._critical:
+                task.cancel()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _ordered(self, names: Iterable[str]) -> list[str]:
+        return sorted(names, key=lambda name: (self.stage_of[name], name))
+
+    def _ready(self, name: str) -> bool:
+        return all(
+            self.run.steps[up].state == "succeeded"
+            for up in self.plan.steps[name].depends_on
+            if up in self.run.steps
+        )
+
+    def _start(self, name: str) -> None:
+        self._tasks[name] = asyncio.ensure_future(self._step(self.run.steps[name]))
+
+    async def _step(self, record: StepRecord) -> None:
+        step = self.plan.steps[record.name]
+        try:
+            await self._attempts(step, record)
+        except asyncio.CancelledError:
+            return  # halted: the record stays as it is (pending or running)
+        except _Halt:
+            return
+        except AuthError as error:
+            self.fatal = self.fatal or error
+            self.interrupt(str(error))
+            return
+        if record.state == "succeeded":
+            for name in self._ordered(self._downstream(record.name)):
+                if self.run.steps[name].state == "pending" and self._ready(name):
+                    if not self.stopping:
+                        self._start(name)
+        elif record.state == "failed":
+            await self._skip_downstream(record.name)
+            if step.on_failure == "stop" and not self.stopping:
+                await self._stop(f"step {record.name} failed (on_failure: stop)")
+
+    async def _attempts(self, step: Step, record: StepRecord) -> None:
+        priority = (self.stage_of[step.name], step.name)
+        for number in range(1, step.retries + 2):
+            if not await self._slots.acquire(priority):
+                if number == 1:
+                    raise _Halt  # never started: cancelled or pending, decided at the end
+                await self._finish_step(
+                    record, "failed", f"{record.reason} (not retried: the run is stopping)"
+                )
+                return
+            try:
+                outcome, reason = await self._attempt(step, record, number)
+            finally:
+                self._slots.release()
+            if outcome == "succeeded":
+                await self._finish_step(record, "succeeded", None)
+                return
+            last = number == step.retries + 1
+            if outcome != "failed" or last:
+                if outcome == "failed" and number > 1:
+                    reason = f"{reason} (attempt {number} of {number})"
+                await self._finish_step(record, "failed", reason)
+                return
+            record.reason = reason
+            await self._emit(RetryScheduled(record, step.retry_delay, self._wall()))
+            self._waiting_retry.add(step.name)
+            try:
+                await self._sleep(step.retry_delay)
+            except asyncio.CancelledError:
+                if self.halted is not None:
+                    raise
+                # a stop policy cancelled the wait: the failure stands
+            finally:
+                self._waiting_retry.discard(step.name)
+            if self.stopping:
+                await self._finish_step(
+                    record, "failed", f"{reason} (not retried: the run is stopping)"
+                )
+                return
+
+    async def _attempt(self, step: Step, record: StepRecord, number: int) -> tuple[str, str]:
+        """Trigger and poll once; ``(outcome, reason)`` with outcome succeeded, failed
+        (the execution failed: retries apply) or error (they do not)."""
+        attempt = AttemptRecord(number=number, triggered_at=self._wall())
+        record.attempts.append(attempt)
+        if record.state == "pending":
+            record.state, record.started_at = "running", attempt.triggered_at
+        self._critical.add(step.name)
+        try:
+            await self._emit(AttemptTriggering(record, attempt, attempt.triggered_at))
+            started = self._clock()
+            try:
+                execution = await self.api.trigger(step.workflow_id)
+            except TriggerOutcomeUnknown as error:
+                attempt.state = "unknown"
+                return await self._attempt_over(record, attempt, "unknown", str(error))
+            except AuthError:
+                attempt.state = "unknown"
+                raise
+            except ApiError as error:
+                attempt.state = "not created"
+                return await self._attempt_over(record, attempt, "error", str(error))
+            self._observe(attempt, execution)
+            await self._emit(AttemptTriggered(record, attempt, self._wall()))
+        finally:
+            self._critical.discard(step.name)
+        if self.halted is not None:
+            raise _Halt
+        return await self._poll(step, record, attempt, execution, started)
+
+    async def _poll(
+        self,
+        step: Step,
+        record: StepRecord,
+        attempt: AttemptRecord,
+        execution: Execution,
+        started: float,
+    ) -> tuple[str, str]:
+        deadline = started + step.timeout
+        warned = False
+        while not execution.terminal:
+            now = self._clock()
+            if now >= deadline:
+                return await self._attempt_over(record, attempt, "timed out", TIMEOUT_REASON)
+            await self._sleep(min(poll_delay(step, now - started, self._rng), deadline - now))
+            try:
+                latest = await self.api.get_execution(execution.id)
+            except AuthError:
+                raise
+            except ApiError as error:
+                return await self._attempt_over(record, attempt, "error", str(error))
+            if latest.raw != execution.raw:
+                previous = attempt.state
+                self._observe(attempt, latest)
+                await self._emit(ExecutionSeen(record, attempt, previous, self._wall()))
+            execution = latest
+            if not execution.known_state and not warned:
+                warned = True
+                await self._emit(
+                    Notice(
+                        f"execution {execution.id} reports an unknown state {execution.state!r}; "
+                        "polling on until the step's timeout",
+                        self._wall(),
+                        record,
+                    )
+                )
+        if execution.state == "succeeded":
+            return await self._attempt_over(record, attempt, "succeeded", "")
+        return await self._attempt_over(
+            record, attempt, "failed", f"execution {execution.id} failed"
+        )
+
+    def _observe(self, attempt: AttemptRecord, execution: Execution) -> None:
+        attempt.execution_id = execution.id
+        attempt.state = execution.state
+        attempt.start_at, attempt.end_at = execution.start_at, execution.end_at
+        attempt.errors, attempt.warnings = execution.errors, execution.warnings
+        attempt.record = dict(execution.raw)
+
+    async def _attempt_over(
+        self, record: StepRecord, attempt: AttemptRecord, outcome: str, reason: str
+    ) -> tuple[str, str]:
+        attempt.ended_at = self._wall()
+        await self._emit(AttemptFinished(record, attempt, outcome, attempt.ended_at))
+        return (
+            "succeeded" if outcome == "succeeded" else "failed" if outcome == "failed" else "error"
+        ), reason
+
+    async def _finish_step(self, record: StepRecord, state: Any, reason: str | None) -> None:
+        record.state, record.reason, record.ended_at = state, reason, self._wall()
+        await self._emit(StepFinished(record, record.ended_at))
+
+    def _downstream(self, name: str) -> list[str]:
+        return [d for d in self.plan.graph.successors(name) if d in self.run.steps]
+
+    async def _skip_downstream(self, name: str) -> None:
+        for down in self._ordered(self._descendants(name)):
+            record = self.run.steps[down]
+            if record.state == "pending":
+                upstreams = ", ".join(
+                    up
+                    for up in self.plan.steps[down].depends_on
+                    if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
+                )
+                await self._finish_step(record, "skipped", f"upstream {upstreams} did not succeed")
+
+    def _descendants(self, name: str) -> set[str]:
+        import networkx as nx
+
+        return {d for d in nx.descendants(self.plan.graph, name) if d in self.run.steps}
+
+    async def _stop(self, reason: str) -> None:
+        self.stopping = True
+        self.run.reason = reason
+        self._slots.close()
+        for name in list(self._waiting_retry):
+            self._tasks[name].cancel()
+        await self._emit(
+            Notice(
+                f"{reason}: no new step starts; executions in flight are polled to their end",
+                self._wall(),
+                level="info",
+            )
+        )
+
+    async def _finish(self) -> None:
+        for name in self._ordered(self.run.steps):
+            record = self.run.steps[name]
+            if record.state not in ("pending", "running"):
+                continue
+            if self.halted is not None:
+                record.reason = _halted_reason(record)
+                record.state = "pending"
+                continue
+            # never started: skipped under a failed upstream, else cancelled by a stop
+            failed_up = [
+                up
+                for up in self.plan.steps[name].depends_on
+                if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
+            ]
+            if failed_up:
+                await self._finish_step(
+                    record, "skipped", f"upstream {', '.join(failed_up)} did not succeed"
+                )
+            else:
+                await self._finish_step(
+                    record, "cancelled", f"not started: {self.run.reason or 'the run stopped'}"
+                )
+        self.run.ended_at = self._wall()
+        if self.halted is not None:
+            self.run.state = "failed" if self.fatal else "interrupted"
+            self.run.reason = self.halted
+            self.run.exit_code = self.fatal.exit_code if self.fatal else None
+        elif all(step.state == "succeeded" for step in self.run.steps.values()):
+            self.run.state = "succeeded"
+        else:
+            self.run.state = "failed"
+        await self._emit(RunFinished(self.run, self.run.ended_at))
+
+    async def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            result = sink(event)
+            if inspect.isawaitable(result):
+                await result
+
+
+def _halted_reason(record: StepRecord) -> str:
+    attempt = record.attempt
+    if attempt is None:
+        return "not started: the run was interrupted"
+    if attempt.ended_at is not None:
+        return f"interrupted before a retry; {record.reason}"
+    if attempt.execution_id is None:
+        return "interrupted while triggering"
+    return (
+        f"interrupted while execution {attempt.execution_id} was {attempt.state}; "
+        "it may still be running"
+    )

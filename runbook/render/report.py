@@ -1,0 +1,120 @@
+"""The run's report as JSON (``--report``) and as JUnit XML (``--junit``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from runbook.events import RunRecord, StepRecord
+from runbook.render.runlog import stamp, step_duration
+
+__all__ = ["report_document", "write_junit", "write_report"]
+
+
+def report_document(run: RunRecord) -> dict[str, Any]:
+    """The report's keys, exactly as cli.md states them."""
+    return {
+        "plan": run.plan,
+        "run_id": run.run_id,
+        "state": run.state,
+        "started_at": stamp(run.started_at),
+        "ended_at": stamp(run.ended_at) if run.ended_at is not None else None,
+        "steps": [_step(step) for step in _ordered(run)],
+    }
+
+
+def _ordered(run: RunRecord) -> list[StepRecord]:
+    return sorted(run.steps.values(), key=lambda step: (step.stage, step.name))
+
+
+def _step(step: StepRecord) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "workflow_id": step.workflow_id,
+        "state": step.state,
+        "reason": step.reason,
+        "attempts": [
+            {
+                "execution_id": attempt.execution_id,
+                "state": attempt.state,
+                "start_at": attempt.start_at,
+                "end_at": attempt.end_at,
+                "errors": list(attempt.errors),
+                "warnings": list(attempt.warnings),
+            }
+            for attempt in step.attempts
+        ],
+    }
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: never half a report."""
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_report(path: str, run: RunRecord) -> None:
+    _write_atomically(path, json.dumps(report_document(run), indent=2) + "\n")
+
+
+def write_junit(path: str, run: RunRecord) -> None:
+    """One test case per step: failed -> failure; skipped, cancelled, pending -> skipped."""
+    steps = _ordered(run)
+    failures = sum(1 for step in steps if step.state == "failed")
+    skipped = sum(1 for step in steps if step.state in ("skipped", "cancelled", "pending"))
+    total = (run.ended_at or run.started_at) - run.started_at
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": run.plan,
+            "tests": str(len(steps)),
+            "failures": str(failures),
+            "errors": "0",
+            "skipped": str(skipped),
+            "time": f"{total:.3f}",
+            "timestamp": stamp(run.started_at),
+        },
+    )
+    for step in steps:
+        duration = step_duration(step) or 0.0
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": run.plan,
+                "name": step.name,
+                "time": f"{duration:.3f}",
+            },
+        )
+        attempt = step.attempt
+        properties = ET.SubElement(case, "properties")
+        ET.SubElement(
+            properties, "property", {"name": "workflow_id", "value": str(step.workflow_id)}
+        )
+        if attempt is not None and attempt.execution_id is not None:
+            ET.SubElement(
+                properties, "property", {"name": "execution_id", "value": str(attempt.execution_id)}
+            )
+        if step.state == "failed":
+            failure = ET.SubElement(case, "failure", {"message": step.reason or "failed"})
+            lines = [f"workflow {step.workflow_id}"]
+            if attempt is not None and attempt.execution_id is not None:
+                lines.append(f"execution {attempt.execution_id} ({attempt.state})")
+            lines += [f"error: {error}" for error in (attempt.errors if attempt else ())]
+            failure.text = "\n".join(lines)
+        elif step.state != "succeeded":
+            ET.SubElement(case, "skipped", {"message": f"{step.state}: {step.reason}"})
+    ET.indent(suite)
+    text = ET.tostring(suite, encoding="unicode", xml_declaration=True)
+    _write_atomically(path, text + "\n")

@@ -1,0 +1,220 @@
+"""What ``apply`` prints off a terminal: one line per event, and the final summary.
+
+Plain lines carry a UTC timestamp, the step, the workflow id and the execution id, so
+that a cron mail or a CI log says what happened without the journal. JSON lines carry
+the same, one object per event, for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from runbook.api import TERMINAL_STATES, parse_timestamp
+from runbook.durations import format_duration
+from runbook.events import (
+    AttemptFinished,
+    AttemptRecord,
+    AttemptTriggered,
+    AttemptTriggering,
+    Event,
+    ExecutionSeen,
+    Notice,
+    RetryScheduled,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    StepFinished,
+    StepRecord,
+)
+from runbook.text import plural
+
+__all__ = ["JsonLines", "PlainLines", "stamp", "write_summary", "step_duration"]
+
+
+def stamp(epoch: float) -> str:
+    """``2026-11-28T02:00:01Z``"""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def step_duration(step: StepRecord) -> float | None:
+    """How long the step's last attempt ran: the API's start_at/end_at when it gave
+    them, else what runbook saw."""
+    attempt = step.attempt
+    if attempt is not None:
+        start, end = parse_timestamp(attempt.start_at), parse_timestamp(attempt.end_at)
+        if start is not None and end is not None:
+            return max(0.0, (end - start).total_seconds())
+    if step.started_at is not None and step.ended_at is not None:
+        return max(0.0, step.ended_at - step.started_at)
+    return None
+
+
+def _who(step: StepRecord, attempt: AttemptRecord | None = None) -> str:
+    text = f"{step.name} (workflow {step.workflow_id}"
+    if attempt is not None and attempt.execution_id is not None:
+        text += f", execution {attempt.execution_id}"
+    return text + ")"
+
+
+def describe(event: Event) -> str | None:
+    """One line of text for an event (without its timestamp), or None to say nothing."""
+    if isinstance(event, RunStarted):
+        run = event.run
+        ident = f"run {run.run_id} " if run.run_id is not None else "run "
+        done = f", {len(run.assumed_done)} taken as done" if run.assumed_done else ""
+        return (
+            f"{ident}started: plan {run.plan}, {plural(len(run.steps), 'workflow')}"
+            f"{done}, max_parallel {run.max_parallel}"
+        )
+    if isinstance(event, AttemptTriggering):
+        return f"{_who(event.step)}: triggering (attempt {event.attempt.number})"
+    if isinstance(event, AttemptTriggered):
+        return f"{_who(event.step, event.attempt)}: {event.attempt.state}"
+    if isinstance(event, ExecutionSeen):
+        if event.previous_state == event.attempt.state or event.attempt.state in TERMINAL_STATES:
+            return None  # a terminal state is told by the step's (or the retry's) line
+        return f"{_who(event.step, event.attempt)}: {event.attempt.state}"
+    if isinstance(event, AttemptFinished):
+        if event.outcome in ("succeeded", "failed"):
+            return None  # the step's line says it; a retry says it too
+        return f"{_who(event.step, event.attempt)}: attempt {event.attempt.number} {event.outcome}"
+    if isinstance(event, RetryScheduled):
+        attempt = event.step.attempt
+        errors = f": {'; '.join(attempt.errors)}" if attempt and attempt.errors else ""
+        return (
+            f"{_who(event.step, attempt)}: failed{errors}; retrying in "
+            f"{format_duration(event.delay)}"
+        )
+    if isinstance(event, StepFinished):
+        step = event.step
+        duration = step_duration(step)
+        took = f" in {format_duration(duration)}" if duration is not None else ""
+        if step.state == "succeeded":
+            return f"{_who(step, step.attempt)}: succeeded{took}"
+        errors = step.attempt.errors if step.attempt and step.state == "failed" else ()
+        detail = f" [{'; '.join(errors)}]" if errors else ""
+        return f"{_who(step, step.attempt)}: {step.state}: {step.reason}{detail}"
+    if isinstance(event, Notice):
+        where = f"{_who(event.step, event.step.attempt)}: " if event.step else ""
+        return f"{where}{'warning: ' if event.level == 'warning' else ''}{event.message}"
+    return None  # RunFinished: the summary follows
+
+
+class PlainLines:
+    """``2026-11-28T02:00:01Z transform (workflow 42, execution 171): running``"""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        text = describe(event)
+        if text is not None:
+            self.out.write(f"{stamp(event.at)} {text}\n")
+            self.out.flush()
+
+
+def _attempt_json(attempt: AttemptRecord | None) -> dict[str, Any] | None:
+    if attempt is None:
+        return None
+    return {
+        "number": attempt.number,
+        "execution_id": attempt.execution_id,
+        "state": attempt.state,
+        "start_at": attempt.start_at,
+        "end_at": attempt.end_at,
+        "errors": list(attempt.errors),
+        "warnings": list(attempt.warnings),
+    }
+
+
+class JsonLines:
+    """One JSON object per event per line: ``{"time", "event", "step", ...}``."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        document: dict[str, Any] = {
+            "time": stamp(event.at),
+            "event": _EVENT_NAMES[type(event).__name__],
+        }
+        step = getattr(event, "step", None)
+        if step is not None:
+            document.update(step=step.name, workflow_id=step.workflow_id)
+        attempt = getattr(event, "attempt", None) or (step.attempt if step else None)
+        if isinstance(event, (RunStarted, RunFinished)):
+            run = event.run
+            document.update(plan=run.plan, run_id=run.run_id, state=run.state)
+            if isinstance(event, RunFinished):
+                document["counts"] = _counts(run)
+                document["reason"] = run.reason
+        elif isinstance(event, StepFinished):
+            document.update(
+                state=event.step.state, reason=event.step.reason, attempt=_attempt_json(attempt)
+            )
+        elif isinstance(event, Notice):
+            document.update(level=event.level, message=event.message)
+        else:
+            document["attempt"] = _attempt_json(attempt)
+            if isinstance(event, AttemptFinished):
+                document["outcome"] = event.outcome
+            if isinstance(event, RetryScheduled):
+                document["delay"] = event.delay
+        self.out.write(json.dumps(document, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+_EVENT_NAMES = {
+    "RunStarted": "run_started",
+    "AttemptTriggering": "attempt_triggering",
+    "AttemptTriggered": "attempt_triggered",
+    "ExecutionSeen": "execution_seen",
+    "AttemptFinished": "attempt_finished",
+    "RetryScheduled": "retry_scheduled",
+    "StepFinished": "step_finished",
+    "Notice": "notice",
+    "RunFinished": "run_finished",
+}
+
+
+def _counts(run: RunRecord) -> dict[str, int]:
+    states = ("succeeded", "failed", "skipped", "cancelled", "pending")
+    return {state: run.count(state) for state in states if run.count(state)}
+
+
+def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None) -> None:
+    """The run's outcome in a few lines: counts, then every step that did not succeed."""
+    took = format_duration((run.ended_at or run.started_at) - run.started_at)
+    counts = ", ".join(f"{count} {state}" for state, count in _counts(run).items()) or "no steps"
+    ident = f"Run {run.run_id} of" if run.run_id is not None else "Run of"
+    out.write(f"{ident} {run.plan} {run.state} in {took}: {counts}\n")
+    if run.reason and run.state != "succeeded":
+        out.write(f"  {run.reason}\n")
+    problems = [step for step in run.steps.values() if step.state != "succeeded"]
+    problems.sort(
+        key=lambda s: (
+            ["failed", "pending", "skipped", "cancelled"].index(s.state)
+            if s.state in ("failed", "pending", "skipped", "cancelled")
+            else 9,
+            s.stage,
+            s.name,
+        )
+    )
+    width = max((len(step.name) for step in problems), default=0)
+    for step in problems:
+        attempt = step.attempt
+        execution = (
+            f"  execution {attempt.execution_id}" if attempt and attempt.execution_id else ""
+        )
+        out.write(
+            f"  {step.state.upper():<9} {step.name:<{width}}  workflow {step.workflow_id}"
+            f"{execution}: {step.reason}\n"
+        )
+        if step.state == "failed" and attempt is not None:
+            for error in attempt.errors:
+                out.write(f"  {'':<9} {'':<{width}}  error: {error}\n")
+    if resume_hint:
+        out.write(f"{resume_hint}\n")
+    out.flush()
