@@ -93,8 +93,8 @@ def describe(event: Event) -> str | None:
         took = f" in {format_duration(duration)}" if duration is not None else ""
         if step.state == "succeeded":
             return f"{_who(step, step.attempt)}: succeeded{took}"
-        errors = step.attempt.errors if step.attempt and step.state == "failed" else ()
-        detail = f" [{'; '.join(errors)}]" if errors else ""
+        failures = step.attempt.errors if step.attempt and step.state == "failed" else ()
+        detail = f" [{'; '.join(failures)}]" if failures else ""
         return f"{_who(step, step.attempt)}: {step.state}: {step.reason}{detail}"
     if isinstance(event, Notice):
         where = f"{_who(event.step, event.step.attempt)}: " if event.step else ""
@@ -180,7 +180,7 @@ _EVENT_NAMES = {
 
 
 def _counts(run: RunRecord) -> dict[str, int]:
-    states = ("succeeded", "failed", "skipped", "cancelled", "pending")
+    states = ("succeeded", "failed", "skipped", "cancelled", "pending", "running")
     return {state: run.count(state) for state in states if run.count(state)}
 
 

@@ -1,0 +1,81 @@
+"""Renderers fed by hand-made run records: the live view of a 200-step plan, the summary."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from runbook.events import (
+    AttemptRecord,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    StepFinished,
+    StepRecord,
+)
+from runbook.render.live import LiveView
+from runbook.render.runlog import write_summary
+
+
+def big_run() -> RunRecord:
+    steps = {}
+    for index in range(200):
+        name = f"step_{index:03d}"
+        record = StepRecord(name, 1000 + index, stage=index // 20 + 1)
+        if index < 150:
+            record.state = "succeeded"
+        elif index < 153:
+            record.state, record.reason = "failed", f"execution {index} failed"
+            record.attempts.append(
+                AttemptRecord(1, 0.0, execution_id=index, state="failed", errors=("bad rows",))
+            )
+        elif index < 165:
+            record.state, record.started_at = "running", 100.0
+            record.attempts.append(AttemptRecord(1, 100.0, execution_id=index, state="running"))
+        steps[name] = record
+    return RunRecord(plan="big", run_id=7, max_parallel=12, steps=steps, started_at=100.0)
+
+
+def test_live_view_of_200_steps_fits_one_screen() -> None:
+    run = big_run()
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False)
+    view = LiveView(console, clock=lambda: 112.0, max_rows=20)
+    view.run = run
+    view.recent = [run.steps["step_149"]]
+    console.print(view.render())
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0] == "big  200 steps: 35 pending  12 running  150 succeeded  3 failed  "
+    assert "step_150" in text and "step_164" in text  # failed and running are shown
+    assert "step_149" in text  # the most recent finished one
+    assert "step_000" not in text  # older successes are only counted
+    assert len(lines) <= 22
+    assert "12s" in text  # elapsed of running steps
+
+
+def test_live_view_follows_events() -> None:
+    run = big_run()
+    console = Console(file=io.StringIO(), width=100)
+    view = LiveView(console)
+    view(RunStarted(run, 0.0))
+    assert view.live.is_started
+    view(StepFinished(run.steps["step_010"], 1.0))
+    assert view.recent == [run.steps["step_010"]]
+    view(RunFinished(run, 2.0))
+    assert not view.live.is_started
+
+
+def test_summary_lists_failed_first_with_errors() -> None:
+    run = big_run()
+    run.ended_at, run.state = 190.0, "failed"
+    out = io.StringIO()
+    write_summary(out, run, resume_hint="Resume with: runbook apply big.yaml --resume")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "Run 7 of big failed in 1m30s: 150 succeeded, 3 failed, 35 pending, 12 running"
+    )
+    assert lines[1] == ("  FAILED    step_150  workflow 1150  execution 150: execution 150 failed")
+    assert lines[2] == "                      error: bad rows"
+    assert lines[-1] == "Resume with: runbook apply big.yaml --resume"
