@@ -335,7 +335,10 @@ class NexadataClient:
         self.base_url = check_base_url(base_url)
         self._token = token
         self.retry = retry or RetryPolicy()
-        self.budget = budget or RateBudget(rate=100.0, burst=100, sleep=sleep)
+        # The default budget is the in-flight cap below and the shared Retry-After pause:
+        # polls are paced by their intervals already, and a fixed requests/s cap tuned for
+        # one API would starve a wide plan on another (it made 2,000 steps take 3x longer).
+        self.budget = budget or RateBudget(rate=None, sleep=sleep)
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._rng = rng or random.Random()
         self._sleep = sleep

@@ -157,6 +157,8 @@ class Executor:
         self.stopping = False
         self.halted: str | None = None  # why the run was cut short (signal, auth)
         self.fatal: AuthError | None = None
+        self._all_done = asyncio.Event()
+        self._bug: BaseException | None = None
 
     # -- the run ----------------------------------------------------------------------
 
@@ -167,13 +169,10 @@ class Executor:
         for name in self._ordered(self.run.steps):
             if self._ready(name):
                 self._start(name)
-        while self._tasks:
-            await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
-            for name, task in list(self._tasks.items()):
-                if task.done():
-                    del self._tasks[name]
-                    if not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]  # a bug: surface it
+        if self._tasks:
+            await self._all_done.wait()
+        if self._bug is not None:
+            raise self._bug  # an unexpected exception in a step task: surface it
         await self._finish()
         return self.run
 
@@ -204,7 +203,18 @@ class Executor:
         )
 
     def _start(self, name: str) -> None:
-        self._tasks[name] = asyncio.ensure_future(self._step(self.run.steps[name]))
+        task = asyncio.ensure_future(self._step(self.run.steps[name]))
+        self._tasks[name] = task
+        task.add_done_callback(lambda done: self._task_done(name, done))
+
+    def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
+        # a callback, not asyncio.wait() over every task: that was O(steps) a wake-up
+        del self._tasks[name]
+        if not task.cancelled() and task.exception() is not None and self._bug is None:
+            self._bug = task.exception()
+            self.interrupt("internal error")
+        if not self._tasks:
+            self._all_done.set()
 
     async def _step(self, record: StepRecord) -> None:
         step = self.plan.steps[record.name]

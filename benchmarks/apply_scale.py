@@ -1,0 +1,193 @@
+"""``runbook apply`` at scale against the sandbox in a separate process.
+
+Two seeded workloads (issue 4):
+
+- layered: 200 steps = 10 layers x 20; each step of layer k > 0 depends on 2 distinct
+  random steps of layer k-1; run time uniform 0.5-2.0 s; 0.1 s in created; all
+  succeed; max_parallel 16.
+- wide: 2,000 steps = 4 layers x 500, same rule, run time 1-3 s; max_parallel 500.
+
+Each runs with fixed 0.5 s polling (``poll_interval = max_poll_interval = 0.5s``) and
+with runbook's default adaptive polling. Printed per run: makespan; two lower bounds
+from an event simulation (greedy list scheduling in topological order under the same
+limit, zero overhead): *ideal* (the end seen at once) and *ideal at 0.5 s polling* (the
+end seen at the next 0.5 s poll); the ratios; the apply process's CPU (user + sys,
+start-up included) in all and per step; HTTP requests per step; peak RSS.
+
+    python benchmarks/apply_scale.py [--workloads layered,wide] [--polling fixed,adaptive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+QUEUE = 0.1
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    layers: int
+    width: int
+    low: float
+    high: float
+    max_parallel: int
+
+
+WORKLOADS = {
+    "layered": Workload("layered", 10, 20, 0.5, 2.0, 16),
+    "wide": Workload("wide", 4, 500, 1.0, 3.0, 500),
+}
+
+
+def generate(
+    workload: Workload, seed: int = 1
+) -> tuple[list[tuple[str, int, list[str]]], dict[int, float]]:
+    """Steps (name, workflow id, upstreams) and each workflow's run time."""
+    rng = random.Random(seed)
+    steps, durations, previous = [], {}, []
+    for layer in range(workload.layers):
+        current = []
+        for index in range(workload.width):
+            name = f"l{layer}_{index:03d}"
+            workflow_id = len(steps) + 1
+            upstreams = sorted(rng.sample(previous, 2)) if previous else []
+            steps.append((name, workflow_id, upstreams))
+            durations[workflow_id] = round(rng.uniform(workload.low, workload.high), 3)
+            current.append(name)
+        previous = current
+    return steps, durations
+
+
+def write_files(tmp: Path, workload: Workload, polling: str) -> tuple[Path, Path]:
+    steps, durations = generate(workload)
+    plan = [f"version: 1\nname: bench-{workload.name}\nmax_parallel: {workload.max_parallel}"]
+    if polling == "fixed":
+        plan.append("defaults: {poll_interval: 0.5s, max_poll_interval: 0.5s}")
+    plan.append("workflows:")
+    for name, workflow_id, upstreams in steps:
+        deps = f", depends_on: [{', '.join(upstreams)}]" if upstreams else ""
+        plan.append(f"  {name}: {{workflow_id: {workflow_id}{deps}}}")
+    scenario = [f"default: {{queue: {QUEUE}}}", "workflows:"]
+    scenario += [f"  {wid}: {{duration: {d}}}" for wid, d in durations.items()]
+    plan_path, scenario_path = tmp / f"{workload.name}.yaml", tmp / f"{workload.name}-sc.yaml"
+    plan_path.write_text("\n".join(plan) + "\n")
+    scenario_path.write_text("\n".join(scenario) + "\n")
+    return plan_path, scenario_path
+
+
+def ideal(workload: Workload, poll: float | None) -> float:
+    """Greedy list scheduling in topological order under the limit, zero overhead.
+
+    With ``poll``, a step's end is seen at the first poll (every ``poll`` seconds after
+    its trigger) at or after its end.
+    """
+    steps, durations = generate(workload)
+    seen: dict[str, float] = {}
+    running: list[float] = []  # ends (as seen) of the executions holding a slot
+    for name, workflow_id, upstreams in steps:  # already in topological order
+        start = max((seen[u] for u in upstreams), default=0.0)
+        while len(running) >= workload.max_parallel:
+            start = max(start, heapq.heappop(running))
+        length = QUEUE + durations[workflow_id]
+        if poll is not None:
+            length = math.ceil(length / poll - 1e-9) * poll
+        seen[name] = start + length
+        heapq.heappush(running, seen[name])
+    return max(seen.values())
+
+
+def start_sandbox(scenario: Path) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook", "sandbox", "--port", "0", "--scenario", str(scenario)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = re.search(r"base URL\s+(\S+)", line)
+        if found:
+            return process, found.group(1)
+    raise RuntimeError("the sandbox did not start")
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(url.removesuffix("/api/v1") + "/__sandbox/stats") as answer:
+        return json.load(answer)  # loopback only
+
+
+def measure(workload: Workload, polling: str, tmp: Path) -> dict[str, float]:
+    plan, scenario = write_files(tmp, workload, polling)
+    sandbox, url = start_sandbox(scenario)
+    try:
+        before = stats(url)["requests_total"]
+        env = {**os.environ, "NEXADATA_TOKEN": "sandbox"}
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runbook", "apply", str(plan), "--api-url", url, "--quiet"],
+            env=env,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"apply exited {process.returncode}")
+        after = stats(url)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    steps = workload.layers * workload.width
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "cpu_ms_per_step": cpu / steps * 1000,
+        "requests_per_step": (after["requests_total"] - before) / steps,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "peak_in_flight": after["peak_in_flight"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="layered,wide")
+    parser.add_argument("--polling", default="fixed,adaptive")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.workloads.split(","):
+            workload = WORKLOADS[name]
+            best, at_poll = ideal(workload, None), ideal(workload, 0.5)
+            print(
+                f"{name}: {workload.layers * workload.width} steps, max_parallel "
+                f"{workload.max_parallel}; ideal {best:.2f} s, ideal at 0.5 s polling "
+                f"{at_poll:.2f} s"
+            )
+            for polling in args.polling.split(","):
+                runs = [measure(workload, polling, Path(tmp)) for _ in range(args.repeat)]
+                runs.sort(key=lambda r: r["wall"])
+                r = runs[len(runs) // 2]
+                print(
+                    f"  {polling:8s} makespan {r['wall']:6.2f} s  /ideal {r['wall'] / best:.3f}"
+                    f"  /ideal@0.5s {r['wall'] / at_poll:.3f}  CPU {r['cpu']:.2f} s "
+                    f"({r['cpu_ms_per_step']:.2f} ms/step)  {r['requests_per_step']:.1f} "
+                    f"req/step  RSS {r['rss_mb']:.0f} MB  peak in flight "
+                    f"{r['peak_in_flight']}"
+                )
+
+
+if __name__ == "__main__":
+    main()
