@@ -127,7 +127,9 @@ class SandboxState:
         outcome = "failed" if failing_first else behaviour.outcome
         errors = behaviour.errors
         if failing_first:
-            errors = (f"Simulated failure {earlier + 1} of {behaviour.fail_first} (fail_first)",)
+            errors = errors or (
+                f"Simulated failure {earlier + 1} of {behaviour.fail_first} (fail_first)",
+            )
         elif outcome == "failed" and not errors:
             errors = ("Workflow failed (simulated by the runbook sandbox)",)
         execution = SimulatedExecution(

@@ -293,3 +293,37 @@ def test_sigint_on_a_real_process_exits_130(tmp_path: Path, plan: Path) -> None:
 def test_readme_first_command_example_runs(cli) -> None:
     result = cli("apply", str(ROOT / "examples" / "nightly.yaml"), "--sandbox", "-q")
     assert (result.code, result.out) == (0, "")
+
+
+def test_plain_lines_for_retries_timeouts_and_unknown_states(cli, tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "version: 1\nname: p\n"
+        "defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}\n"
+        "workflows:\n"
+        "  flaky: {workflow_id: 1, retries: 1, on_failure: continue}\n"
+        "  stuck: {workflow_id: 2, timeout: 200ms, on_failure: continue}\n"
+        "  odd: {workflow_id: 3}\n"
+    )
+    sc = scenario(
+        tmp_path,
+        "workflows:\n  1: {fail_first: 1, errors: [flaked]}\n"
+        "  2: {duration: forever}\n  3: {running_state: paused, duration: 0.1}\n",
+    )
+    result = cli("apply", str(path), "--sandbox", "--scenario", sc)
+    assert result.code == 1
+    out = result.out
+    assert re.search(r"flaky \(workflow 1, execution \d\): failed: flaked; retrying in 10ms", out)
+    assert re.search(r"flaky \(workflow 1\): triggering \(attempt 2\)", out)
+    assert re.search(r"stuck \(workflow 2, execution \d\): attempt 1 timed out", out)
+    assert re.search(
+        r"stuck \(workflow 2, execution \d\): failed: timed out \(the remote "
+        r"execution may still be running\)",
+        out,
+    )
+    assert re.search(
+        r"odd \(workflow 3, execution \d\): warning: execution \d reports an "
+        r"unknown state 'paused'",
+        out,
+    )
+    assert re.search(r"odd \(workflow 3, execution \d\): succeeded", out)

@@ -411,3 +411,66 @@ def test_empty_selection_succeeds_at_once(tmp_path: Path, count: int) -> None:
     run, rec, stats = execute(plan, selects=("a",), excludes=("a",))
     assert run.state == "succeeded" and run.steps == {}
     assert stats["requests_total"] == count
+
+
+def test_a_stop_ends_a_retry_delay_at_once(tmp_path: Path) -> None:
+    body = (
+        "  flaky: {workflow_id: 5, retries: 3, retry_delay: 1h, on_failure: continue}\n"
+        "  fatal: {workflow_id: 6}\n"
+    )
+    scenario = Scenario(
+        default=QUICK,
+        workflows={
+            5: {"fail_first": 9, "duration": 0.01},
+            6: {"outcome": "failed", "duration": 0.15},
+        },
+    )
+    run, _, stats = execute(plan_of(tmp_path, body), scenario)
+    assert run.steps["flaky"].state == "failed"
+    assert run.steps["flaky"].reason == "execution 2 failed (not retried: the run is stopping)"
+    assert stats["executions"] == {"5": 1, "6": 1}
+
+
+def test_an_interrupt_during_a_retry_delay_leaves_the_step_pending(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "  flaky: {workflow_id: 5, retries: 3, retry_delay: 1h}\n")
+    scenario = Scenario(default=QUICK, workflows={5: {"fail_first": 9, "duration": 0.01}})
+
+    def hook(executor, recorder):
+        def on_event(event):
+            if type(event).__name__ == "RetryScheduled":
+                asyncio.get_running_loop().call_soon(executor.interrupt, "interrupted by SIGTERM")
+
+        recorder.hook = on_event
+
+    run, _, _ = execute(plan, scenario, executor_hook=hook)
+    assert run.state == "interrupted"
+    assert run.steps["flaky"].state == "pending"
+    assert run.steps["flaky"].reason == "interrupted before a retry; execution 1 failed"
+
+
+def test_a_poll_answering_404_fails_the_step(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 5, retries: 2}\n")
+    app = create_app(Scenario(default={"queue": 0.0, "duration": 0.2}), token="t")
+    inner = httpx.ASGITransport(app=app)
+
+    class Forgetful(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            if request.method == "GET":
+                return httpx.Response(404, request=request)
+            return await inner.handle_async_request(request)
+
+    run, _, _ = execute(plan, app=app, transport=Forgetful())
+    assert run.steps["a"].state == "failed"
+    assert run.steps["a"].reason.startswith("execution 1 not found, or not visible to this token")
+    assert len(run.steps["a"].attempts) == 1
+
+
+def test_a_bug_in_a_step_is_surfaced_not_swallowed(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 5}\n  b: {workflow_id: 6}\n")
+
+    class Broken(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        execute(plan, transport=Broken())
