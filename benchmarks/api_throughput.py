@@ -13,33 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from sandbox_process import start_sandbox, stats
 
 from runbook.api import NexadataClient, RateBudget, Token
 
 SCENARIO = "default: {queue: 0, duration: forever}\n"
-
-
-def start_sandbox(scenario: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runbook", "sandbox", "--port", "0", "--scenario", str(scenario)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        found = re.search(r"base URL\s+(\S+)", line)
-        if found:
-            return process, found.group(1)
-    raise RuntimeError("the sandbox did not print its base URL")
 
 
 async def run(url: str, pollers: int, total: int, in_flight: int) -> tuple[float, float, int]:
@@ -81,16 +64,14 @@ def main() -> None:
                     f"  {done} requests in {wall:.2f} s: {done / wall:,.0f} req/s, "
                     f"client CPU {cpu / done * 1000:.3f} ms/request"
                 )
-            stats_url = url.removesuffix("/api/v1") + "/__sandbox/stats"
-            with urllib.request.urlopen(stats_url) as answer:  # loopback only
-                stats = json.load(answer)
+            served = stats(url)
         finally:
             process.terminate()
             process.wait(timeout=10)
     print(f"pollers {args.pollers}, client max_in_flight {args.in_flight}")
     print(
         f"sandbox served (median): {statistics.median(rates):,.0f} requests/s "
-        f"(target >= 2,000); total counted by the sandbox: {stats['requests_total']}"
+        f"(target >= 2,000); total counted by the sandbox: {served['requests_total']}"
     )
     print(f"client CPU (median): {statistics.median(cpus):.3f} ms/request (target <= 0.5)")
 

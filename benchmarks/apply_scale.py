@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import math
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox_process import start_sandbox, stats
 
 QUEUE = 0.1
 
@@ -108,25 +107,6 @@ def ideal(workload: Workload, poll: float | None) -> float:
         seen[name] = start + length
         heapq.heappush(running, seen[name])
     return max(seen.values())
-
-
-def start_sandbox(scenario: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runbook", "sandbox", "--port", "0", "--scenario", str(scenario)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        found = re.search(r"base URL\s+(\S+)", line)
-        if found:
-            return process, found.group(1)
-    raise RuntimeError("the sandbox did not start")
-
-
-def stats(url: str) -> dict:
-    with urllib.request.urlopen(url.removesuffix("/api/v1") + "/__sandbox/stats") as answer:
-        return json.load(answer)  # loopback only
 
 
 def measure(workload: Workload, polling: str, tmp: Path) -> dict[str, float]:

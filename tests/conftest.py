@@ -28,6 +28,21 @@ def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     assert REAL_STATE.exists() == existed, "a test touched the real runbook state dir"
 
 
+class Clock:
+    """A clock that moves only when told; sleeping on it moves it (and is recorded)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @dataclass
 class Result:
     code: int

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.events import RunRecord, StepRecord
-from runbook.render.runlog import stamp, step_duration
+from runbook.render.runlog import attempt_fields, stamp, step_duration
 
 __all__ = ["report_document", "write_junit", "write_report"]
 
@@ -37,17 +37,7 @@ def _step(step: StepRecord) -> dict[str, Any]:
         "workflow_id": step.workflow_id,
         "state": step.state,
         "reason": step.reason,
-        "attempts": [
-            {
-                "execution_id": attempt.execution_id,
-                "state": attempt.state,
-                "start_at": attempt.start_at,
-                "end_at": attempt.end_at,
-                "errors": list(attempt.errors),
-                "warnings": list(attempt.warnings),
-            }
-            for attempt in step.attempts
-        ],
+        "attempts": [attempt_fields(attempt) for attempt in step.attempts],
     }
 
 

@@ -30,7 +30,7 @@ from runbook.events import (
 )
 from runbook.text import plural
 
-__all__ = ["JsonLines", "PlainLines", "stamp", "write_summary", "step_duration"]
+__all__ = ["JsonLines", "PlainLines", "attempt_fields", "stamp", "step_duration", "write_summary"]
 
 
 def stamp(epoch: float) -> str:
@@ -115,11 +115,9 @@ class PlainLines:
             self.out.flush()
 
 
-def _attempt_json(attempt: AttemptRecord | None) -> dict[str, Any] | None:
-    if attempt is None:
-        return None
+def attempt_fields(attempt: AttemptRecord) -> dict[str, Any]:
+    """An attempt as the report (cli.md) shows it."""
     return {
-        "number": attempt.number,
         "execution_id": attempt.execution_id,
         "state": attempt.state,
         "start_at": attempt.start_at,
@@ -127,6 +125,10 @@ def _attempt_json(attempt: AttemptRecord | None) -> dict[str, Any] | None:
         "errors": list(attempt.errors),
         "warnings": list(attempt.warnings),
     }
+
+
+def _attempt_json(attempt: AttemptRecord | None) -> dict[str, Any] | None:
+    return None if attempt is None else {"number": attempt.number, **attempt_fields(attempt)}
 
 
 class JsonLines:

@@ -34,24 +34,10 @@ from runbook.errors import (
 )
 from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
+from tests.conftest import Clock
 
 SECRET = "tok-Zq8-very-distinctive-4417"
 URL = "http://127.0.0.1/api/v1"
-
-
-class Clock:
-    """A clock that moves only when told; sleeping on it advances it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def sandbox(scenario: Scenario | None = None, clock: Clock | None = None, token: str = SECRET):

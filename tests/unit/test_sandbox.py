@@ -12,18 +12,10 @@ import pytest
 from runbook.errors import ScenarioError
 from runbook.sandbox.app import OTHER, PIPELINE, POLL, TRIGGER, create_app, iso
 from runbook.sandbox.scenario import Faults, Scenario, default_duration, load_scenario
-from tests.conftest import DATA
+from tests.conftest import DATA, Clock
 
 AUTH = {"Authorization": "Bearer sandbox"}
 WALL = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(scenario: Scenario | None = None, clock: Clock | None = None):
