@@ -197,8 +197,8 @@ class Execution:
             state=state,
             start_at=_text_or_none(record.get("start_at")),
             end_at=_text_or_none(record.get("end_at")),
-            errors=_messages(record.get("errors")),
-            warnings=_messages(record.get("warnings")),
+            errors=message_texts(record.get("errors")),
+            warnings=message_texts(record.get("warnings")),
             raw=record,
         )
 
@@ -207,7 +207,7 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _messages(value: Any) -> tuple[str, ...]:
+def message_texts(value: Any) -> tuple[str, ...]:
     """Errors or warnings as text, whether strings, objects or absent."""
     if value is None:
         return ()

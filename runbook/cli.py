@@ -56,8 +56,8 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     \b
     Exit codes: 0 success, 1 the run had failed/skipped/cancelled steps,
     2 invalid plan or usage, 3 authentication or API configuration,
-    4 the plan is already being applied, 130 interrupted (resumable),
-    70 an unexpected error in runbook itself.
+    4 the plan is already being applied, 5 the run journal cannot be used,
+    130 interrupted (resumable), 70 an unexpected error in runbook itself.
     """
     ctx.obj = {"traceback": show_traceback}
 
@@ -193,9 +193,28 @@ def graph(plan_path: str, fmt: str) -> int:
     show_default=True,
     help="json: one JSON object per event per line.",
 )
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="RUNBOOK_STATE_DIR",
+    help="Where the run journal lives (env RUNBOOK_STATE_DIR; default "
+    "$XDG_STATE_HOME/runbook, i.e. ~/.local/state/runbook).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the latest run of this plan that did not succeed."
+)
+@click.option(
+    "--retrigger-unknown",
+    is_flag=True,
+    help="With --resume: trigger again the steps whose earlier trigger got no "
+    "answer (their workflow may then run twice).",
+)
 @_selection_options
 def apply(
     plan_path: str,
+    state_dir: str | None,
+    resume: bool,
+    retrigger_unknown: bool,
     api_url: str | None,
     token_file: str | None,
     use_sandbox: bool,
@@ -213,23 +232,63 @@ def apply(
     Each ready step's workflow is triggered and polled; a step starts only after every
     upstream succeeded, at most --max-parallel at once. Exit codes: 0 every selected
     step succeeded, 1 a step failed or was skipped or cancelled, 2 invalid plan or
-    usage, 3 authentication or API configuration, 130 interrupted.
+    usage, 3 authentication or API configuration, 4 the plan is already being applied,
+    5 the run journal cannot be used, 130 interrupted (resume with --resume).
     """
     from contextlib import ExitStack
 
-    from runbook.graph import Dag
+    from runbook.graph import Dag, Selection
     from runbook.plan import load_plan
     from runbook.render import report, runlog
-    from runbook.runner import api_target, check_options, run_plan, sandbox_target
+    from runbook.runner import (
+        Durable,
+        api_target,
+        check_options,
+        open_journal,
+        resumable,
+        run_plan,
+        sandbox_target,
+    )
 
     check_options(
         sandbox=use_sandbox, scenario=scenario_path, api_url=api_url, token_file=token_file
     )
+    if retrigger_unknown and not resume:
+        raise UsageError("--retrigger-unknown goes with --resume")
     loaded = load_plan(plan_path)
     dag = Dag(loaded)
     selection = dag.select(selects, excludes)
+    journal, lock = open_journal(state_dir, loaded)
+    prior = None
+    if resume:
+        try:
+            prior, changed = resumable(journal, loaded)
+        except BaseException:
+            lock.release()
+            journal.close()
+            raise
+        if changed:
+            _stderr().write(
+                f"runbook: note: {plan_path} changed since run {prior.run_id}; "
+                "its steps are matched by name and workflow id\n"
+            )
+        if not selects and not excludes:
+            steps = frozenset(name for name in prior.steps if name in loaded.steps)
+            done = {up for n in steps for up in loaded.steps[n].depends_on} - steps
+            selection = Selection(steps=steps, assumed_done=frozenset(done))
     stages = dag.stages(selection.steps)
+    options = {
+        "api_url": api_url,
+        "sandbox": use_sandbox,
+        "scenario": scenario_path,
+        "max_parallel": max_parallel,
+        "select": list(selects),
+        "exclude": list(excludes),
+    }
+    durable = Durable(journal, lock, prior, retrigger_unknown, options)
     with ExitStack() as stack:
+        stack.callback(journal.close)
+        stack.callback(lock.release)
         if use_sandbox:
             target = stack.enter_context(sandbox_target(scenario_path))
         else:
@@ -251,7 +310,13 @@ def apply(
                 sinks.append(runlog.PlainLines(out))
         try:
             run = run_plan(
-                loaded, target, selection, stages, max_parallel=max_parallel, sinks=sinks
+                loaded,
+                target,
+                selection,
+                stages,
+                max_parallel=max_parallel,
+                sinks=sinks,
+                durable=durable,
             )
         finally:
             if live is not None:
@@ -264,7 +329,11 @@ def apply(
         if log_format == "json" and quiet:
             runlog.JsonLines(out)(_finished(run))
         elif log_format != "json":
-            runlog.write_summary(out, run)
+            hint = None
+            if run.state != "succeeded" and run.exit_code is None:
+                where = f" --state-dir {state_dir}" if state_dir else ""
+                hint = f"Resume with: runbook apply {plan_path} --resume{where}"
+            runlog.write_summary(out, run, resume_hint=hint)
     if run.exit_code is not None:
         return run.exit_code
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)
@@ -274,6 +343,71 @@ def _finished(run: Any) -> Any:
     from runbook.events import RunFinished
 
     return RunFinished(run, run.ended_at or run.started_at)
+
+
+@cli.command()
+@click.argument("run_id", type=int, required=False)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="RUNBOOK_STATE_DIR",
+    help="Where the run journal lives (as for apply).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
+    """One run from the journal (default the latest): each step's state, attempts,
+    execution ids, times and errors."""
+    from runbook.journal import Journal
+    from runbook.journal import state_dir as resolve
+    from runbook.render import journalview
+
+    journal = Journal(resolve(state_dir))
+    try:
+        row = journal.run_row(run_id)
+        if row is None:
+            raise UsageError(
+                f"no run {run_id} in the journal"
+                if run_id is not None
+                else "no run in the journal yet"
+            )
+        journalview.write_status(_stdout(), row, journal.load_run(row), fmt)
+    finally:
+        journal.close()
+    return 0
+
+
+@cli.command()
+@click.argument("plan_name", required=False)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="RUNBOOK_STATE_DIR",
+    help="Where the run journal lives (as for apply).",
+)
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many runs at most.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) -> int:
+    """Past runs, newest first: id, plan, state, start and duration."""
+    from runbook.journal import Journal
+    from runbook.journal import state_dir as resolve
+    from runbook.render import journalview
+
+    journal = Journal(resolve(state_dir))
+    try:
+        journalview.write_history(_stdout(), journal.runs(plan_name, limit), fmt)
+    finally:
+        journal.close()
+    return 0
 
 
 @cli.command()

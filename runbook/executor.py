@@ -128,6 +128,8 @@ class Executor:
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: random.Random | None = None,
+        prior: RunRecord | None = None,
+        retrigger_unknown: bool = False,
     ) -> None:
         self.plan = plan
         self.api = api
@@ -159,6 +161,34 @@ class Executor:
         self.fatal: AuthError | None = None
         self._all_done = asyncio.Event()
         self._bug: BaseException | None = None
+        self._reattach: dict[str, AttemptRecord] = {}
+        self._ambiguous: dict[str, str] = {}
+        if prior is not None:
+            self._take_over(prior, retrigger_unknown)
+
+    def _take_over(self, prior: RunRecord, retrigger_unknown: bool) -> None:
+        """Resume ``prior``: succeeded steps stay done, in-flight executions are polled
+        again, ambiguous triggers are not repeated unless the user said so."""
+        for name, record in self.run.steps.items():
+            old = prior.steps.get(name)
+            if old is None or old.workflow_id != record.workflow_id:
+                continue  # a new or changed step: it runs as new
+            record.attempts = list(old.attempts)
+            record.started_at, record.ended_at = old.started_at, old.ended_at
+            last = record.attempt
+            if old.state == "succeeded":
+                record.state, record.reason = "succeeded", old.reason
+            elif last is not None and last.ended_at is None and last.execution_id is not None:
+                self._reattach[name] = last
+            elif last is not None and (
+                last.state == "unknown" or (last.ended_at is None and last.execution_id is None)
+            ):
+                if not retrigger_unknown:
+                    self._ambiguous[name] = (
+                        f"the trigger of attempt {last.number} got no answer, so an execution "
+                        "may exist; not triggered again (--resume --retrigger-unknown triggers "
+                        "it anyway, at the risk of running it twice)"
+                    )
 
     # -- the run ----------------------------------------------------------------------
 
@@ -167,7 +197,7 @@ class Executor:
         self.run.started_at = self._wall()
         await self._emit(RunStarted(self.run, self.run.started_at))
         for name in self._ordered(self.run.steps):
-            if self._ready(name):
+            if self.run.steps[name].state == "pending" and self._ready(name):
                 self._start(name)
         if self._tasks:
             await self._all_done.wait()
@@ -240,25 +270,33 @@ class Executor:
 
     async def _attempts(self, step: Step, record: StepRecord) -> None:
         priority = (self.stage_of[step.name], step.name)
-        for number in range(1, step.retries + 2):
+        if step.name in self._ambiguous:
+            await self._finish_step(record, "failed", self._ambiguous.pop(step.name))
+            return
+        done = len(record.attempts)
+        for tried in range(1, step.retries + 2):
+            number = done + tried
             if not await self._slots.acquire(priority):
-                if number == 1:
+                if tried == 1:
                     raise _Halt  # never started: cancelled or pending, decided at the end
                 await self._finish_step(
                     record, "failed", f"{record.reason} (not retried: the run is stopping)"
                 )
                 return
             try:
-                outcome, reason = await self._attempt(step, record, number)
+                if step.name in self._reattach:
+                    outcome, reason = await self._reattached(step, record)
+                else:
+                    outcome, reason = await self._attempt(step, record, number)
             finally:
                 self._slots.release()
             if outcome == "succeeded":
                 await self._finish_step(record, "succeeded", None)
                 return
-            last = number == step.retries + 1
+            last = tried == step.retries + 1
             if outcome != "failed" or last:
-                if outcome == "failed" and number > 1:
-                    reason = f"{reason} (attempt {number} of {number})"
+                if outcome == "failed" and tried > 1:
+                    reason = f"{reason} (attempt {tried} of {tried})"
                 await self._finish_step(record, "failed", reason)
                 return
             record.reason = reason
@@ -306,6 +344,23 @@ class Executor:
             self._critical.discard(step.name)
         if self.halted is not None:
             raise _Halt
+        return await self._poll(step, record, attempt, execution, started)
+
+    async def _reattached(self, step: Step, record: StepRecord) -> tuple[str, str]:
+        """Poll an execution a previous invocation triggered: never trigger it again."""
+        attempt = self._reattach.pop(step.name)
+        record.state = "running"
+        raw = attempt.record or {"id": attempt.execution_id, "state": attempt.state}
+        execution = Execution.from_record(raw)
+        started = self._clock() - max(0.0, self._wall() - attempt.triggered_at)
+        await self._emit(
+            Notice(
+                f"re-attached to execution {execution.id}, triggered by an earlier invocation",
+                self._wall(),
+                record,
+                level="info",
+            )
+        )
         return await self._poll(step, record, attempt, execution, started)
 
     async def _poll(

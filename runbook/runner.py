@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +21,18 @@ from runbook.errors import UsageError
 from runbook.events import RunRecord, Sink
 from runbook.executor import Executor
 from runbook.graph import Selection
+from runbook.journal import Journal, PlanLock, state_dir
 from runbook.plan import Plan
 
-__all__ = ["ApiTarget", "api_target", "run_plan", "sandbox_target"]
+__all__ = [
+    "ApiTarget",
+    "Durable",
+    "api_target",
+    "open_journal",
+    "resumable",
+    "run_plan",
+    "sandbox_target",
+]
 
 SANDBOX_TOKEN = "sandbox"
 
@@ -76,6 +86,17 @@ def check_options(
         raise UsageError("--sandbox needs no token: drop --token-file")
 
 
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """The journal side of a run: where it is recorded, and what it resumes."""
+
+    journal: Journal
+    lock: PlanLock
+    prior: RunRecord | None = None
+    retrigger_unknown: bool = False
+    options: Mapping[str, object] | None = None
+
+
 def run_plan(
     plan: Plan,
     target: ApiTarget,
@@ -84,6 +105,7 @@ def run_plan(
     *,
     max_parallel: int | None,
     sinks: Sequence[Sink],
+    durable: Durable | None = None,
 ) -> RunRecord:
     """Run the selected steps to the end, or until a signal; return the run's record.
 
@@ -96,6 +118,7 @@ def run_plan(
         async with NexadataClient(
             target.base_url, target.token, max_in_flight=min(64, max(16, parallel))
         ) as api:
+            prior = durable.prior if durable else None
             executor = Executor(
                 plan,
                 api,
@@ -104,7 +127,12 @@ def run_plan(
                 assumed_done=selection.assumed_done,
                 max_parallel=parallel,
                 sinks=sinks,
+                run_id=prior.run_id if prior else None,
+                prior=prior,
+                retrigger_unknown=bool(durable and durable.retrigger_unknown),
             )
+            if durable is not None:
+                _record(durable, plan, executor)
             loop = asyncio.get_running_loop()
 
             def on_signal(name: str) -> None:
@@ -123,3 +151,46 @@ def run_plan(
                     loop.remove_signal_handler(sig)
 
     return asyncio.run(main())
+
+
+def _record(durable: Durable, plan: Plan, executor: Executor) -> None:
+    """Write the run (or take the resumed one over) before anything is sent; the journal
+    becomes the first sink, so every event is durable before any renderer sees it."""
+    journal, run = durable.journal, executor.run
+    if durable.prior is not None and run.run_id is not None:
+        journal.reopen_run(run.run_id, run)
+    else:
+        run.run_id = journal.create_run(
+            run,
+            plan_path=plan.path,
+            plan_sha256=plan.sha256,
+            options=durable.options or {},
+            started_at=time.time(),
+        )
+    journal.run_id = run.run_id
+    durable.lock.note(f"run {run.run_id}")
+    executor.sinks.insert(0, journal)
+
+
+def open_journal(directory: str | None, plan: Plan) -> tuple[Journal, PlanLock]:
+    """The state dir's journal, and this plan's lock held (LockedError, exit 4, if not)."""
+    path = state_dir(directory)
+    journal = Journal(path)
+    lock = PlanLock(path, plan.name)
+    try:
+        lock.acquire()
+    except BaseException:
+        journal.close()
+        raise
+    return journal, lock
+
+
+def resumable(journal: Journal, plan: Plan) -> tuple[RunRecord, bool]:
+    """The run ``--resume`` continues, and whether the plan file changed since."""
+    row = journal.resumable(plan.name)
+    if row is None:
+        raise UsageError(
+            f"nothing to resume: plan {plan.name!r} has no run that did not succeed in this "
+            "state dir"
+        )
+    return journal.load_run(row), row["plan_sha256"] != plan.sha256

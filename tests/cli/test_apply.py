@@ -48,11 +48,11 @@ def test_success_plain_lines_and_summary(cli, plan: Path, tmp_path: Path) -> Non
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert all(re.match(rf"^{STAMP} ", line) for line in lines[:-1])
-    assert re.match(rf"^{STAMP} run started: plan t, 3 workflows, max_parallel 4$", lines[0])
+    assert re.match(rf"^{STAMP} run \d+ started: plan t, 3 workflows, max_parallel 4$", lines[0])
     assert re.search(r" load \(workflow 29\): triggering \(attempt 1\)$", lines[1])
     assert re.search(r" load \(workflow 29, execution 1\): running$", lines[2])
     assert re.search(r" load \(workflow 29, execution 1\): succeeded in \d", result.out)
-    assert re.match(r"^Run of t succeeded in \S+: 3 succeeded$", lines[-1])
+    assert re.match(r"^Run \d+ of t succeeded in \S+: 3 succeeded$", lines[-1])
     assert result.err == ""
 
 
@@ -60,11 +60,12 @@ def test_failure_exit_1_with_reasons_and_errors(cli, plan: Path, tmp_path: Path)
     path = scenario(tmp_path, "workflows:\n  61: {outcome: failed, errors: [Audience rejected]}\n")
     result = cli("apply", str(plan), "--sandbox", "--scenario", path)
     assert result.code == 1
-    summary = result.out[result.out.index("Run of t") :]
+    summary = result.out[result.out.index("Run 1 of t") :]
     assert re.fullmatch(
-        r"Run of t failed in \S+: 2 succeeded, 1 failed\n"
+        r"Run 1 of t failed in \S+: 2 succeeded, 1 failed\n"
         r"  FAILED    side  workflow 61  execution \d: execution \d failed\n"
-        r"                  error: Audience rejected\n",
+        r"                  error: Audience rejected\n"
+        rf"Resume with: runbook apply {re.escape(str(plan))} --resume\n",
         summary,
     )
     assert re.search(
@@ -80,7 +81,7 @@ def test_quiet(cli, plan: Path, tmp_path: Path) -> None:
     path = scenario(tmp_path, "workflows:\n  57: {outcome: failed}\n")
     failed = cli("apply", str(plan), "--sandbox", "--scenario", path, "-q")
     assert failed.code == 1
-    assert failed.out.startswith("Run of t failed in ")
+    assert failed.out.startswith("Run 2 of t failed in ")
     assert "FAILED    report" in failed.out and "triggering" not in failed.out
 
 
@@ -278,8 +279,9 @@ def test_sigint_on_a_real_process_exits_130(tmp_path: Path, plan: Path) -> None:
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
-    summary = out[out.index("Run of t") :]
-    assert summary.startswith("Run of t interrupted in ")
+    summary = out[out.index("Run 1 of t") :]
+    assert summary.startswith("Run 1 of t interrupted in ")
+    assert summary.endswith(f"Resume with: runbook apply {plan} --resume\n")
     assert "3 pending" in summary
     assert "interrupted by SIGINT" in summary
     assert re.search(

@@ -1,0 +1,408 @@
+"""The run journal: every run, step and attempt in SQLite, and the per-plan lock.
+
+The sacred write (shared/DESIGN.md): an attempt is committed as *triggering* before its
+POST, and its execution id as soon as the answer arrives, before anything else happens.
+The journal is an executor sink, awaited for every event, so the commit has happened
+when the executor goes on. WAL with ``synchronous=FULL``: a commit survives a killed
+process and a lost machine alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from runbook.errors import LockedError, RunbookError
+from runbook.events import (
+    AttemptFinished,
+    AttemptRecord,
+    AttemptTriggered,
+    AttemptTriggering,
+    Event,
+    ExecutionSeen,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    StepFinished,
+    StepRecord,
+)
+
+__all__ = ["Journal", "JournalError", "PlanLock", "state_dir"]
+
+DB_NAME = "journal.sqlite3"
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        plan TEXT NOT NULL,
+        plan_path TEXT NOT NULL,
+        plan_sha256 TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        max_parallel INTEGER NOT NULL,
+        assumed_done TEXT NOT NULL,
+        options TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX runs_by_plan ON runs (plan, id);
+    CREATE TABLE steps (
+        run_id INTEGER NOT NULL REFERENCES runs (id),
+        name TEXT NOT NULL,
+        workflow_id INTEGER NOT NULL,
+        stage INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        started_at REAL,
+        ended_at REAL,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE attempts (
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('triggering', 'in flight', 'terminal')),
+        execution_id INTEGER,
+        state TEXT NOT NULL,
+        record TEXT,
+        triggered_at REAL NOT NULL,
+        ended_at REAL,
+        PRIMARY KEY (run_id, step, number),
+        FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JournalError(RunbookError):
+    """The journal cannot be used; runbook will not run without one."""
+
+    exit_code = 5
+
+
+def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--state-dir`` > ``RUNBOOK_STATE_DIR`` > ``$XDG_STATE_HOME/runbook`` >
+    ``~/.local/state/runbook``."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("RUNBOOK_STATE_DIR"):
+        return Path(env["RUNBOOK_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "runbook"
+
+
+def _prepare(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise JournalError(
+            f"the state dir {directory} cannot be used: {exc.strerror or exc}; "
+            "choose another with --state-dir or RUNBOOK_STATE_DIR"
+        ) from None
+
+
+class PlanLock:
+    """One ``apply`` per plan name per state dir: an flock the kernel drops with the
+    process, however it ends (no stale lock to clean by hand)."""
+
+    def __init__(self, directory: Path, plan: str) -> None:
+        digest = hashlib.sha256(plan.encode()).hexdigest()[:16]
+        self.path = directory / "locks" / f"{digest}.lock"
+        self.plan = plan
+        self._handle: Any = None
+
+    def acquire(self, run_hint: str = "") -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockedError(
+                f"another apply of plan {self.plan!r} is running ({holder}); wait for it to "
+                "end, or use another --state-dir"
+            ) from None
+        self._handle = handle
+        self.note(run_hint)
+
+    def note(self, text: str) -> None:
+        """Say who holds the lock, for the message the next one gets."""
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"pid {os.getpid()}{', ' + text if text else ''}")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+
+class Journal:
+    """The journal database of one state dir; also an executor sink for one run."""
+
+    def __init__(self, directory: Path) -> None:
+        _prepare(directory)
+        self.path = directory / DB_NAME
+        try:
+            fresh = not self.path.exists()
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"the journal {self.path} cannot be opened: {exc}; move it aside to start a "
+                "new one (its runs cannot be resumed then)"
+            ) from None
+        self.run_id: int | None = None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise JournalError(f"the journal {self.path} cannot be written: {exc}") from None
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] or 0
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {self.path} was written by a newer runbook (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade runbook or use another --state-dir"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            with self._write() as db:
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run: RunRecord,
+        *,
+        plan_path: str,
+        plan_sha256: str,
+        options: Mapping[str, Any],
+        started_at: float,
+    ) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, "
+                "max_parallel, assumed_done, options, started_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.plan,
+                    plan_path,
+                    plan_sha256,
+                    os.getpid(),
+                    socket.gethostname(),
+                    "running",
+                    run.max_parallel,
+                    json.dumps(list(run.assumed_done)),
+                    json.dumps(dict(options)),
+                    started_at,
+                ),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO steps (run_id, name, workflow_id, stage, state) VALUES (?,?,?,?,?)",
+                [(run_id, s.name, s.workflow_id, s.stage, s.state) for s in run.steps.values()],
+            )
+        return run_id
+
+    def reopen_run(self, run_id: int, run: RunRecord) -> None:
+        """A resumed run: this process now owns it; steps new to the plan are added."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL "
+                "WHERE id = ?",
+                (os.getpid(), socket.gethostname(), run_id),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO steps (run_id, name, workflow_id, stage, state) "
+                "VALUES (?,?,?,?,?)",
+                [(run_id, s.name, s.workflow_id, s.stage, s.state) for s in run.steps.values()],
+            )
+
+    def resumable(self, plan: str) -> sqlite3.Row | None:
+        """The latest run of ``plan`` that did not succeed."""
+        self.db.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
+        ).fetchone()
+        return row if row is not None and row["state"] != "succeeded" else None
+
+    def run_row(self, run_id: int | None = None) -> sqlite3.Row | None:
+        self.db.row_factory = sqlite3.Row
+        if run_id is None:
+            return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[no-any-return]
+        return self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def runs(self, plan: str | None, limit: int) -> list[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        if plan is None:
+            return self.db.execute(
+                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return self.db.execute(
+            "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT ?", (plan, limit)
+        ).fetchall()
+
+    def load_run(self, row: sqlite3.Row) -> RunRecord:
+        """A run as the journal has it: steps with every attempt of every invocation."""
+        self.db.row_factory = sqlite3.Row
+        steps: dict[str, StepRecord] = {}
+        for step in self.db.execute(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (row["id"],)
+        ):
+            steps[step["name"]] = StepRecord(
+                name=step["name"],
+                workflow_id=step["workflow_id"],
+                stage=step["stage"],
+                state=step["state"],
+                reason=step["reason"],
+                started_at=step["started_at"],
+                ended_at=step["ended_at"],
+            )
+        for attempt in self.db.execute(
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (row["id"],)
+        ):
+            record = json.loads(attempt["record"]) if attempt["record"] else None
+            steps[attempt["step"]].attempts.append(
+                AttemptRecord(
+                    number=attempt["number"],
+                    triggered_at=attempt["triggered_at"],
+                    execution_id=attempt["execution_id"],
+                    state=attempt["state"],
+                    start_at=(record or {}).get("start_at"),
+                    end_at=(record or {}).get("end_at"),
+                    errors=_texts((record or {}).get("errors")),
+                    warnings=_texts((record or {}).get("warnings")),
+                    record=record,
+                    ended_at=attempt["ended_at"],
+                )
+            )
+        return RunRecord(
+            plan=row["plan"],
+            run_id=row["id"],
+            max_parallel=row["max_parallel"],
+            steps=steps,
+            assumed_done=tuple(json.loads(row["assumed_done"])),
+            state=row["state"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            reason=row["reason"],
+        )
+
+    # -- the sink -----------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        run_id = self.run_id
+        if isinstance(event, AttemptTriggering):
+            a, s = event.attempt, event.step
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO attempts (run_id, step, number, phase, state, triggered_at) "
+                    "VALUES (?,?,?,'triggering','triggering',?)",
+                    (run_id, s.name, a.number, a.triggered_at),
+                )
+                db.execute(
+                    "UPDATE steps SET state = ?, started_at = ? WHERE run_id = ? AND name = ?",
+                    (s.state, s.started_at, run_id, s.name),
+                )
+        elif isinstance(event, (AttemptTriggered, ExecutionSeen)):
+            a = event.attempt
+            with self._write() as db:
+                db.execute(
+                    "UPDATE attempts SET phase = 'in flight', execution_id = ?, state = ?, "
+                    "record = ? WHERE run_id = ? AND step = ? AND number = ?",
+                    (
+                        a.execution_id,
+                        a.state,
+                        json.dumps(a.record),
+                        run_id,
+                        event.step.name,
+                        a.number,
+                    ),
+                )
+        elif isinstance(event, AttemptFinished):
+            a = event.attempt
+            with self._write() as db:
+                db.execute(
+                    "UPDATE attempts SET phase = 'terminal', execution_id = ?, state = ?, "
+                    "record = ?, ended_at = ? WHERE run_id = ? AND step = ? AND number = ?",
+                    (
+                        a.execution_id,
+                        a.state,
+                        json.dumps(a.record),
+                        a.ended_at,
+                        run_id,
+                        event.step.name,
+                        a.number,
+                    ),
+                )
+        elif isinstance(event, StepFinished):
+            s = event.step
+            with self._write() as db:
+                db.execute(
+                    "UPDATE steps SET state = ?, reason = ?, started_at = ?, ended_at = ? "
+                    "WHERE run_id = ? AND name = ?",
+                    (s.state, s.reason, s.started_at, s.ended_at, run_id, s.name),
+                )
+        elif isinstance(event, RunFinished):
+            run = event.run
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE steps SET state = ?, reason = ? WHERE run_id = ? AND name = ?",
+                    [
+                        (s.state, s.reason, run_id, s.name)
+                        for s in run.steps.values()
+                        if s.state == "pending"
+                    ],
+                )
+                db.execute(
+                    "UPDATE runs SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
+                    (run.state, run.reason, run.ended_at, run_id),
+                )
+        elif isinstance(event, RunStarted):
+            pass  # the run and its steps were written before the executor started
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    from runbook.api import message_texts
+
+    return message_texts(value)

@@ -1,0 +1,97 @@
+"""What ``status`` and ``history`` print from the journal, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from runbook.durations import format_duration
+from runbook.events import RunRecord
+from runbook.render.report import report_document
+from runbook.render.runlog import stamp, step_duration
+
+__all__ = ["write_history", "write_status"]
+
+
+def _took(started: float, ended: float | None) -> str:
+    return format_duration(ended - started) if ended is not None else "-"
+
+
+def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> None:
+    """One run: its header, then each step with every attempt of every invocation."""
+    if fmt == "json":
+        document = report_document(run)
+        document.update(
+            plan_path=row["plan_path"],
+            plan_sha256=row["plan_sha256"],
+            pid=row["pid"],
+            host=row["host"],
+            reason=run.reason,
+        )
+        json.dump(document, out, indent=2)
+        out.write("\n")
+        return
+    out.write(
+        f"Run {run.run_id} of {run.plan}: {run.state} (started {stamp(run.started_at)}, "
+        f"{_took(run.started_at, run.ended_at)})\n"
+    )
+    out.write(f"  plan file {row['plan_path']}, pid {row['pid']} on {row['host']}\n")
+    if run.reason:
+        out.write(f"  {run.reason}\n")
+    for step in sorted(run.steps.values(), key=lambda s: (s.stage, s.name)):
+        duration = step_duration(step)
+        took = f" in {format_duration(duration)}" if duration is not None else ""
+        reason = f": {step.reason}" if step.reason else ""
+        out.write(
+            f"  {step.state.upper():<9} {step.name} (workflow {step.workflow_id}){took}{reason}\n"
+        )
+        for attempt in step.attempts:
+            execution = (
+                f"execution {attempt.execution_id}" if attempt.execution_id else "no execution id"
+            )
+            out.write(
+                f"            attempt {attempt.number}: {execution}, {attempt.state}"
+                f", triggered {stamp(attempt.triggered_at)}\n"
+            )
+            for error in attempt.errors:
+                out.write(f"              error: {error}\n")
+
+
+def write_history(out: TextIO, rows: Sequence[sqlite3.Row], fmt: str) -> None:
+    """Past runs, newest first."""
+    if fmt == "json":
+        runs: list[dict[str, Any]] = [
+            {
+                "run_id": row["id"],
+                "plan": row["plan"],
+                "state": row["state"],
+                "started_at": stamp(row["started_at"]),
+                "ended_at": stamp(row["ended_at"]) if row["ended_at"] else None,
+                "duration": (row["ended_at"] - row["started_at"]) if row["ended_at"] else None,
+            }
+            for row in rows
+        ]
+        json.dump(runs, out, indent=2)
+        out.write("\n")
+        return
+    if not rows:
+        out.write("No runs in the journal.\n")
+        return
+    table = [("ID", "PLAN", "STATE", "STARTED", "DURATION")]
+    table += [
+        (
+            str(row["id"]),
+            row["plan"],
+            row["state"],
+            stamp(row["started_at"]),
+            _took(row["started_at"], row["ended_at"]),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    for line in table:
+        cells = [line[0].rjust(widths[0])]
+        cells += [cell.ljust(width) for cell, width in zip(line[1:4], widths[1:], strict=True)]
+        out.write("  ".join([*cells, line[4]]) + "\n")
