@@ -1,0 +1,218 @@
+"""Durable runs with real processes and signals: SIGKILL, then --resume, and the lock.
+
+The sandbox runs in this test process (a thread under uvicorn), so it outlives the
+``runbook apply`` processes that are killed, and its counters say how many executions
+each workflow really got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runbook.journal import PlanLock
+from runbook.sandbox.app import TRIGGER, create_app
+from runbook.sandbox.scenario import Faults, Scenario
+from runbook.sandbox.server import serve_in_thread
+from tests.conftest import entry_point
+
+TOKEN = "durable-token-Xy7-distinct"
+PLAN = """\
+version: 1
+name: night
+defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}
+workflows:
+  extract: {workflow_id: 1}
+  load: {workflow_id: 2, depends_on: extract}
+  side: {workflow_id: 3}
+  report: {workflow_id: 4, depends_on: [load, side]}
+"""
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``start(scenario) -> app``: a sandbox whose URL and token apply finds in the env."""
+    contexts = []
+
+    def start(scenario: Scenario):
+        app = create_app(scenario, token=TOKEN)
+        context = serve_in_thread(app)
+        monkeypatch.setenv("NEXADATA_API_URL", context.__enter__())
+        monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+        contexts.append(context)
+        return app
+
+    yield start
+    for context in contexts:
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Path:
+    path = tmp_path / "night.yaml"
+    path.write_text(PLAN)
+    return path
+
+
+def apply_until(plan: Path, marker: str, *extra: str) -> subprocess.Popen[str]:
+    """Start ``runbook apply`` and return once a line containing ``marker`` was printed."""
+    process = subprocess.Popen(
+        [*entry_point(), "apply", str(plan), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if marker in line:
+            return process
+    raise AssertionError(f"apply ended before printing {marker!r}: {process.stderr.read()}")
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+def executions(app) -> dict[str, int]:
+    return app.state.sandbox.stats()["executions"]
+
+
+def test_sigkill_mid_poll_then_resume_runs_every_step_once(cli, api, plan, tmp_path) -> None:
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 1.5}}))
+    process = apply_until(plan, "load (workflow 2, execution")
+    kill(process)
+    assert executions(app) == {"1": 1, "2": 1, "3": 1}  # load was in flight when killed
+    result = cli("apply", str(plan), "--resume", "--report", str(tmp_path / "r.json"))
+    assert result.code == 0, result.out + result.err
+    assert "re-attached to execution" in result.out
+    assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["run_id"] == 1 and document["state"] == "succeeded"
+    load = next(s for s in document["steps"] if s["name"] == "load")
+    assert len(load["attempts"]) == 1 and load["attempts"][0]["state"] == "succeeded"
+    status = cli("status", "--format", "json")
+    assert json.loads(status.out)["state"] == "succeeded"
+    history = cli("history", "night")
+    assert history.out.splitlines()[1].split()[:3] == ["1", "night", "succeeded"]
+
+
+def test_sigkill_during_a_retry_delay_then_resume(cli, api, plan, tmp_path) -> None:
+    plan.write_text(
+        PLAN.replace("retry_delay: 10ms", "retry_delay: 1h").replace(
+            "  extract: {workflow_id: 1}", "  extract: {workflow_id: 1, retries: 1}"
+        )
+    )
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={1: {"fail_first": 1}}))
+    process = apply_until(plan, "retrying in 1h")
+    kill(process)
+    assert executions(app)["1"] == 1
+    result = cli("apply", str(plan), "--resume", "-q")
+    assert result.code == 0, result.out
+    assert executions(app) == {"1": 2, "2": 1, "3": 1, "4": 1}  # the retry that was due
+
+
+def test_sigint_then_resume(cli, api, plan) -> None:
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 1.0}}))
+    process = apply_until(plan, "load (workflow 2, execution")
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert f"Resume with: runbook apply {plan} --resume" in out
+    result = cli("apply", str(plan), "--resume", "-q")
+    assert result.code == 0
+    assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
+
+
+def test_an_unanswered_trigger_is_not_repeated_without_consent(cli, api, plan) -> None:
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=3.0)))
+    # the journal is the first sink: once "triggering" is printed, it is committed
+    process = apply_until(plan, "extract (workflow 1): triggering")
+    kill(process)
+    refused = cli("apply", str(plan), "--resume")
+    assert refused.code == 1
+    assert "got no answer, so an execution may exist; not triggered again" in refused.out
+    before = app.state.sandbox.stats()["requests"].get(TRIGGER, {})
+    forced = cli("apply", str(plan), "--resume", "--retrigger-unknown", "-q")
+    assert forced.code == 0, forced.out
+    after = app.state.sandbox.stats()["requests"][TRIGGER]
+    assert sum(after.values()) > sum(before.values())
+
+
+def test_second_apply_of_the_same_plan_exits_4_and_sends_nothing(cli, api, plan, tmp_path) -> None:
+    app = api(Scenario())
+    lock = PlanLock(tmp_path / "state", "night")
+    lock.acquire("run 41")
+    try:
+        result = cli("apply", str(plan))
+    finally:
+        lock.release()
+    assert result.code == 4
+    assert result.err == (
+        f"runbook: another apply of plan 'night' is running (pid {os.getpid()}"
+        ", run 41); wait for it to end, or use another --state-dir\n"
+    )
+    assert app.state.sandbox.stats()["requests_total"] == 0
+
+
+def test_a_killed_holder_leaves_no_stale_lock(cli, api, plan) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 5.0}))
+    kill(apply_until(plan, "extract (workflow 1, execution"))
+    other = subprocess.run([*entry_point(), "history"], capture_output=True, text=True)
+    assert other.returncode == 0
+    result = cli("apply", str(plan), "--resume", "-q", "-x", "extract+", "-x", "side")
+    assert result.code == 0  # the lock was free: the kernel dropped it with the process
+
+
+def test_resume_with_nothing_to_resume(cli, api, plan) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 0.05}))
+    assert cli("apply", str(plan), "-q").code == 0
+    result = cli("apply", str(plan), "--resume")
+    assert result.code == 2
+    assert result.err == (
+        "runbook: nothing to resume: plan 'night' has no run that did not "
+        "succeed in this state dir\n"
+    )
+    assert cli("apply", str(plan), "--retrigger-unknown").code == 2
+
+
+def test_the_token_is_not_in_the_journal(cli, api, plan, tmp_path) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={3: {"outcome": "failed"}}))
+    assert cli("apply", str(plan)).code == 1
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700"
+    assert oct((tmp_path / "state" / "journal.sqlite3").stat().st_mode & 0o777) == "0o600"
+
+
+def test_journal_failures_exit_5_before_any_request(cli, api, plan, tmp_path) -> None:
+    app = api(Scenario())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    result = cli("apply", str(plan), "--state-dir", str(blocker))
+    assert result.code == 5
+    assert result.err.startswith(f"runbook: the state dir {blocker} cannot be used: ")
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    with sqlite3.connect(newer / "journal.sqlite3") as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (99)")
+    result = cli("apply", str(plan), "--state-dir", str(newer))
+    assert result.code == 5
+    assert "written by a newer runbook (schema 99" in result.err
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "journal.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = cli("apply", str(plan), "--state-dir", str(corrupt))
+    assert result.code == 5
+    assert "cannot be opened" in result.err and "move it aside" in result.err
+    assert app.state.sandbox.stats()["requests_total"] == 0
