@@ -109,15 +109,29 @@ def ideal(workload: Workload, poll: float | None) -> float:
     return max(seen.values())
 
 
-def measure(workload: Workload, polling: str, tmp: Path) -> dict[str, float]:
+def measure(
+    workload: Workload, polling: str, tmp: Path, profile: Path | None = None
+) -> dict[str, float]:
     plan, scenario = write_files(tmp, workload, polling)
     sandbox, url = start_sandbox(scenario)
+    state = Path(tempfile.mkdtemp(dir=tmp))  # a fresh journal for each run
     try:
         before = stats(url)["requests_total"]
-        env = {**os.environ, "NEXADATA_TOKEN": "sandbox"}
+        env = {**os.environ, "NEXADATA_TOKEN": "sandbox", "RUNBOOK_STATE_DIR": str(state)}
+        profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "runbook", "apply", str(plan), "--api-url", url, "--quiet"],
+            [
+                sys.executable,
+                *profiler,
+                "-m",
+                "runbook",
+                "apply",
+                str(plan),
+                "--api-url",
+                url,
+                "--quiet",
+            ],
             env=env,
         )
         _, status, usage = os.wait4(process.pid, 0)
@@ -138,7 +152,28 @@ def measure(workload: Workload, polling: str, tmp: Path) -> dict[str, float]:
         "requests_per_step": (after["requests_total"] - before) / steps,
         "rss_mb": usage.ru_maxrss / 1024,
         "peak_in_flight": after["peak_in_flight"],
+        "journal_bytes_per_step": (state / "journal.sqlite3").stat().st_size / steps,
     }
+
+
+def journal_share(workload: Workload, tmp: Path) -> None:
+    """The journal's share of the apply process's time, from one run under cProfile."""
+    import pstats
+
+    profile = tmp / "apply.prof"
+    result = measure(workload, "fixed", tmp, profile)
+    table = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values())  # every function's own time
+    journal = sum(
+        entry[3]
+        for key, entry in table.items()
+        if key[0].endswith("runbook/journal.py") and key[2] == "__call__"
+    )
+    print(
+        f"  journal, profiled run: {journal:.2f} s of {total:.2f} s = {journal / total:.1%}"
+        f" (makespan {result['wall']:.2f} s under the profiler); "
+        f"{result['journal_bytes_per_step']:.0f} bytes of journal per step"
+    )
 
 
 def main() -> None:
@@ -146,6 +181,11 @@ def main() -> None:
     parser.add_argument("--workloads", default="layered,wide")
     parser.add_argument("--polling", default="fixed,adaptive")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--journal-share",
+        action="store_true",
+        help="also profile one fixed-polling run: the journal's share of the process's time",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads.split(","):
@@ -165,8 +205,10 @@ def main() -> None:
                     f"  /ideal@0.5s {r['wall'] / at_poll:.3f}  CPU {r['cpu']:.2f} s "
                     f"({r['cpu_ms_per_step']:.2f} ms/step)  {r['requests_per_step']:.1f} "
                     f"req/step  RSS {r['rss_mb']:.0f} MB  peak in flight "
-                    f"{r['peak_in_flight']}"
+                    f"{r['peak_in_flight']}  journal {r['journal_bytes_per_step']:.0f} B/step"
                 )
+            if args.journal_share:
+                journal_share(workload, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ class Executor:
         self.fatal: AuthError | None = None
         self._all_done = asyncio.Event()
         self._bug: BaseException | None = None
+        self._started: set[str] = set()
         self._reattach: dict[str, AttemptRecord] = {}
         self._ambiguous: dict[str, str] = {}
         if prior is not None:
@@ -176,8 +177,10 @@ class Executor:
             record.attempts = list(old.attempts)
             record.started_at, record.ended_at = old.started_at, old.ended_at
             last = record.attempt
-            if old.state == "succeeded":
-                record.state, record.reason = "succeeded", old.reason
+            if old.state == "succeeded" or (
+                last is not None and last.ended_at is not None and last.state == "succeeded"
+            ):  # (killed between the attempt's end and the step's: the attempt decides)
+                record.state, record.reason = "succeeded", None
             elif last is not None and last.ended_at is None and last.execution_id is not None:
                 self._reattach[name] = last
             elif last is not None and (
@@ -233,6 +236,9 @@ class Executor:
         )
 
     def _start(self, name: str) -> None:
+        if name in self._started:
+            return  # two upstreams that finished together both found it ready
+        self._started.add(name)
         task = asyncio.ensure_future(self._step(self.run.steps[name]))
         self._tasks[name] = task
         task.add_done_callback(lambda done: self._task_done(name, done))

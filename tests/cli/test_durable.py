@@ -86,14 +86,19 @@ def executions(app) -> dict[str, int]:
     return app.state.sandbox.stats()["executions"]
 
 
-def test_sigkill_mid_poll_then_resume_runs_every_step_once(cli, api, plan, tmp_path) -> None:
-    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 1.5}}))
+def test_sigkill_with_executions_in_flight_then_resume(cli, api, plan, tmp_path) -> None:
+    app = api(
+        Scenario(
+            default={"queue": 0.0, "duration": 0.05},
+            workflows={2: {"duration": 1.5}, 3: {"duration": 1.5}},
+        )
+    )
     process = apply_until(plan, "load (workflow 2, execution")
     kill(process)
-    assert executions(app) == {"1": 1, "2": 1, "3": 1}  # load was in flight when killed
+    assert executions(app) == {"1": 1, "2": 1, "3": 1}  # load and side were in flight
     result = cli("apply", str(plan), "--resume", "--report", str(tmp_path / "r.json"))
     assert result.code == 0, result.out + result.err
-    assert "re-attached to execution" in result.out
+    assert result.out.count("re-attached to execution") == 2
     assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["run_id"] == 1 and document["state"] == "succeeded"

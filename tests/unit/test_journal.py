@@ -1,0 +1,146 @@
+"""The journal through real SQLite files: rows, reload, views, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from runbook.events import (
+    AttemptFinished,
+    AttemptRecord,
+    AttemptTriggered,
+    AttemptTriggering,
+    Notice,
+    RunFinished,
+    RunRecord,
+    StepFinished,
+    StepRecord,
+)
+from runbook.journal import Journal, JournalError, PlanLock, state_dir
+from runbook.render.journalview import write_history, write_status
+
+
+def a_run() -> RunRecord:
+    steps = {"a": StepRecord("a", 1, 1), "b": StepRecord("b", 2, 2)}
+    return RunRecord(
+        plan="p",
+        run_id=None,
+        max_parallel=2,
+        steps=steps,
+        assumed_done=("z",),
+        started_at=1_800_000_000.0,
+    )
+
+
+def record_events(journal: Journal, run: RunRecord) -> None:
+    a = run.steps["a"]
+    attempt = AttemptRecord(1, 1_800_000_001.0)
+    a.attempts.append(attempt)
+    a.state, a.started_at = "running", attempt.triggered_at
+
+    async def main():
+        await journal(AttemptTriggering(a, attempt, 0))
+        attempt.execution_id, attempt.state = 77, "created"
+        attempt.record = {"id": 77, "state": "created"}
+        await journal(AttemptTriggered(a, attempt, 0))
+        attempt.state, attempt.ended_at = "failed", 1_800_000_005.0
+        attempt.record = {
+            "id": 77,
+            "state": "failed",
+            "errors": ["bad rows"],
+            "start_at": "2027-01-15T08:00:01Z",
+            "end_at": "2027-01-15T08:00:05Z",
+        }
+        await journal(AttemptFinished(a, attempt, "failed", 0))
+        a.state, a.reason, a.ended_at = "failed", "execution 77 failed", 1_800_000_005.0
+        await journal(StepFinished(a, 0))
+        assert journal(Notice("hello", 0)) is None
+        run.state, run.ended_at, run.reason = "failed", 1_800_000_006.0, None
+        await journal(RunFinished(run, 0))
+
+    asyncio.run(main())
+
+
+def test_a_run_round_trips(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state")
+    run = a_run()
+    run.run_id = journal.run_id = journal.create_run(
+        run, plan_path="p.yaml", plan_sha256="abc", options={"x": 1}, started_at=run.started_at
+    )
+    record_events(journal, run)
+    row = journal.run_row()
+    loaded = journal.load_run(row)
+    assert (loaded.run_id, loaded.state, loaded.assumed_done) == (1, "failed", ("z",))
+    (attempt,) = loaded.steps["a"].attempts
+    assert (attempt.execution_id, attempt.state, attempt.errors) == (77, "failed", ("bad rows",))
+    assert loaded.steps["b"].state == "pending" and loaded.steps["b"].attempts == []
+    assert journal.resumable("p")["id"] == 1
+    assert [r["id"] for r in journal.runs("p", 5)] == [1] and journal.runs("q", 5) == []
+    out = io.StringIO()
+    write_status(out, row, loaded, "text")
+    text = out.getvalue()
+    assert text.startswith("Run 1 of p: failed (started 2027-01-15T08:00:00Z, 6s)\n")
+    assert "  FAILED    a (workflow 1) in 4s: execution 77 failed\n" in text
+    assert "            attempt 1: execution 77, failed, triggered 2027-01-15T08:00:01Z\n" in text
+    assert "              error: bad rows\n" in text
+    out = io.StringIO()
+    write_status(out, row, loaded, "json")
+    assert json.loads(out.getvalue())["steps"][0]["attempts"][0]["execution_id"] == 77
+    out = io.StringIO()
+    write_history(out, journal.runs(None, 5), "json")
+    assert json.loads(out.getvalue())[0]["duration"] == 6.0
+    out = io.StringIO()
+    write_history(out, [], "text")
+    assert out.getvalue() == "No runs in the journal.\n"
+    journal.close()
+
+
+def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> None:
+    Journal(tmp_path).close()
+    journal = Journal(tmp_path)
+    assert journal.db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    journal.close()
+
+
+def test_a_failed_write_is_a_journal_error(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.run_id = 999  # no such run: the foreign key refuses the attempt row
+    step = StepRecord("a", 1, 1)
+    attempt = AttemptRecord(1, 0.0)
+
+    async def main():
+        await journal(AttemptTriggering(step, attempt, 0))
+
+    with pytest.raises(JournalError, match="cannot be written"):
+        asyncio.run(main())
+    journal.close()
+
+
+def test_state_dir_precedence(tmp_path: Path) -> None:
+    assert state_dir("/x", {"RUNBOOK_STATE_DIR": "/y"}) == Path("/x")
+    assert state_dir(None, {"RUNBOOK_STATE_DIR": "/y", "XDG_STATE_HOME": "/z"}) == Path("/y")
+    assert state_dir(None, {"XDG_STATE_HOME": "/z"}) == Path("/z/runbook")
+    assert state_dir(None, {}).parts[-3:] == (".local", "state", "runbook")
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first, second = PlanLock(tmp_path, "p"), PlanLock(tmp_path, "p")
+    first.acquire("run 3")
+    with pytest.raises(Exception, match=r"\(pid \d+, run 3\)"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_corrupt_database(tmp_path: Path) -> None:
+    (tmp_path / "journal.sqlite3").write_bytes(b"garbage" * 1000)
+    with pytest.raises(JournalError, match="cannot be opened"):
+        Journal(tmp_path)
+    assert sqlite3.sqlite_version  # the stdlib's SQLite, nothing else
