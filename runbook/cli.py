@@ -39,6 +39,15 @@ def _selection_options(command: Any) -> Any:
     )(command)
 
 
+_state_dir_option = click.option(
+    "--state-dir",
+    metavar="DIR",
+    envvar="RUNBOOK_STATE_DIR",
+    help="Where the run journal lives (env RUNBOOK_STATE_DIR; default "
+    "$XDG_STATE_HOME/runbook, i.e. ~/.local/state/runbook).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(
     __version__, "--version", "-V", prog_name="runbook", message="%(prog)s %(version)s"
@@ -193,13 +202,7 @@ def graph(plan_path: str, fmt: str) -> int:
     show_default=True,
     help="json: one JSON object per event per line.",
 )
-@click.option(
-    "--state-dir",
-    metavar="DIR",
-    envvar="RUNBOOK_STATE_DIR",
-    help="Where the run journal lives (env RUNBOOK_STATE_DIR; default "
-    "$XDG_STATE_HOME/runbook, i.e. ~/.local/state/runbook).",
-)
+@_state_dir_option
 @click.option(
     "--resume", is_flag=True, help="Continue the latest run of this plan that did not succeed."
 )
@@ -347,12 +350,7 @@ def _finished(run: Any) -> Any:
 
 @cli.command()
 @click.argument("run_id", type=int, required=False)
-@click.option(
-    "--state-dir",
-    metavar="DIR",
-    envvar="RUNBOOK_STATE_DIR",
-    help="Where the run journal lives (as for apply).",
-)
+@_state_dir_option
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -380,12 +378,7 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
 
 @cli.command()
 @click.argument("plan_name", required=False)
-@click.option(
-    "--state-dir",
-    metavar="DIR",
-    envvar="RUNBOOK_STATE_DIR",
-    help="Where the run journal lives (as for apply).",
-)
+@_state_dir_option
 @click.option(
     "--limit",
     default=20,
