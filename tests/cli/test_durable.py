@@ -221,3 +221,18 @@ def test_journal_failures_exit_5_before_any_request(cli, api, plan, tmp_path) ->
     assert result.code == 5
     assert "cannot be opened" in result.err and "move it aside" in result.err
     assert app.state.sandbox.stats()["requests_total"] == 0
+
+
+def test_resume_says_when_the_plan_changed_and_matches_steps(cli, api, plan) -> None:
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={3: {"fail_first": 1}}))
+    assert cli("apply", str(plan), "-q").code == 1  # side failed; report skipped
+    plan.write_text(PLAN.replace("  side: {workflow_id: 3}", "  side: {workflow_id: 3}  # fixed"))
+    result = cli("apply", str(plan), "--resume", "-q")
+    assert result.code == 0
+    assert result.err == (
+        f"runbook: note: {plan} changed since run 1; its steps are matched by name and "
+        "workflow id\n"
+    )
+    assert executions(app) == {"1": 1, "2": 1, "3": 2, "4": 1}
+    assert cli("status", "7").code == 2
+    assert cli("status", "7").err == "runbook: no run 7 in the journal\n"
