@@ -258,6 +258,11 @@ def apply(
     )
     if retrigger_unknown and not resume:
         raise UsageError("--retrigger-unknown goes with --resume")
+    if resume and use_sandbox:
+        raise UsageError(
+            "--resume cannot use --sandbox: the built-in simulator forgets its executions "
+            "when apply ends; serve one with 'runbook sandbox' and point --api-url at it"
+        )
     loaded = load_plan(plan_path)
     dag = Dag(loaded)
     selection = dag.select(selects, excludes)

@@ -187,6 +187,9 @@ def test_resume_with_nothing_to_resume(cli, api, plan) -> None:
         "succeed in this state dir\n"
     )
     assert cli("apply", str(plan), "--retrigger-unknown").code == 2
+    refused = cli("apply", str(plan), "--resume", "--sandbox")
+    assert refused.code == 2
+    assert refused.err.startswith("runbook: --resume cannot use --sandbox: ")
 
 
 def test_the_token_is_not_in_the_journal(cli, api, plan, tmp_path) -> None:
