@@ -240,15 +240,13 @@ def apply(
     """
     from contextlib import ExitStack
 
-    from runbook.graph import Dag, Selection
+    from runbook.graph import Dag
     from runbook.plan import load_plan
     from runbook.render import report, runlog
     from runbook.runner import (
-        Durable,
         api_target,
         check_options,
-        open_journal,
-        resumable,
+        prepare_durable,
         run_plan,
         sandbox_target,
     )
@@ -266,25 +264,6 @@ def apply(
     loaded = load_plan(plan_path)
     dag = Dag(loaded)
     selection = dag.select(selects, excludes)
-    journal, lock = open_journal(state_dir, loaded)
-    prior = None
-    if resume:
-        try:
-            prior, changed = resumable(journal, loaded)
-        except BaseException:
-            lock.release()
-            journal.close()
-            raise
-        if changed:
-            _stderr().write(
-                f"runbook: note: {plan_path} changed since run {prior.run_id}; "
-                "its steps are matched by name and workflow id\n"
-            )
-        if not selects and not excludes:
-            steps = frozenset(name for name in prior.steps if name in loaded.steps)
-            done = {up for n in steps for up in loaded.steps[n].depends_on} - steps
-            selection = Selection(steps=steps, assumed_done=frozenset(done))
-    stages = dag.stages(selection.steps)
     options = {
         "api_url": api_url,
         "sandbox": use_sandbox,
@@ -293,7 +272,19 @@ def apply(
         "select": list(selects),
         "exclude": list(excludes),
     }
-    durable = Durable(journal, lock, prior, retrigger_unknown, options)
+    durable, selection, note = prepare_durable(
+        state_dir,
+        loaded,
+        selection,
+        resume=resume,
+        keep_selection=bool(selects or excludes),
+        retrigger_unknown=retrigger_unknown,
+        options=options,
+    )
+    if note:
+        _stderr().write(f"runbook: note: {note}\n")
+    journal, lock = durable.journal, durable.lock
+    stages = dag.stages(selection.steps)
     with ExitStack() as stack:
         stack.callback(journal.close)
         stack.callback(lock.release)
@@ -338,7 +329,7 @@ def apply(
             runlog.JsonLines(out)(_finished(run))
         elif log_format != "json":
             hint = None
-            if run.state != "succeeded" and run.exit_code is None:
+            if run.state != "succeeded" and run.exit_code is None and not use_sandbox:
                 where = f" --state-dir {state_dir}" if state_dir else ""
                 hint = f"Resume with: runbook apply {plan_path} --resume{where}"
             runlog.write_summary(out, run, resume_hint=hint)

@@ -26,6 +26,7 @@ from runbook.plan import Plan
 
 __all__ = [
     "ApiTarget",
+    "prepare_durable",
     "Durable",
     "api_target",
     "open_journal",
@@ -194,3 +195,37 @@ def resumable(journal: Journal, plan: Plan) -> tuple[RunRecord, bool]:
             "state dir"
         )
     return journal.load_run(row), row["plan_sha256"] != plan.sha256
+
+
+def prepare_durable(
+    directory: str | None,
+    plan: Plan,
+    selection: Selection,
+    *,
+    resume: bool,
+    keep_selection: bool,
+    retrigger_unknown: bool,
+    options: Mapping[str, object],
+) -> tuple[Durable, Selection, str | None]:
+    """Open the journal and take the plan's lock; with ``resume``, find the run to go on
+    with. Returns the durable side, the selection to run (a resume without selection
+    flags takes the earlier run's steps) and a note for the user, if any."""
+    journal, lock = open_journal(directory, plan)
+    prior, note = None, None
+    if resume:
+        try:
+            prior, changed = resumable(journal, plan)
+        except BaseException:
+            lock.release()
+            journal.close()
+            raise
+        if changed:
+            note = (
+                f"{plan.path} changed since run {prior.run_id}; its steps are matched by "
+                "name and workflow id"
+            )
+        if not keep_selection:
+            steps = frozenset(name for name in prior.steps if name in plan.steps)
+            done = {up for name in steps for up in plan.steps[name].depends_on} - steps
+            selection = Selection(steps=steps, assumed_done=frozenset(done))
+    return Durable(journal, lock, prior, retrigger_unknown, options), selection, note
