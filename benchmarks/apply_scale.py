@@ -167,7 +167,7 @@ def journal_share(workload: Workload, tmp: Path) -> None:
     journal = sum(
         entry[3]
         for key, entry in table.items()
-        if key[0].endswith("runbook/journal.py") and key[2] == "__call__"
+        if key[0].endswith("runbook/journal.py") and key[2] in ("__call__", "_flush")
     )
     print(
         f"  journal, profiled run: {journal:.2f} s of {total:.2f} s = {journal / total:.1%}"

@@ -15,12 +15,9 @@ import fcntl
 import hashlib
 import json
 import os
-import queue
 import socket
 import sqlite3
-import threading
 from collections.abc import Awaitable, Iterator, Mapping
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +176,9 @@ class Journal:
                 "new one (its runs cannot be resumed then)"
             ) from None
         self.run_id: int | None = None
-        self._writer: _Writer | None = None
+        self._pending: list[tuple[list[tuple[str, Any]], asyncio.Future[None]]] = []
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
         self.db.close()
 
     @contextlib.contextmanager
@@ -338,13 +332,42 @@ class Journal:
     # -- the sink -----------------------------------------------------------------------
 
     def __call__(self, event: Event) -> Awaitable[None] | None:
-        """Record ``event``; the awaitable resolves once it is committed (fsync'd)."""
+        """Record ``event``; the awaitable resolves once it is committed (fsync'd).
+
+        Writes are group-committed: every event of one event-loop iteration goes into one
+        transaction, so 500 steps triggered together cost one fsync, not 500.
+        """
         statements = self._statements(event)
         if not statements:
             return None
-        if self._writer is None:
-            self._writer = _Writer(self.path)
-        return asyncio.wrap_future(self._writer.submit(statements))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)  # after every event of this loop iteration
+        self._pending.append((statements, future))
+        return future
+
+    def _flush(self) -> None:
+        """Commit every write queued during one loop iteration in one transaction."""
+        batch, self._pending = self._pending, []
+        try:
+            with self._write() as db:
+                for statements, _ in batch:
+                    for sql, parameters in statements:
+                        db.execute(sql, parameters)
+        except (JournalError, sqlite3.Error) as exc:
+            error = (
+                exc
+                if isinstance(exc, JournalError)
+                else JournalError(f"the journal {self.path} cannot be written: {exc}")
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     def _statements(self, event: Event) -> list[tuple[str, Any]]:
         run_id = self.run_id
@@ -421,74 +444,6 @@ class Journal:
                 ),
             ]
         return []  # RunStarted: the run and its steps were written before; notices: nothing
-
-
-class _Writer(threading.Thread):
-    """The journal's writes during a run, on a thread of their own, in group commits.
-
-    Each event's statements are one job; the thread commits every job waiting at that
-    moment in one transaction, then resolves their futures. An fsync costs a millisecond
-    or more here: 500 steps triggered together wait for a few commits, not 500, and the
-    event loop never blocks on the disk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="runbook-journal", daemon=True)
-        self.path = path
-        self.jobs: queue.SimpleQueue[tuple[list[tuple[str, Any]], Future[None]] | None] = (
-            queue.SimpleQueue()
-        )
-        self.start()
-
-    def submit(self, statements: list[tuple[str, Any]]) -> Future[None]:
-        future: Future[None] = Future()
-        self.jobs.put((statements, future))
-        return future
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.join()
-
-    def run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        stopping = False
-        while not stopping:
-            job = self.jobs.get()
-            if job is None:
-                break
-            batch = [job]
-            while True:
-                try:
-                    more = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                for statements, _ in batch:
-                    for sql, parameters in statements:
-                        db.execute(sql, parameters)
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                error = JournalError(
-                    f"the journal {self.path} cannot be written: {exc}; the "
-                    "run stops (executions in flight may still be running)"
-                )
-                for _, future in batch:
-                    if future.set_running_or_notify_cancel():
-                        future.set_exception(error)
-            else:
-                for _, future in batch:
-                    if future.set_running_or_notify_cancel():  # False: its awaiter is gone
-                        future.set_result(None)
-        db.close()
 
 
 def _texts(value: Any) -> tuple[str, ...]:
