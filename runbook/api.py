@@ -48,6 +48,7 @@ from runbook.errors import (
     TriggerRefused,
     WorkflowNotFound,
 )
+from runbook.text import is_token_text
 
 __all__ = [
     "Execution",
@@ -75,7 +76,7 @@ class Token:
         secret = secret.strip()
         if not secret:
             raise ConfigError("the API token is empty")
-        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in secret):
+        if not is_token_text(secret):
             # httpx would refuse the header and quote it in the error: say it here instead
             raise ConfigError(
                 "the API token contains spaces, line breaks or non-ASCII characters; "

@@ -428,8 +428,9 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import base_url, bind, serve_forever
+    from runbook.text import is_token_text
 
-    if not token or any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+    if not is_token_text(token):
         raise UsageError("--token must be one word of printable ASCII")
     scenario = load_scenario(scenario_path) if scenario_path else Scenario()
     try:

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
-FINAL_STEP_STATES = ("succeeded", "failed", "skipped", "cancelled")
 
 __all__ = [
     "AttemptFinished",

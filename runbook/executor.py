@@ -42,6 +42,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
+from runbook.graph import Dag
 from runbook.plan import Plan, Step
 
 __all__ = ["Api", "Executor", "POLL_FRACTION", "poll_delay"]
@@ -132,6 +133,7 @@ class Executor:
         retrigger_unknown: bool = False,
     ) -> None:
         self.plan = plan
+        self._dag = Dag(plan)
         self.api = api
         selected = set(plan.steps if steps is None else steps)
         if stages is None:
@@ -435,20 +437,21 @@ class Executor:
         return [d for d in self.plan.graph.successors(name) if d in self.run.steps]
 
     async def _skip_downstream(self, name: str) -> None:
-        for down in self._ordered(self._descendants(name)):
+        below = self._dag.downstream_of(name) & self.run.steps.keys()
+        for down in self._ordered(below):
             record = self.run.steps[down]
             if record.state == "pending":
-                upstreams = ", ".join(
-                    up
-                    for up in self.plan.steps[down].depends_on
-                    if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
-                )
-                await self._finish_step(record, "skipped", f"upstream {upstreams} did not succeed")
+                await self._finish_step(record, "skipped", self._skip_reason(down))
 
-    def _descendants(self, name: str) -> set[str]:
-        import networkx as nx
+    def _failed_upstreams(self, name: str) -> list[str]:
+        return [
+            up
+            for up in self.plan.steps[name].depends_on
+            if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
+        ]
 
-        return {d for d in nx.descendants(self.plan.graph, name) if d in self.run.steps}
+    def _skip_reason(self, name: str) -> str:
+        return f"upstream {', '.join(self._failed_upstreams(name))} did not succeed"
 
     async def _stop(self, reason: str) -> None:
         self.stopping = True
@@ -474,15 +477,8 @@ class Executor:
                 record.state = "pending"
                 continue
             # never started: skipped under a failed upstream, else cancelled by a stop
-            failed_up = [
-                up
-                for up in self.plan.steps[name].depends_on
-                if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
-            ]
-            if failed_up:
-                await self._finish_step(
-                    record, "skipped", f"upstream {', '.join(failed_up)} did not succeed"
-                )
+            if self._failed_upstreams(name):
+                await self._finish_step(record, "skipped", self._skip_reason(name))
             else:
                 await self._finish_step(
                     record, "cancelled", f"not started: {self.run.reason or 'the run stopped'}"

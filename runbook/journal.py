@@ -164,6 +164,7 @@ class Journal:
         try:
             fresh = not self.path.exists()
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
             if fresh:
                 os.chmod(self.path, 0o600)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -261,20 +262,17 @@ class Journal:
 
     def resumable(self, plan: str) -> sqlite3.Row | None:
         """The latest run of ``plan`` that did not succeed."""
-        self.db.row_factory = sqlite3.Row
         row: sqlite3.Row | None = self.db.execute(
             "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
         ).fetchone()
         return row if row is not None and row["state"] != "succeeded" else None
 
     def run_row(self, run_id: int | None = None) -> sqlite3.Row | None:
-        self.db.row_factory = sqlite3.Row
         if run_id is None:
             return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[no-any-return]
         return self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()  # type: ignore[no-any-return]
 
     def runs(self, plan: str | None, limit: int) -> list[sqlite3.Row]:
-        self.db.row_factory = sqlite3.Row
         if plan is None:
             return self.db.execute(
                 "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
@@ -285,7 +283,6 @@ class Journal:
 
     def load_run(self, row: sqlite3.Row) -> RunRecord:
         """A run as the journal has it: steps with every attempt of every invocation."""
-        self.db.row_factory = sqlite3.Row
         steps: dict[str, StepRecord] = {}
         for step in self.db.execute(
             "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (row["id"],)

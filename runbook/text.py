@@ -5,7 +5,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["did_you_mean", "plural", "quoted_list"]
+__all__ = ["did_you_mean", "is_token_text", "plural", "quoted_list"]
+
+
+def is_token_text(text: str) -> bool:
+    """One word of printable ASCII: what a Bearer token (and an HTTP header) may hold."""
+    return bool(text) and all(0x21 <= ord(c) <= 0x7E for c in text)
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str:

@@ -16,7 +16,6 @@ which the client treats as "the request may have arrived".
 from __future__ import annotations
 
 import ssl
-from typing import Any
 
 import aiohttp
 import httpx
@@ -102,5 +101,4 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 def _text(exc: BaseException) -> str:
-    text: Any = str(exc) or type(exc).__name__
-    return str(text)
+    return str(exc) or type(exc).__name__

@@ -103,7 +103,8 @@ def test_a_run_round_trips(tmp_path: Path) -> None:
 def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> None:
     Journal(tmp_path).close()
     journal = Journal(tmp_path)
-    assert journal.db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    rows = journal.db.execute("SELECT version FROM schema_version").fetchall()
+    assert [tuple(row) for row in rows] == [(1,)]
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     journal.close()
 
