@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ipaddress
-import json
 import math
 import os
 import random
@@ -48,7 +47,8 @@ from runbook.errors import (
     TriggerRefused,
     WorkflowNotFound,
 )
-from runbook.text import is_token_text
+from runbook.events import TERMINAL_STATES
+from runbook.text import is_token_text, message_texts
 
 __all__ = [
     "Execution",
@@ -61,7 +61,6 @@ __all__ = [
 ]
 
 KNOWN_STATES = frozenset({"created", "running", "succeeded", "failed"})
-TERMINAL_STATES = frozenset({"succeeded", "failed"})
 USER_AGENT = f"runbook/{__version__}"
 _MIN_RETRY_AFTER = 0.1
 """Even "Retry-After: 0" (or a date already past) waits this long: never a busy loop."""
@@ -206,23 +205,6 @@ class Execution:
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def message_texts(value: Any) -> tuple[str, ...]:
-    """Errors or warnings as text, whether strings, objects or absent."""
-    if value is None:
-        return ()
-    items = value if isinstance(value, list) else [value]
-    texts = []
-    for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("message"), str):
-            code = item.get("code")
-            texts.append(f"{code}: {item['message']}" if code is not None else item["message"])
-        else:
-            texts.append(json.dumps(item, sort_keys=True, default=str))
-    return tuple(texts)
 
 
 def parse_timestamp(text: str | None) -> datetime | None:

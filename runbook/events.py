@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
+TERMINAL_STATES = frozenset({"succeeded", "failed"})
+"""The execution states that end an attempt; any other is polled on."""
 
 __all__ = [
     "AttemptFinished",
@@ -29,6 +31,7 @@ __all__ = [
     "Sink",
     "StepFinished",
     "StepRecord",
+    "TERMINAL_STATES",
 ]
 
 

@@ -1,11 +1,13 @@
-"""Small wording helpers shared by messages: hints and plurals."""
+"""Small wording helpers shared by messages: hints, plurals, the API's messages."""
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["did_you_mean", "is_token_text", "plural", "quoted_list"]
+__all__ = ["did_you_mean", "is_token_text", "message_texts", "plural", "quoted_list"]
 
 
 def is_token_text(text: str) -> bool:
@@ -33,3 +35,20 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 def quoted_list(items: Iterable[object]) -> str:
     """``'a', 'b', 'c'``"""
     return ", ".join(f"'{item}'" for item in items)
+
+
+def message_texts(value: Any) -> tuple[str, ...]:
+    """Errors or warnings as text, whether strings, objects or absent."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    texts = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("message"), str):
+            code = item.get("code")
+            texts.append(f"{code}: {item['message']}" if code is not None else item["message"])
+        else:
+            texts.append(json.dumps(item, sort_keys=True, default=str))
+    return tuple(texts)

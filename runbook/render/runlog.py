@@ -11,9 +11,10 @@ import json
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from runbook.api import TERMINAL_STATES, parse_timestamp
+from runbook.api import parse_timestamp
 from runbook.durations import format_duration
 from runbook.events import (
+    TERMINAL_STATES,
     AttemptFinished,
     AttemptRecord,
     AttemptTriggered,
