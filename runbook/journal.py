@@ -23,19 +23,27 @@ from typing import Any
 
 from runbook.errors import LockedError, RunbookError
 from runbook.events import (
+    TERMINAL_STATES,
     AttemptFinished,
     AttemptRecord,
     AttemptTriggered,
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    RetryScheduled,
     RunFinished,
     RunRecord,
     StepFinished,
     StepRecord,
 )
+from runbook.text import message_texts
 
 __all__ = ["Journal", "JournalError", "PlanLock", "state_dir"]
+
+_AWAITED = (AttemptTriggering, AttemptTriggered, RetryScheduled, RunFinished)
+"""The events the executor waits on the journal for: before a POST, after its answer,
+before a retry delay (the failed attempt is durable before a wait that may be long),
+at the end."""
 
 DB_NAME = "journal.sqlite3"
 MIGRATIONS: list[str] = [
@@ -177,9 +185,13 @@ class Journal:
                 "new one (its runs cannot be resumed then)"
             ) from None
         self.run_id: int | None = None
-        self._pending: list[tuple[list[tuple[str, Any]], asyncio.Future[None]]] = []
+        self._queued: list[tuple[str, Any]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._failure: JournalError | None = None
 
     def close(self) -> None:
+        if self._queued:  # the loop ended before its last writes were flushed
+            self._flush()
         self.db.close()
 
     @contextlib.contextmanager
@@ -308,8 +320,8 @@ class Journal:
                     state=attempt["state"],
                     start_at=(record or {}).get("start_at"),
                     end_at=(record or {}).get("end_at"),
-                    errors=_texts((record or {}).get("errors")),
-                    warnings=_texts((record or {}).get("warnings")),
+                    errors=message_texts((record or {}).get("errors")),
+                    warnings=message_texts((record or {}).get("warnings")),
                     record=record,
                     ended_at=attempt["ended_at"],
                 )
@@ -329,40 +341,53 @@ class Journal:
     # -- the sink -----------------------------------------------------------------------
 
     def __call__(self, event: Event) -> Awaitable[None] | None:
-        """Record ``event``; the awaitable resolves once it is committed (fsync'd).
+        """Record ``event``. For the writes the executor must wait for — an attempt
+        *triggering*, its execution id, the run's end — the awaitable resolves once the
+        write is committed (fsync'd).
 
         Writes are group-committed: every event of one event-loop iteration goes into one
-        transaction, so 500 steps triggered together cost one fsync, not 500.
+        transaction, so 500 steps triggered together cost one fsync, not 500. The other
+        writes (a state seen, an attempt's or a step's end) are queued without making
+        the executor wait: commits keep the order of the events, so the next awaited
+        write — at the latest the run's end — is durable only with all of them. A write
+        that fails fails every awaited write after it: nothing is triggered past a
+        journal that no longer records.
         """
+        if self._failure is not None:
+            raise self._failure
         statements = self._statements(event)
-        if not statements:
+        awaited = isinstance(event, _AWAITED)
+        if not statements and not (awaited and self._queued):
             return None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        if not self._pending:
+        if not self._queued:
             loop.call_soon(self._flush)  # after every event of this loop iteration
-        self._pending.append((statements, future))
+        self._queued.extend(statements)
+        if not awaited:
+            return None
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(future)
         return future
 
     def _flush(self) -> None:
         """Commit every write queued during one loop iteration in one transaction."""
-        batch, self._pending = self._pending, []
+        statements, self._queued = self._queued, []
+        waiters, self._waiters = self._waiters, []
         try:
             with self._write() as db:
-                for statements, _ in batch:
-                    for sql, parameters in statements:
-                        db.execute(sql, parameters)
+                for sql, parameters in statements:
+                    db.execute(sql, parameters)
         except (JournalError, sqlite3.Error) as exc:
-            error = (
+            self._failure = (
                 exc
                 if isinstance(exc, JournalError)
                 else JournalError(f"the journal {self.path} cannot be written: {exc}")
             )
-            for _, future in batch:
+            for future in waiters:
                 if not future.done():
-                    future.set_exception(error)
+                    future.set_exception(self._failure)
         else:
-            for _, future in batch:
+            for future in waiters:
                 if not future.done():
                     future.set_result(None)
 
@@ -381,6 +406,8 @@ class Journal:
                     (s.state, s.started_at, run_id, s.name),
                 ),
             ]
+        if isinstance(event, ExecutionSeen) and event.attempt.state in TERMINAL_STATES:
+            return []  # the attempt's end follows at once, in the same transaction
         if isinstance(event, (AttemptTriggered, ExecutionSeen)):
             a = event.attempt
             return [
@@ -441,9 +468,3 @@ class Journal:
                 ),
             ]
         return []  # RunStarted: the run and its steps were written before; notices: nothing
-
-
-def _texts(value: Any) -> tuple[str, ...]:
-    from runbook.api import message_texts
-
-    return message_texts(value)

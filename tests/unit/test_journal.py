@@ -16,6 +16,7 @@ from runbook.events import (
     AttemptTriggered,
     AttemptTriggering,
     Notice,
+    RetryScheduled,
     RunFinished,
     RunRecord,
     StepFinished,
@@ -56,9 +57,10 @@ def record_events(journal: Journal, run: RunRecord) -> None:
             "start_at": "2027-01-15T08:00:01Z",
             "end_at": "2027-01-15T08:00:05Z",
         }
-        await journal(AttemptFinished(a, attempt, "failed", 0))
+        # an end is queued, not waited for: the next awaited write commits it too
+        assert journal(AttemptFinished(a, attempt, "failed", 0)) is None
         a.state, a.reason, a.ended_at = "failed", "execution 77 failed", 1_800_000_005.0
-        await journal(StepFinished(a, 0))
+        assert journal(StepFinished(a, 0)) is None
         assert journal(Notice("hello", 0)) is None
         run.state, run.ended_at, run.reason = "failed", 1_800_000_006.0, None
         await journal(RunFinished(run, 0))
@@ -106,6 +108,97 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
     rows = journal.db.execute("SELECT version FROM schema_version").fetchall()
     assert [tuple(row) for row in rows] == [(1,)]
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    journal.close()
+
+
+def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    run = a_run()
+    run.run_id = journal.run_id = journal.create_run(
+        run, plan_path="p.yaml", plan_sha256="abc", options={}, started_at=0.0
+    )
+    a, b = run.steps["a"], run.steps["b"]
+    first, second = AttemptRecord(1, 1.0), AttemptRecord(1, 2.0)
+    a.attempts.append(first)
+    b.attempts.append(second)
+    reader = sqlite3.connect(tmp_path / "journal.sqlite3")
+
+    def states() -> dict[str, str]:
+        return dict(reader.execute("SELECT name, state FROM steps ORDER BY name").fetchall())
+
+    async def main():
+        await journal(AttemptTriggering(a, first, 0))
+        first.state, first.ended_at = "succeeded", 3.0
+        a.state, a.ended_at = "succeeded", 3.0
+        assert journal(AttemptFinished(a, first, "succeeded", 0)) is None
+        assert journal(StepFinished(a, 0)) is None
+        assert states()["a"] == "pending"  # queued, not yet committed
+        await journal(RetryScheduled(a, 60.0, 0))  # a barrier before a wait: flushes
+        assert states()["a"] == "succeeded"
+        assert journal(RetryScheduled(a, 60.0, 0)) is None  # nothing queued: nothing to wait
+        a.state, a.reason = "failed", "changed its mind"
+        assert journal(StepFinished(a, 0)) is None
+        b.state = "running"
+        await journal(AttemptTriggering(b, second, 0))  # commits what was queued before it
+        assert states() == {"a": "failed", "b": "running"}
+
+    asyncio.run(main())
+    reader.close()
+    journal.close()
+
+
+def test_a_queued_write_left_at_the_end_is_committed_on_close(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    run = a_run()
+    run.run_id = journal.run_id = journal.create_run(
+        run, plan_path="p.yaml", plan_sha256="abc", options={}, started_at=0.0
+    )
+    a = run.steps["a"]
+    a.state, a.reason = "failed", "gone"
+
+    async def main():
+        assert journal(StepFinished(a, 0)) is None  # the loop ends before its flush
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    journal.close()
+    reopened = Journal(tmp_path)
+    assert reopened.load_run(reopened.run_row()).steps["a"].reason == "gone"
+    reopened.close()
+
+
+def test_a_failed_queued_write_fails_the_next_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.run_id = 999  # a run whose step rows a trigger refuses to update
+    step = StepRecord("a", 1, 1)
+    attempt = AttemptRecord(1, 0.0)
+    failures = []
+
+    async def main():
+        journal.db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON steps BEGIN "
+            "SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        journal.db.execute(
+            "INSERT INTO runs (id, plan, plan_path, plan_sha256, pid, host, "
+            "state, max_parallel, assumed_done, options, started_at) "
+            "VALUES (999, 'p', 'p', '', 1, 'h', 'running', 1, '[]', '{}', 0)"
+        )
+        journal.db.execute(
+            "INSERT INTO steps (run_id, name, workflow_id, stage, state) "
+            "VALUES (999, 'a', 1, 1, 'pending')"
+        )
+        assert journal(StepFinished(step, 0)) is None
+        await asyncio.sleep(0)  # the flush runs, and fails
+        for event in (Notice("x", 0), AttemptTriggering(step, attempt, 0)):
+            try:
+                journal(event)
+            except JournalError as error:
+                failures.append(str(error))
+
+    asyncio.run(main())
+    assert len(failures) == 2 and all("disk says no" in f for f in failures)
     journal.close()
 
 
