@@ -109,8 +109,18 @@ def ideal(workload: Workload, poll: float | None) -> float:
     return max(seen.values())
 
 
+# The same ``runbook apply``, with the journal's sink made a no-op: benchmark-only, so
+# that the journal's cost is the difference between two runs of one invocation.
+WITHOUT_JOURNAL = (
+    "import sys, runbook.journal, runbook.cli\n"
+    "runbook.journal.Journal.__call__ = lambda self, event: None\n"
+    "sys.argv[0] = 'runbook'\n"
+    "raise SystemExit(runbook.cli.main())\n"
+)
+
+
 def measure(
-    workload: Workload, polling: str, tmp: Path, profile: Path | None = None
+    workload: Workload, polling: str, tmp: Path, *, journal: bool = True
 ) -> dict[str, float]:
     plan, scenario = write_files(tmp, workload, polling)
     sandbox, url = start_sandbox(scenario)
@@ -118,20 +128,10 @@ def measure(
     try:
         before = stats(url)["requests_total"]
         env = {**os.environ, "NEXADATA_TOKEN": "sandbox", "RUNBOOK_STATE_DIR": str(state)}
-        profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        entry = ["-m", "runbook"] if journal else ["-c", WITHOUT_JOURNAL]
         started = time.perf_counter()
         process = subprocess.Popen(
-            [
-                sys.executable,
-                *profiler,
-                "-m",
-                "runbook",
-                "apply",
-                str(plan),
-                "--api-url",
-                url,
-                "--quiet",
-            ],
+            [sys.executable, *entry, "apply", str(plan), "--api-url", url, "--quiet"],
             env=env,
         )
         _, status, usage = os.wait4(process.pid, 0)
@@ -156,24 +156,31 @@ def measure(
     }
 
 
-def journal_share(workload: Workload, tmp: Path) -> None:
-    """The journal's share of the apply process's time, from one run under cProfile."""
-    import pstats
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
-    profile = tmp / "apply.prof"
-    result = measure(workload, "fixed", tmp, profile)
-    table = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
-    total = sum(entry[2] for entry in table.values())  # every function's own time
-    journal = sum(
-        entry[3]
-        for key, entry in table.items()
-        if key[0].endswith("runbook/journal.py") and key[2] in ("__call__", "_flush")
-    )
+
+def journal_share(workload: Workload, tmp: Path, repeat: int) -> None:
+    """The journal's share of the apply process's CPU: runs with and without it,
+    interleaved so that the machine's drift falls on both alike."""
+    on: list[dict[str, float]] = []
+    off: list[dict[str, float]] = []
+    for _ in range(repeat):
+        on.append(measure(workload, "fixed", tmp))
+        off.append(measure(workload, "fixed", tmp, journal=False))
+    cpu_on, cpu_off = median([r["cpu"] for r in on]), median([r["cpu"] for r in off])
+    wall_on, wall_off = median([r["wall"] for r in on]), median([r["wall"] for r in off])
+    steps = workload.layers * workload.width
     print(
-        f"  journal, profiled run: {journal:.2f} s of {total:.2f} s = {journal / total:.1%}"
-        f" (makespan {result['wall']:.2f} s under the profiler); "
-        f"{result['journal_bytes_per_step']:.0f} bytes of journal per step"
+        f"  journal share, fixed polling, median of {repeat}: CPU {cpu_on:.2f} s with, "
+        f"{cpu_off:.2f} s without = {(cpu_on - cpu_off) / cpu_on:.1%} of the process "
+        f"({(cpu_on - cpu_off) / steps * 1000:.2f} ms/step); makespan {wall_on:.2f} s "
+        f"with, {wall_off:.2f} s without ({wall_on / wall_off - 1:+.1%}); "
+        f"{median([r['journal_bytes_per_step'] for r in on]):.0f} bytes of journal per step"
     )
+    print("    CPU with:    " + "  ".join(f"{r['cpu']:.2f}" for r in on))
+    print("    CPU without: " + "  ".join(f"{r['cpu']:.2f}" for r in off))
 
 
 def main() -> None:
@@ -184,7 +191,7 @@ def main() -> None:
     parser.add_argument(
         "--journal-share",
         action="store_true",
-        help="also profile one fixed-polling run: the journal's share of the process's time",
+        help="also measure fixed-polling runs with and without the journal (--repeat each)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +203,7 @@ def main() -> None:
                 f"{workload.max_parallel}; ideal {best:.2f} s, ideal at 0.5 s polling "
                 f"{at_poll:.2f} s"
             )
-            for polling in args.polling.split(","):
+            for polling in filter(None, args.polling.split(",")):
                 runs = [measure(workload, polling, Path(tmp)) for _ in range(args.repeat)]
                 runs.sort(key=lambda r: r["wall"])
                 r = runs[len(runs) // 2]
@@ -208,7 +215,7 @@ def main() -> None:
                     f"{r['peak_in_flight']}  journal {r['journal_bytes_per_step']:.0f} B/step"
                 )
             if args.journal_share:
-                journal_share(workload, Path(tmp))
+                journal_share(workload, Path(tmp), args.repeat)
 
 
 if __name__ == "__main__":
