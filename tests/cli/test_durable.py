@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runbook.journal import PlanLock
-from runbook.sandbox.app import TRIGGER, create_app
+from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
 from runbook.sandbox.server import serve_in_thread
 from tests.conftest import entry_point
@@ -61,8 +61,10 @@ def plan(tmp_path: Path) -> Path:
     return path
 
 
-def apply_until(plan: Path, marker: str, *extra: str) -> subprocess.Popen[str]:
-    """Start ``runbook apply`` and return once a line containing ``marker`` was printed."""
+def apply_until(plan: Path, marker: str | set[str], *extra: str) -> subprocess.Popen[str]:
+    """Start ``runbook apply`` and return once lines containing ``marker`` (each of a
+    set of markers) were printed."""
+    awaited = {marker} if isinstance(marker, str) else set(marker)
     process = subprocess.Popen(
         [*entry_point(), "apply", str(plan), *extra],
         stdout=subprocess.PIPE,
@@ -71,7 +73,8 @@ def apply_until(plan: Path, marker: str, *extra: str) -> subprocess.Popen[str]:
     )
     assert process.stdout is not None
     for line in process.stdout:
-        if marker in line:
+        awaited = {m for m in awaited if m not in line}
+        if not awaited:
             return process
     raise AssertionError(f"apply ended before printing {marker!r}: {process.stderr.read()}")
 
@@ -108,6 +111,23 @@ def test_sigkill_with_executions_in_flight_then_resume(cli, api, plan, tmp_path)
     assert json.loads(status.out)["state"] == "succeeded"
     history = cli("history", "night")
     assert history.out.splitlines()[1].split()[:3] == ["1", "night", "succeeded"]
+
+
+def test_sigkill_after_the_execution_id_before_the_first_poll(cli, api, plan) -> None:
+    # the first poll is ten minutes away: the kill lands between the id and any poll
+    plan.write_text(
+        PLAN.replace("poll_interval: 20ms, max_poll_interval: 50ms", "poll_interval: 10m")
+    )
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}))
+    process = apply_until(plan, {"extract (workflow 1, execution", "side (workflow 3, execution"})
+    kill(process)
+    stats = app.state.sandbox.stats()
+    assert POLL not in stats["requests"] and stats["executions"] == {"1": 1, "3": 1}
+    plan.write_text(PLAN)  # resumed with quick polling; steps are matched by name
+    result = cli("apply", str(plan), "--resume")
+    assert result.code == 0, result.out + result.err
+    assert result.out.count("re-attached to execution") == 2  # extract's and side's ids
+    assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
 
 
 def test_sigkill_during_a_retry_delay_then_resume(cli, api, plan, tmp_path) -> None:
