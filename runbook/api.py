@@ -384,8 +384,10 @@ class NexadataClient:
         what = f"workflow {ident}" if op == "trigger" else f"execution {ident}"
         failures = rate_limited = 0
         while True:
-            await self.budget.acquire()
             async with self._in_flight:
+                # the budget is asked with a slot in hand: a request queued for a slot
+                # while a 429 paused the client must not go out the moment it gets one
+                await self.budget.acquire()
                 try:
                     self.requests_sent += 1
                     response = await self._exchange(op, path)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from email.utils import formatdate
 from pathlib import Path
 
@@ -588,6 +589,33 @@ def test_rate_budget_spaces_requests_and_shares_a_pause() -> None:
     start = clock.now
     run(budget.acquire())
     assert clock.now - start >= 5
+
+
+def test_a_request_waiting_for_a_slot_honours_a_pause_set_meanwhile() -> None:
+    """Two polls, one slot: the first gets 429 while the second waits for the slot; the
+    second must not go out when it gets the slot, but when the pause ends."""
+    arrivals: list[float] = []
+    blocked_until = 0.0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal blocked_until
+        now = time.monotonic()
+        arrivals.append(now)
+        await asyncio.sleep(0)  # on the wire: the other poll queues for the slot meanwhile
+        if not blocked_until or now < blocked_until:  # a rate limiter: 429 until it ends
+            blocked_until = blocked_until or now + 0.2
+            return httpx.Response(429, headers={"Retry-After": "0.2"})
+        return httpx.Response(200, json={**RECORD, "state": "running"})
+
+    async def main():
+        async with NexadataClient(
+            URL, Token(SECRET), transport=httpx.MockTransport(handler), max_in_flight=1
+        ) as api:
+            await asyncio.gather(api.get_execution(170), api.get_execution(170))
+
+    run(main())
+    assert len(arrivals) == 3  # one 429, then both polls after the pause
+    assert min(arrivals[1:]) >= blocked_until
 
 
 def test_default_budget_and_concurrency_cap_hold_under_a_stampede() -> None:
