@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -157,12 +158,17 @@ class _Semantics:
         for name, step in self.workflows.items():
             if not isinstance(step, dict) or not isinstance(name, str):
                 continue
+            listed = list(_upstreams(name, step.get("depends_on")))
+            times = Counter(upstream for _, upstream in listed)
             seen: set[str] = set()
-            for path, upstream in _upstreams(name, step.get("depends_on")):
+            for path, upstream in listed:
                 if upstream == name:
                     self.report(path, "a step cannot depend on itself")
                 elif upstream in seen:
-                    self.report(path, f"'{upstream}' is listed twice")
+                    if times[upstream]:  # once, at the first repeat, with the count
+                        count = "twice" if times[upstream] == 2 else f"{times[upstream]} times"
+                        self.report(path, f"'{upstream}' is listed {count}")
+                        times[upstream] = 0
                 elif upstream not in known:
                     hint = did_you_mean(upstream, names)
                     self.report(path, f"unknown step '{upstream}'{hint}")
