@@ -48,7 +48,7 @@ from runbook.errors import (
     WorkflowNotFound,
 )
 from runbook.events import TERMINAL_STATES
-from runbook.text import is_token_text, message_texts
+from runbook.text import is_token_text, message_texts, printable
 
 __all__ = [
     "Execution",
@@ -62,6 +62,7 @@ __all__ = [
 
 KNOWN_STATES = frozenset({"created", "running", "succeeded", "failed"})
 USER_AGENT = f"runbook/{__version__}"
+_MAX_ID = 2**63 - 1  # what the journal (SQLite INTEGER) can hold
 _MIN_RETRY_AFTER = 0.1
 """Even "Retry-After: 0" (or a date already past) waits this long: never a busy loop."""
 
@@ -190,6 +191,8 @@ class Execution:
         ident, state = record.get("id"), record.get("state")
         if isinstance(ident, bool) or not isinstance(ident, int):
             raise ValueError("the answer has no integer 'id'")
+        if not 1 <= ident <= _MAX_ID:
+            raise ValueError(f"the answer's 'id' {ident} is not a positive 64-bit integer")
         if not isinstance(state, str):
             raise ValueError("the answer has no string 'state'")
         return cls(
@@ -466,7 +469,10 @@ class NexadataClient:
                 + ("; check the API URL" if status < 400 else "")
             )
         try:
-            return Execution.from_record(response.json())
+            execution = Execution.from_record(response.json())
+            if op == "poll" and execution.id != ident:  # never let it replace the id we hold
+                raise ValueError(f"it is the record of execution {execution.id}")
+            return execution
         except ValueError as exc:  # json.JSONDecodeError is a ValueError too
             reason = f"a malformed answer ({_first_line(exc)})"
             if op == "trigger":
@@ -507,7 +513,7 @@ class NexadataClient:
 
     def _detail(self, response: httpx.Response) -> str:
         text = self._token.redact(response.text[:200].strip())
-        return f" ({' '.join(text.split())})" if text else ""
+        return f" ({printable(' '.join(text.split()))})" if text else ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,7 +7,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["did_you_mean", "is_token_text", "message_texts", "plural", "quoted_list"]
+__all__ = [
+    "did_you_mean",
+    "is_token_text",
+    "message_texts",
+    "plural",
+    "printable",
+    "quoted_list",
+]
 
 
 def is_token_text(text: str) -> bool:
@@ -20,7 +27,7 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     if not isinstance(word, str):
         return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -45,10 +52,19 @@ def message_texts(value: Any) -> tuple[str, ...]:
     texts = []
     for item in items:
         if isinstance(item, str):
-            texts.append(item)
+            texts.append(printable(item))
         elif isinstance(item, dict) and isinstance(item.get("message"), str):
             code = item.get("code")
-            texts.append(f"{code}: {item['message']}" if code is not None else item["message"])
+            message = f"{code}: {item['message']}" if code is not None else item["message"]
+            texts.append(printable(message))
         else:
             texts.append(json.dumps(item, sort_keys=True, default=str))
     return tuple(texts)
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and other unprintable characters escaped
+    (``\\x1b``), so that an API's message can neither break a line nor send escape codes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -628,7 +628,8 @@ def test_default_budget_and_concurrency_cap_hold_under_a_stampede() -> None:
         peak = max(peak, in_flight)
         await asyncio.sleep(0)
         in_flight -= 1
-        return httpx.Response(200, json={**RECORD, "state": "running"})
+        ident = int(request.url.path.rsplit("/", 1)[1])
+        return httpx.Response(200, json={**RECORD, "id": ident, "state": "running"})
 
     class AsyncMock(httpx.AsyncBaseTransport):
         async def handle_async_request(self, request):
@@ -638,7 +639,7 @@ def test_default_budget_and_concurrency_cap_hold_under_a_stampede() -> None:
         async with NexadataClient(
             URL, Token(SECRET), transport=AsyncMock(), max_in_flight=8, budget=RateBudget(rate=None)
         ) as api:
-            await asyncio.gather(*(api.get_execution(n) for n in range(2000)))
+            await asyncio.gather(*(api.get_execution(n) for n in range(1, 2001)))
             return api.requests_sent
 
     assert run(main()) == 2000
@@ -671,3 +672,31 @@ def test_json_body_of_the_sandbox_matches_the_openapi_example_keys() -> None:
         "warnings",
     }
     assert Faults().error_rate == 0.0
+
+
+@pytest.mark.parametrize("ident", [0, -4, 2**63, 10**30])
+def test_a_trigger_answer_with_an_unusable_id_is_an_unknown_outcome(ident: int) -> None:
+    transport, seen = answers(httpx.Response(200, json={**RECORD, "id": ident}))
+
+    async def main():
+        async with client(transport) as api:
+            await api.trigger(5)
+
+    with pytest.raises(TriggerOutcomeUnknown, match="is not a positive 64-bit integer"):
+        run(main())
+    assert len(seen) == 1  # never re-sent: something may have been created
+
+
+def test_a_poll_answering_for_another_execution_is_malformed_and_retried() -> None:
+    clock = Clock()
+    transport, seen = answers(
+        httpx.Response(200, json={**RECORD, "id": 171, "state": "failed"}),
+        httpx.Response(200, json={**RECORD, "state": "running"}),
+    )
+
+    async def main():
+        async with client(transport, clock) as api:
+            return await api.get_execution(170)
+
+    execution = run(main())
+    assert (execution.id, execution.state, len(seen)) == (170, "running", 2)
