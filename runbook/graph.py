@@ -156,7 +156,7 @@ class Dag:
     def _expand(self, spec: Spec) -> set[str]:
         if spec.name not in self.g:
             hint = did_you_mean(spec.name, self.g)
-            raise UsageError(f"{spec.option} {spec.text!r}: unknown step '{spec.name}'{hint}")
+            raise UsageError(f"{spec.option} {spec.text!r}: unknown step {spec.name!r}{hint}")
         names = {spec.name}
         if spec.upstream:
             names |= self.upstream_of(spec.name)

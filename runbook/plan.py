@@ -19,7 +19,7 @@ from typing import Any, Literal
 from runbook import graph, yamldoc
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import PlanError, Problem
-from runbook.schemacheck import checker, where
+from runbook.schemacheck import checker, show, where
 from runbook.text import did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
@@ -167,11 +167,11 @@ class _Semantics:
                 elif upstream in seen:
                     if times[upstream]:  # once, at the first repeat, with the count
                         count = "twice" if times[upstream] == 2 else f"{times[upstream]} times"
-                        self.report(path, f"'{upstream}' is listed {count}")
+                        self.report(path, f"{show(upstream)} is listed {count}")
                         times[upstream] = 0
                 elif upstream not in known:
                     hint = did_you_mean(upstream, names)
-                    self.report(path, f"unknown step '{upstream}'{hint}")
+                    self.report(path, f"unknown step {show(upstream)}{hint}")
                 else:
                     edges[(upstream, name)] = path
                 seen.add(upstream)

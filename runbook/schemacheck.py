@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any
@@ -39,6 +40,9 @@ _KEY_HINTS = {
 }
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,60}")
+
+
 def where(path: YamlPath, data: Any = None) -> str:
     """``workflows.transform.depends_on[1]`` for a path of keys and indices.
 
@@ -49,6 +53,8 @@ def where(path: YamlPath, data: Any = None) -> str:
     node = data
     for part in path:
         index = isinstance(node, list) if data is not None else isinstance(part, int)
+        if not index and isinstance(part, str) and not _PLAIN_KEY.fullmatch(part):
+            part = show(part)  # quoted, escaped, shortened: never raw control characters
         text += f"[{part}]" if index else (f".{part}" if text else str(part))
         try:
             node = node[part] if node is not None else None

@@ -47,7 +47,7 @@ def dag_plans(draw: st.DrawFn) -> dict:
 def load_text(text: str | bytes) -> object:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.yaml"
-        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
         return load_plan(path)
 
 
