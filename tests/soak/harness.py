@@ -1,0 +1,417 @@
+"""The soaks' machinery, shared by ``tests/soak`` (bounded, in CI) and
+``benchmarks/soak.py`` (the long form): seeded plans in the *wide* shape, the sandbox
+and ``runbook apply`` in processes of their own on loopback, and the checks.
+
+Both processes run without coverage's subprocess hook: a soak proves behaviour under
+load, and tracing every line would make it a different load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+TOKEN = "soak-token-4f1c9e-never-shown"
+
+
+def environment(state: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+    env.update(NEXADATA_TOKEN=TOKEN, NEXADATA_API_URL=url, RUNBOOK_STATE_DIR=str(state))
+    return env
+
+
+def runbook_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "runbook", *argv]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A seeded plan in the *wide* shape and the sandbox scenario it runs against."""
+
+    layers: int = 4
+    width: int = 500
+    max_parallel: int = 500
+    duration: tuple[float, float] = (1.0, 3.0)
+    queue: float = 0.1
+    poll: str = "0.5s"
+    fail_first_share: float = 0.0  # share of workflows that fail first, then succeed
+    faults: dict[str, Any] = field(default_factory=dict)
+    seed: int = 6
+
+    @property
+    def steps(self) -> int:
+        return self.layers * self.width
+
+
+@dataclass
+class Workload:
+    plan: Path
+    scenario: Path
+    fail_first: dict[int, int]  # workflow id -> failures before it succeeds
+
+
+def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workload:
+    """Layer k > 0: each step depends on 2 distinct random steps of layer k - 1."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(shape.seed)
+    plan = [
+        f"version: 1\nname: {name}\nmax_parallel: {shape.max_parallel}",
+        f"defaults: {{poll_interval: {shape.poll}, max_poll_interval: {shape.poll}, "
+        "retry_delay: 100ms}",
+        "workflows:",
+    ]
+    scenario = [f"seed: {shape.seed}", f"default: {{queue: {shape.queue}}}"]
+    if shape.faults:
+        scenario.append(f"faults: {json.dumps(shape.faults)}")
+    scenario.append("workflows:")
+    fail_first: dict[int, int] = {}
+    previous: list[str] = []
+    for layer in range(shape.layers):
+        current = []
+        for index in range(shape.width):
+            step, workflow_id = f"l{layer}_{index:04d}", layer * shape.width + index + 1
+            upstreams = sorted(rng.sample(previous, 2)) if len(previous) >= 2 else []
+            extra = f", depends_on: [{', '.join(upstreams)}]" if upstreams else ""
+            duration = round(rng.uniform(*shape.duration), 3)
+            behaviour = f"duration: {duration}"
+            if rng.random() < shape.fail_first_share:
+                fail_first[workflow_id] = 1
+                behaviour += ", fail_first: 1"
+                extra += ", retries: 1"
+            plan.append(f"  {step}: {{workflow_id: {workflow_id}{extra}}}")
+            scenario.append(f"  {workflow_id}: {{{behaviour}}}")
+            current.append(step)
+        previous = current
+    workload = Workload(directory / f"{name}.yaml", directory / f"{name}-scenario.yaml", fail_first)
+    workload.plan.write_text("\n".join(plan) + "\n")
+    workload.scenario.write_text("\n".join(scenario) + "\n")
+    return workload
+
+
+class Sandbox:
+    """``runbook sandbox`` in its own process: it outlives every apply it serves."""
+
+    def __init__(self, scenario: Path, port: int = 0) -> None:
+        self.scenario, self.port = scenario, port
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> Sandbox:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+        self.process = subprocess.Popen(
+            runbook_command(
+                "sandbox",
+                "--port",
+                str(self.port),
+                "--scenario",
+                str(self.scenario),
+                "--token",
+                TOKEN,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            found = re.search(r"base URL\s+(http://127\.0\.0\.1:(\d+)\S*)", line)
+            if found:
+                self.url, self.port = found.group(1), int(found.group(2))
+                return self
+        raise RuntimeError("the sandbox did not print its base URL")
+
+    def stats(self) -> dict[str, Any]:
+        stats_url = self.url.removesuffix("/api/v1") + "/__sandbox/stats"
+        with urllib.request.urlopen(stats_url, timeout=30) as answer:
+            return dict(json.load(answer))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                self.process.wait(timeout=30)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the API goes away mid-run, as a crashed server does."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def answered(stats: dict[str, Any], status: int) -> int:
+    """How many requests the sandbox answered with ``status``, every route together."""
+    return sum(by_status.get(str(status), 0) for by_status in stats["requests"].values())
+
+
+def read_only(state: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True)
+
+
+def last_run(state: Path) -> sqlite3.Row | None:
+    path = state / "journal.sqlite3"
+    if not path.exists():
+        return None
+    with contextlib.closing(read_only(state)) as db:
+        db.row_factory = sqlite3.Row
+        try:
+            row: sqlite3.Row | None = db.execute(
+                "SELECT * FROM runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:  # killed before the tables were made
+            return None
+        return row
+
+
+def triggering_workflows(state: Path, run_id: int) -> list[int]:
+    """The workflows whose last attempt was left *triggering*, with no execution id."""
+    with contextlib.closing(read_only(state)) as db:
+        rows = db.execute(
+            "SELECT s.workflow_id FROM attempts a JOIN steps s "
+            "ON s.run_id = a.run_id AND s.name = a.step "
+            "WHERE a.run_id = ? AND a.phase = 'triggering' AND a.execution_id IS NULL "
+            "AND a.number = (SELECT max(number) FROM attempts "
+            "WHERE run_id = a.run_id AND step = a.step)",
+            (run_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def report_attempts(report: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    return {step["workflow_id"]: step["attempts"] for step in report["steps"]}
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# -- the fault soak ---------------------------------------------------------------------
+
+
+@dataclass
+class FaultSoak:
+    exit_code: int
+    seconds: float
+    report: dict[str, Any]
+    stats: dict[str, Any]
+    run_ended_at: float
+    output: str
+    fail_first: dict[int, int]
+
+    def figures(self) -> str:
+        steps = len(self.report["steps"])
+        s = self.stats
+        resent = answered(s, 429) + answered(s, 500) + answered(s, 503)
+        step_retries = s["executions_total"] - steps
+        return (
+            f"{steps} steps in {self.seconds:.1f} s: {s['requests_total']} requests, "
+            f"{answered(s, 429)} answered 429, {answered(s, 500)} answered 500, "
+            f"{answered(s, 503)} answered 503 ({resent} re-sent by the client); "
+            f"{s['executions_total']} executions, {step_retries} step retries; "
+            f"peak in flight {s['peak_in_flight']}"
+        )
+
+
+def fault_soak(directory: Path, shape: Shape) -> FaultSoak:
+    """One ``runbook apply`` of the whole plan against a faulty sandbox."""
+    workload = write_workload(directory, shape)
+    state, report = directory / "state", directory / "report.json"
+    with Sandbox(workload.scenario) as sandbox:
+        started = time.perf_counter()
+        done = subprocess.run(
+            runbook_command("apply", str(workload.plan), "--report", str(report), "-q"),
+            env=environment(state, sandbox.url),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        seconds = time.perf_counter() - started
+        stats = sandbox.stats()
+    row = last_run(state)
+    return FaultSoak(
+        exit_code=done.returncode,
+        seconds=seconds,
+        report=json.loads(report.read_text()) if report.exists() else {},
+        stats=stats,
+        run_ended_at=row["ended_at"] if row is not None and row["ended_at"] else 0.0,
+        output=done.stdout + done.stderr,
+        fail_first=workload.fail_first,
+    )
+
+
+def check_fault_soak(result: FaultSoak, shape: Shape) -> None:
+    """Everything the fault soak must prove; an AssertionError says which broke."""
+    assert result.exit_code == 0, result.output[-3000:]
+    assert result.report["state"] == "succeeded"
+    assert len(result.report["steps"]) == shape.steps
+    assert all(step["state"] == "succeeded" for step in result.report["steps"])
+    executions = {int(k): v for k, v in result.stats["executions"].items()}
+    attempts = report_attempts(result.report)
+    for workflow_id in range(1, shape.steps + 1):
+        expected = 1 + result.fail_first.get(workflow_id, 0)  # a retry due per failure
+        assert executions[workflow_id] == expected == len(attempts[workflow_id]), workflow_id
+    assert result.stats["peak_in_flight"] <= shape.max_parallel
+    last = epoch(result.stats["last_request_at"])
+    assert last <= result.run_ended_at + 0.001, "a request reached the API after the run ended"
+
+
+# -- the crash soak ---------------------------------------------------------------------
+
+
+@dataclass
+class CrashSoak:
+    kills: int = 0
+    invocations: int = 0
+    killed_before_a_run: int = 0
+    refused: set[int] = field(default_factory=set)  # workflows a resume would not re-trigger
+    forced: Counter[int] = field(default_factory=Counter)  # --retrigger-unknown, by workflow
+    status: dict[str, Any] = field(default_factory=dict)  # ``runbook status --format json``
+    seconds: float = 0.0
+
+    def figures(self, executions: dict[int, int]) -> str:
+        lost = lost_executions(self.status, executions)
+        return (
+            f"{self.kills} SIGKILLs over {self.invocations} invocations in "
+            f"{self.seconds:.1f} s ({self.killed_before_a_run} before the run was written); "
+            f"{len(self.refused)} unanswered triggers refused by a resume, "
+            f"{sum(self.forced.values())} re-runs given --retrigger-unknown for one, "
+            f"{sum(lost.values())} executions whose id died with the process"
+        )
+
+
+def lost_executions(status: dict[str, Any], executions: dict[int, int]) -> Counter[int]:
+    """Per workflow, the executions the API made that the journal has no id for."""
+    known = {
+        step["workflow_id"]: len({a["execution_id"] for a in step["attempts"] if a["execution_id"]})
+        for step in status["steps"]
+    }
+    return Counter({w: n - known.get(w, 0) for w, n in executions.items() if n > known.get(w, 0)})
+
+
+def crash_soak(
+    directory: Path, shape: Shape, kills: int, window: tuple[float, float], seed: int
+) -> tuple[CrashSoak, Sandbox]:
+    """Kill ``runbook apply`` at seeded random instants — ``window`` seconds after it
+    starts — resuming each time, until it was killed ``kills`` times; then resume to the
+    end. An unanswered trigger is first shown to be refused by a plain ``--resume``
+    (that invocation is killed too, once it said so), then forced as an operator would.
+    Returns the sandbox still serving: the caller reads its counters and stops it."""
+    rng = random.Random(seed)
+    workload = write_workload(directory, shape, name="crash")
+    state = directory / "state"
+    sandbox = Sandbox(workload.scenario).start()
+    env = environment(state, sandbox.url)
+    soak = CrashSoak()
+    started = time.perf_counter()
+    try:
+        while True:
+            argv = ["apply", str(workload.plan)]
+            row = last_run(state)
+            if row is not None:
+                argv.append("--resume")
+                ambiguous = set(triggering_workflows(state, row["id"]))
+                if ambiguous - soak.refused:
+                    _expect_refusal(runbook_command(*argv), env)
+                    soak.refused |= ambiguous
+                    soak.kills += 1
+                    soak.invocations += 1
+                if ambiguous:
+                    argv.append("--retrigger-unknown")
+                    soak.forced.update(ambiguous)
+            soak.invocations += 1
+            if soak.kills >= kills:
+                final = subprocess.run(
+                    runbook_command(*argv, "-q"),
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert final.returncode == 0, final.stdout + final.stderr
+                break
+            process = subprocess.Popen(
+                runbook_command(*argv, "-q"),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                process.wait(timeout=rng.uniform(*window))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+                soak.kills += 1
+                soak.killed_before_a_run += last_run(state) is None
+                continue
+            assert process.returncode == 0, f"apply exited {process.returncode} between kills"
+            break  # it finished before its kill was due
+        status = subprocess.run(
+            runbook_command("status", "--format", "json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        soak.status = json.loads(status.stdout)
+    except BaseException:
+        sandbox.stop()
+        raise
+    soak.seconds = time.perf_counter() - started
+    return soak, sandbox
+
+
+def check_crash_soak(soak: CrashSoak, executions: dict[int, int], shape: Shape) -> None:
+    """Exactly once: one execution per workflow, except where the operator forced a
+    re-trigger of an unanswered POST — and no execution id lost anywhere else."""
+    assert soak.status["state"] == "succeeded"
+    assert all(step["state"] == "succeeded" for step in soak.status["steps"])
+    assert sorted(executions) == list(range(1, shape.steps + 1))
+    for step in soak.status["steps"]:
+        workflow_id = step["workflow_id"]
+        ids = {a["execution_id"] for a in step["attempts"] if a["execution_id"]}
+        if workflow_id not in soak.forced:
+            assert executions[workflow_id] == len(ids) == 1, step
+        else:  # each forced re-trigger adds at most one execution
+            assert executions[workflow_id] <= 1 + soak.forced[workflow_id], step
+    lost = lost_executions(soak.status, executions)
+    assert set(lost) <= set(soak.forced), "an execution id was lost outside a trigger"
+
+
+def _expect_refusal(command: list[str], env: dict[str, str]) -> None:
+    """A plain ``--resume`` must say it will not re-trigger; it is killed once it did."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "not triggered again" in line:
+            process.kill()
+            process.wait(timeout=30)
+            return
+    process.wait(timeout=30)
+    raise AssertionError("a resume did not refuse an unanswered trigger:\n" + "".join(seen))
