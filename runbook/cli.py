@@ -241,6 +241,7 @@ def apply(
     from contextlib import ExitStack
 
     from runbook.graph import Dag
+    from runbook.journal import JournalError
     from runbook.plan import load_plan
     from runbook.render import report, runlog
     from runbook.runner import (
@@ -317,6 +318,16 @@ def apply(
                 sinks=sinks,
                 durable=durable,
             )
+        except JournalError as exc:
+            if journal.run_id is None:
+                raise
+            where = f" --state-dir {state_dir}" if state_dir else ""
+            raise JournalError(
+                f"{exc}\nrunbook: run {journal.run_id} stopped there: nothing was triggered "
+                "after the failed write; executions triggered before it may still be running. "
+                f"Once the journal can be written, resume with: runbook apply {plan_path} "
+                f"--resume{where}"
+            ) from None
         finally:
             if live is not None:
                 live.stop()

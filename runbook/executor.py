@@ -27,6 +27,7 @@ from runbook.errors import (
     TriggerOutcomeUnknown,
 )
 from runbook.events import (
+    TERMINAL_STATES,
     AttemptFinished,
     AttemptRecord,
     AttemptTriggered,
@@ -183,7 +184,11 @@ class Executor:
                 last is not None and last.ended_at is not None and last.state == "succeeded"
             ):  # (killed between the attempt's end and the step's: the attempt decides)
                 record.state, record.reason = "succeeded", None
-            elif last is not None and last.ended_at is None and last.execution_id is not None:
+            elif (
+                last is not None
+                and last.execution_id is not None
+                and (last.ended_at is None or _outcome_unseen(old, last))
+            ):
                 self._reattach[name] = last
             elif last is not None and (
                 last.state == "unknown" or (last.ended_at is None and last.execution_id is None)
@@ -499,6 +504,18 @@ class Executor:
             result = sink(event)
             if inspect.isawaitable(result):
                 await result
+
+
+def _outcome_unseen(step: StepRecord, attempt: AttemptRecord) -> bool:
+    """The attempt ended without runbook seeing how its execution ended, because the
+    API could not be polled (not because of the step's timeout, a policy): the execution
+    may have run on, so a resume polls it again rather than triggering a second one."""
+    return (
+        attempt.state not in TERMINAL_STATES
+        and attempt.state != "unknown"
+        and step.state == "failed"
+        and step.reason != TIMEOUT_REASON
+    )
 
 
 def _halted_reason(record: StepRecord) -> str:

@@ -8,6 +8,7 @@ long something took, so a loaded machine only makes them slower.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,7 @@ def execute(
     max_parallel=None,
     retry=None,
     executor_hook=None,
+    wall=None,
 ):
     app = app or create_app(scenario or Scenario(default=QUICK), token="t")
     recorder = recorder or Recorder()
@@ -98,6 +100,7 @@ def execute(
                 assumed_done=selection.assumed_done,
                 max_parallel=max_parallel,
                 sinks=[recorder],
+                **({"wall": wall} if wall else {}),
             )
             if executor_hook:
                 executor_hook(executor, recorder)
@@ -474,3 +477,36 @@ def test_a_bug_in_a_step_is_surfaced_not_swallowed(tmp_path: Path) -> None:
 
     with pytest.raises(ZeroDivisionError):
         execute(plan, transport=Broken())
+
+
+def test_wall_clock_jumps_change_no_timeout_poll_or_retry(tmp_path: Path) -> None:
+    """Timeouts, polls and retry delays run on the monotonic clock: the wall clock
+    leaping a day ahead, then a day back, times nothing out and delays nothing."""
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1, timeout: 2s, retries: 1}\n"
+        "  b: {workflow_id: 2, timeout: 2s, depends_on: a}\n",
+    )
+    offset = 0.0
+
+    def wall() -> float:
+        return time.time() + offset
+
+    def leap(event) -> None:
+        nonlocal offset
+        if isinstance(event, AttemptTriggered):
+            offset = 86400.0 if offset <= 0 else -86400.0
+
+    recorder = Recorder()
+    recorder.hook = leap
+    run, _, stats = execute(
+        plan,
+        Scenario(default=QUICK, workflows={1: {"fail_first": 1}}),
+        recorder=recorder,
+        wall=wall,
+    )
+    assert {name: step.state for name, step in run.steps.items()} == {
+        "a": "succeeded",
+        "b": "succeeded",
+    }
+    assert stats["executions"] == {"1": 2, "2": 1}  # a's retry was due, nothing timed out

@@ -1,0 +1,171 @@
+"""The failures of the world around runbook: the API going away mid-run, a full disk
+under the journal, a state dir that cannot be written. Each ends with a clear message
+and its exit code, triggers nothing twice, and leaves a run that can be resumed."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runbook.api
+from runbook.sandbox.app import create_app
+from runbook.sandbox.scenario import Scenario
+from runbook.sandbox.server import serve_in_thread
+from tests.cli.test_durable import PLAN, TOKEN
+from tests.conftest import entry_point
+from tests.proxy import Proxy
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``start(scenario) -> (app, port)``: a sandbox in this process, outliving applies."""
+    contexts = []
+
+    def start(scenario: Scenario):
+        app = create_app(scenario, token=TOKEN)
+        context = serve_in_thread(app)
+        url = context.__enter__()
+        contexts.append(context)
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+        return app, int(url.split(":")[2].split("/")[0])
+
+    yield start
+    for context in contexts:
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Path:
+    path = tmp_path / "night.yaml"
+    path.write_text(PLAN)
+    return path
+
+
+def executions(app) -> dict[str, int]:
+    return app.state.sandbox.stats()["executions"]
+
+
+def test_the_api_going_away_fails_steps_in_bounded_tries_then_resume_reattaches(
+    cli, sandbox, plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the client's real policy (8 tries), with its backoff shortened for the test
+    monkeypatch.setattr(
+        runbook.api,
+        "RetryPolicy",
+        functools.partial(runbook.api.RetryPolicy, backoff_base=0.01, backoff_cap=0.02),
+    )
+    app, port = sandbox(
+        Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 0.6}})
+    )
+    seen_load = False
+
+    def trip(data: bytes) -> bool:
+        """Down at the first poll after load (workflow 2) was triggered."""
+        nonlocal seen_load
+        seen_load = seen_load or b"POST /api/v1/workflows/2/execute" in data
+        return seen_load and data.startswith(b"GET ")
+
+    with Proxy(port, trip) as proxy:
+        monkeypatch.setenv("NEXADATA_API_URL", proxy.url)
+        result = cli("apply", str(plan))
+        assert proxy.is_down.is_set()
+        assert result.code == 1, result.out + result.err
+        assert "the API could not be reached for execution" in result.out
+        assert "(gave up after 8 tries)" in result.out
+        assert "Traceback" not in result.out + result.err
+        assert executions(app) == {"1": 1, "2": 1, "3": 1}  # report never started
+        proxy.trip = None
+        proxy.up()
+        resumed = cli("apply", str(plan), "--resume")
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert "re-attached to execution" in resumed.out  # load's execution, not a new one
+    assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
+
+
+def limit_file_size(size: int) -> None:
+    """In the child: files may not grow past ``size`` bytes (a full disk for the
+    journal); a write past it fails with EFBIG instead of killing the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, sandbox, tmp_path: Path) -> None:
+    steps = "".join(f"  s{n:02d}: {{workflow_id: {n}}}\n" for n in range(1, 61))
+    plan = tmp_path / "wide.yaml"
+    plan.write_text(
+        "version: 1\nname: wide\nmax_parallel: 3\n"
+        "defaults: {poll_interval: 20ms, max_poll_interval: 20ms}\nworkflows:\n" + steps
+    )
+    app, _ = sandbox(Scenario(default={"queue": 0.0, "duration": 0.02}))
+    full = subprocess.run(
+        [*entry_point(), "apply", str(plan)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=functools.partial(limit_file_size, 96 * 1024),
+    )
+    assert full.returncode == 5, full.stdout + full.stderr
+    assert "runbook: the journal " in full.stderr and "cannot be written" in full.stderr
+    assert "runbook: run 1 stopped there: nothing was triggered after the failed write" in (
+        full.stderr
+    )
+    assert f"resume with: runbook apply {plan} --resume" in full.stderr
+    assert "Traceback" not in full.stdout + full.stderr
+    made = app.state.sandbox.stats()["executions_total"]
+    assert 0 < made < 60  # it stopped part-way
+    resumed = cli("apply", str(plan), "--resume", "-q")
+    if resumed.code == 1:  # the write that failed was an execution id: not guessed at
+        assert "not triggered again" in resumed.out
+        resumed = cli("apply", str(plan), "--resume", "--retrigger-unknown", "-q")
+        assert resumed.code == 0, resumed.out + resumed.err
+        assert app.state.sandbox.stats()["executions_total"] == 61  # one forced again
+    else:
+        assert resumed.code == 0, resumed.out + resumed.err
+        assert executions(app) == {str(n): 1 for n in range(1, 61)}
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """``path`` cannot be written, even by root (which ignores modes): immutable."""
+    if os.getuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.chmod(0o755)
+        return
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_an_unwritable_state_dir_or_journal_exits_5_before_any_request(
+    cli, sandbox, plan, tmp_path: Path
+) -> None:
+    app, _ = sandbox(Scenario())
+    state = tmp_path / "locked"
+    state.mkdir()
+    with unwritable(state):
+        result = cli("apply", str(plan), "--state-dir", str(state))
+    assert result.code == 5
+    assert result.err.startswith(f"runbook: the state dir {state} cannot be used: ")
+    assert "choose another with --state-dir or RUNBOOK_STATE_DIR" in result.err
+    journal = tmp_path / "state" / "journal.sqlite3"
+    assert cli("history").code == 0  # makes the journal
+    with unwritable(journal):
+        result = cli("apply", str(plan))
+    assert result.code == 5, result.err
+    assert "runbook: the journal " in result.err
+    assert app.state.sandbox.stats()["requests_total"] == 0

@@ -1,0 +1,92 @@
+"""A TCP proxy on loopback, in a thread, between runbook and the sandbox: the API as
+seen through a network that can fail. It can go down — open connections cut, new ones
+refused — and come back on the same port, with the API's state intact behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+
+class Proxy:
+    def __init__(self, target_port: int, trip: Callable[[bytes], bool] | None = None) -> None:
+        """``trip(data)`` sees each chunk a client sends; True takes the proxy down at
+        once, before that chunk is forwarded."""
+        self.target_port = target_port
+        self.trip = trip
+        self.port = 0
+        self.is_down = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call(self._down())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def up(self) -> None:
+        self._call(self._listen())
+
+    def down(self) -> None:
+        self._call(self._down())
+
+    def _call(self, coroutine: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=30)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.is_down.clear()
+
+    async def _down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()  # a reset, as a dead host's connections end
+        self._writers.clear()
+        self.is_down.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, out: bool) -> None:
+            try:
+                while data := await source.read(65536):
+                    if out and self.trip is not None and self.trip(data):
+                        await self._down()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer, True), pump(upstream_reader, writer, False)
+        )
+        self._writers -= {writer, upstream_writer}
