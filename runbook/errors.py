@@ -8,7 +8,8 @@
     │   ├── PlanError            2  an invalid plan: nothing was sent
     │   └── ScenarioError        2  an invalid sandbox scenario
     ├── ConfigError              3  API configuration: no token, a non-HTTPS remote URL
-    │   └── AuthError            3  the API refused the token (401/403)
+    │   ├── AuthError            3  the API refused the token (401/403)
+    │   └── TlsError             3  the API's TLS certificate failed verification
     ├── ApiError                 1  an API answer that fails a step (the run goes on)
     │   ├── WorkflowNotFound        404 on trigger: no such workflow in this organization
     │   ├── ExecutionNotFound       404 on poll: the execution is not visible to this token
@@ -42,6 +43,7 @@ __all__ = [
     "Problem",
     "RunbookError",
     "ScenarioError",
+    "TlsError",
     "UsageError",
 ]
 
@@ -105,6 +107,10 @@ class ConfigError(RunbookError):
 
 class AuthError(ConfigError):
     """The API refused the token."""
+
+
+class TlsError(ConfigError):
+    """The API's TLS certificate could not be verified (verification is never off)."""
 
 
 class ApiError(RunbookError):

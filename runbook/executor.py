@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from runbook.api import Execution
 from runbook.errors import (
     ApiError,
-    AuthError,
+    ConfigError,
     TriggerOutcomeUnknown,
 )
 from runbook.events import (
@@ -161,7 +161,7 @@ class Executor:
         self._waiting_retry: set[str] = set()
         self.stopping = False
         self.halted: str | None = None  # why the run was cut short (signal, auth)
-        self.fatal: AuthError | None = None
+        self.fatal: ConfigError | None = None
         self._all_done = asyncio.Event()
         self._bug: BaseException | None = None
         self._started: set[str] = set()
@@ -267,7 +267,7 @@ class Executor:
             return  # halted: the record stays as it is (pending or running)
         except _Halt:
             return
-        except AuthError as error:
+        except ConfigError as error:
             self.fatal = self.fatal or error
             self.interrupt(str(error))
             return
@@ -345,8 +345,9 @@ class Executor:
             except TriggerOutcomeUnknown as error:
                 attempt.state = "unknown"
                 return await self._attempt_over(record, attempt, "unknown", str(error))
-            except AuthError:
-                attempt.state = "unknown"
+            except ConfigError:  # refused before anything was created: a bad token, TLS
+                attempt.state, attempt.ended_at = "not created", self._wall()
+                await self._emit(AttemptFinished(record, attempt, "error", attempt.ended_at))
                 raise
             except ApiError as error:
                 attempt.state = "not created"
@@ -393,7 +394,7 @@ class Executor:
             await self._sleep(min(poll_delay(step, now - started, self._rng), deadline - now))
             try:
                 latest = await self.api.get_execution(execution.id)
-            except AuthError:
+            except ConfigError:
                 raise
             except ApiError as error:
                 return await self._attempt_over(record, attempt, "error", str(error))
@@ -522,6 +523,8 @@ def _halted_reason(record: StepRecord) -> str:
     attempt = record.attempt
     if attempt is None:
         return "not started: the run was interrupted"
+    if attempt.state == "not created":
+        return "not started: its trigger was refused, and the run halted"
     if attempt.ended_at is not None:
         return f"interrupted before a retry; {record.reason}"
     if attempt.execution_id is None:

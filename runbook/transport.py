@@ -21,6 +21,8 @@ import aiohttp
 import httpx
 import yarl
 
+from runbook.errors import TlsError
+
 __all__ = ["AiohttpTransport"]
 
 
@@ -82,6 +84,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) as answer:
                 body = await answer.read()
                 status, headers = answer.status, answer.raw_headers
+        except aiohttp.ClientSSLError as exc:  # a certificate refused: not transient
+            raise TlsError(
+                f"the TLS connection to {request.url.host} failed: {_text(exc)}; runbook "
+                "always verifies the API's certificate (for a private CA, point "
+                "SSL_CERT_FILE at its bundle)"
+            ) from None
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(_text(exc), request=request) from exc
         except aiohttp.ClientConnectorError as exc:

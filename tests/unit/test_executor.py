@@ -79,6 +79,7 @@ def execute(
     retry=None,
     executor_hook=None,
     wall=None,
+    prior=None,
 ):
     app = app or create_app(scenario or Scenario(default=QUICK), token="t")
     recorder = recorder or Recorder()
@@ -100,6 +101,7 @@ def execute(
                 assumed_done=selection.assumed_done,
                 max_parallel=max_parallel,
                 sinks=[recorder],
+                prior=prior,
                 **({"wall": wall} if wall else {}),
             )
             if executor_hook:
@@ -510,3 +512,18 @@ def test_wall_clock_jumps_change_no_timeout_poll_or_retry(tmp_path: Path) -> Non
         "b": "succeeded",
     }
     assert stats["executions"] == {"1": 2, "2": 1}  # a's retry was due, nothing timed out
+
+
+def test_a_trigger_refused_for_the_token_is_not_ambiguous_on_resume(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 1}\n")
+    app = create_app(Scenario(default=QUICK), token="t")
+    refused = httpx.MockTransport(lambda request: httpx.Response(401, request=request))
+    first, _, _ = execute(plan, app=app, transport=refused)
+    assert first.exit_code == 3
+    (attempt,) = first.steps["a"].attempts
+    assert attempt.state == "not created" and attempt.ended_at is not None
+    assert first.steps["a"].reason == "not started: its trigger was refused, and the run halted"
+
+    again, _, stats = execute(plan, app=app, prior=first)
+    assert again.steps["a"].state == "succeeded"  # triggered again: nothing was created
+    assert stats["executions"] == {"1": 1}

@@ -1,0 +1,93 @@
+"""TLS: runbook verifies the API's certificate, always. A self-signed certificate on a
+loopback HTTPS sandbox is refused at once (exit 3, before any request reaches the app),
+whatever the environment says; trusting it takes an explicit CA bundle."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from runbook.sandbox.app import create_app
+from runbook.sandbox.scenario import Scenario
+from runbook.sandbox.server import bind
+from tests.conftest import run_entry
+
+TOKEN = "tls-test-token-93ab"
+PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as an operator would make one)."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_sandbox(certificate: tuple[Path, Path]) -> Iterator[tuple[str, object]]:
+    cert, key = certificate
+    app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=TOKEN)
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off",
+        ssl_certfile=str(cert), ssl_keyfile=str(key),
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{sock.getsockname()[1]}/api/v1", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def apply(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, **env: str):
+    plan = tmp_path / "tls.yaml"
+    plan.write_text(PLAN)
+    for name, value in {"NEXADATA_TOKEN": TOKEN, "RUNBOOK_STATE_DIR": str(tmp_path), **env}.items():
+        monkeypatch.setenv(name, value)
+    return run_entry("apply", str(plan), "--api-url", url, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        # none of these turns verification off: not Python's, not curl's, not requests'
+        {"PYTHONHTTPSVERIFY": "0", "CURL_CA_BUNDLE": "", "REQUESTS_CA_BUNDLE": ""},
+    ],
+    ids=["default", "verify-off-variables"],
+)
+def test_an_unverifiable_certificate_is_refused_at_once(
+    tmp_path: Path, https_sandbox, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, app = https_sandbox
+    result = apply(tmp_path, url, monkeypatch, **env)
+    assert result.code == 3, result.out + result.err
+    assert "the TLS connection to 127.0.0.1 failed" in result.out + result.err
+    assert "certificate verify failed" in result.out + result.err
+    assert "Traceback" not in result.out + result.err
+    assert app.state.sandbox.stats()["requests_total"] == 0  # not one request got through
+
+
+def test_a_private_ca_is_trusted_only_when_named(
+    tmp_path: Path, https_sandbox, certificate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, app = https_sandbox
+    result = apply(tmp_path, url, monkeypatch, SSL_CERT_FILE=str(certificate[0]))
+    assert result.code == 0, result.out + result.err
+    assert app.state.sandbox.stats()["executions"] == {"1": 1}
