@@ -216,6 +216,11 @@ class Executor:
         await self._finish()
         return self.run
 
+    @property
+    def triggers_under_way(self) -> int:
+        """POSTs sent and not yet answered: an interrupt waits for them (their ids)."""
+        return len(self._critical)
+
     def interrupt(self, reason: str) -> None:
         """Stop at once: no new trigger; polls and waits end; in-flight steps stay pending.
 

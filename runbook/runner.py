@@ -23,6 +23,7 @@ from runbook.executor import Executor
 from runbook.graph import Selection
 from runbook.journal import Journal, PlanLock, state_dir
 from runbook.plan import Plan
+from runbook.text import plural
 
 __all__ = [
     "ApiTarget",
@@ -142,6 +143,17 @@ def run_plan(
                     sys.stderr.flush()
                     os._exit(130)
                 executor.interrupt(f"interrupted by {name}")
+                waiting = executor.triggers_under_way
+                wait = (
+                    f"; waiting for {plural(waiting, 'trigger')} under way to be answered, so "
+                    "that no execution id is lost"
+                    if waiting
+                    else ""
+                )
+                sys.stderr.write(
+                    f"runbook: {name}: stopping{wait} (a second {name} exits at once)\n"
+                )
+                sys.stderr.flush()
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal, sig.name)

@@ -157,6 +157,23 @@ def test_sigint_then_resume(cli, api, plan) -> None:
     assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
 
 
+def test_a_second_signal_exits_at_once(api, plan) -> None:
+    # the first SIGINT waits for the POSTs under way (answered 3 s late), and says so;
+    # the second does not wait for anything
+    api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=3.0)))
+    process = apply_until(plan, "extract (workflow 1): triggering")
+    process.send_signal(signal.SIGINT)
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    assert first.startswith("runbook: SIGINT: stopping; waiting for ")
+    assert first.endswith(" under way to be answered, so that no execution id is lost "
+                          "(a second SIGINT exits at once)\n")  # fmt: skip
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "runbook: second SIGINT: exiting at once\n"
+
+
 def test_an_unanswered_trigger_is_not_repeated_without_consent(cli, api, plan) -> None:
     app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=3.0)))
     # the journal is the first sink: once "triggering" is printed, it is committed
