@@ -158,9 +158,9 @@ def test_sigint_then_resume(cli, api, plan) -> None:
 
 
 def test_a_second_signal_exits_at_once(api, plan) -> None:
-    # the first SIGINT waits for the POSTs under way (answered 3 s late), and says so;
+    # the first SIGINT waits for the POSTs under way (answered 1 s late), and says so;
     # the second does not wait for anything
-    api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=3.0)))
+    api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=1.0)))
     process = apply_until(plan, "extract (workflow 1): triggering")
     process.send_signal(signal.SIGINT)
     assert process.stderr is not None
@@ -175,7 +175,7 @@ def test_a_second_signal_exits_at_once(api, plan) -> None:
 
 
 def test_an_unanswered_trigger_is_not_repeated_without_consent(cli, api, plan) -> None:
-    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=3.0)))
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, faults=Faults(latency=1.0)))
     # the journal is the first sink: once "triggering" is printed, it is committed
     process = apply_until(plan, "extract (workflow 1): triggering")
     kill(process)

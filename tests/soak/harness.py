@@ -402,16 +402,14 @@ def check_crash_soak(soak: CrashSoak, executions: dict[int, int], shape: Shape) 
 
 def _expect_refusal(command: list[str], env: dict[str, str]) -> None:
     """A plain ``--resume`` must say it will not re-trigger; it is killed once it did."""
-    process = subprocess.Popen(
+    with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if "not triggered again" in line:
-            process.kill()
-            process.wait(timeout=30)
-            return
-    process.wait(timeout=30)
+    ) as process:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "not triggered again" in line:
+                process.kill()
+                return
     raise AssertionError("a resume did not refuse an unanswered trigger:\n" + "".join(seen))
