@@ -147,13 +147,6 @@ class Sandbox:
             if self.process.stdout is not None:
                 self.process.stdout.close()
 
-    def kill(self) -> None:
-        """SIGKILL: the API goes away mid-run, as a crashed server does."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=30)
-        self.stop()
-
     def __enter__(self) -> Sandbox:
         return self.start()
 
