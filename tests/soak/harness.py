@@ -178,18 +178,19 @@ def last_run(state: Path) -> sqlite3.Row | None:
         return row
 
 
-def triggering_workflows(state: Path, run_id: int) -> list[int]:
-    """The workflows whose last attempt was left *triggering*, with no execution id."""
+def unanswered_triggers(state: Path, run_id: int) -> set[tuple[int, int]]:
+    """(workflow, attempt number) of each step whose last attempt was left
+    *triggering*, with no execution id."""
     with contextlib.closing(read_only(state)) as db:
         rows = db.execute(
-            "SELECT s.workflow_id FROM attempts a JOIN steps s "
+            "SELECT s.workflow_id, a.number FROM attempts a JOIN steps s "
             "ON s.run_id = a.run_id AND s.name = a.step "
             "WHERE a.run_id = ? AND a.phase = 'triggering' AND a.execution_id IS NULL "
             "AND a.number = (SELECT max(number) FROM attempts "
             "WHERE run_id = a.run_id AND step = a.step)",
             (run_id,),
         ).fetchall()
-    return [row[0] for row in rows]
+    return {(row[0], row[1]) for row in rows}
 
 
 def report_attempts(report: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
@@ -278,8 +279,14 @@ class CrashSoak:
     kills: int = 0
     invocations: int = 0
     killed_before_a_run: int = 0
-    refused: set[int] = field(default_factory=set)  # workflows a resume would not re-trigger
-    forced: Counter[int] = field(default_factory=Counter)  # --retrigger-unknown, by workflow
+    refused: set[tuple[int, int]] = field(default_factory=set)  # (workflow, attempt)
+    forced_attempts: set[tuple[int, int]] = field(default_factory=set)  # with the flag
+
+    @property
+    def forced(self) -> Counter[int]:
+        """Per workflow, how many unanswered attempts were forced again (at most)."""
+        return Counter(workflow for workflow, _ in self.forced_attempts)
+
     status: dict[str, Any] = field(default_factory=dict)  # ``runbook status --format json``
     seconds: float = 0.0
 
@@ -289,7 +296,7 @@ class CrashSoak:
             f"{self.kills} SIGKILLs over {self.invocations} invocations in "
             f"{self.seconds:.1f} s ({self.killed_before_a_run} before the run was written); "
             f"{len(self.refused)} unanswered triggers refused by a resume, "
-            f"{sum(self.forced.values())} re-runs given --retrigger-unknown for one, "
+            f"{len(self.forced_attempts)} forced with --retrigger-unknown, "
             f"{sum(lost.values())} executions whose id died with the process"
         )
 
@@ -324,7 +331,7 @@ def crash_soak(
             row = last_run(state)
             if row is not None:
                 argv.append("--resume")
-                ambiguous = set(triggering_workflows(state, row["id"]))
+                ambiguous = unanswered_triggers(state, row["id"])
                 if ambiguous - soak.refused:
                     _expect_refusal(runbook_command(*argv), env)
                     soak.refused |= ambiguous
@@ -332,7 +339,7 @@ def crash_soak(
                     soak.invocations += 1
                 if ambiguous:
                     argv.append("--retrigger-unknown")
-                    soak.forced.update(ambiguous)
+                    soak.forced_attempts |= ambiguous
             soak.invocations += 1
             if soak.kills >= kills:
                 final = subprocess.run(
