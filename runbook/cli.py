@@ -286,6 +286,9 @@ def apply(
         _stderr().write(f"runbook: note: {note}\n")
     journal, lock = durable.journal, durable.lock
     stages = dag.stages(selection.steps)
+    resume_command = f"runbook apply {plan_path} --resume" + (
+        f" --state-dir {state_dir}" if state_dir else ""
+    )
     with ExitStack() as stack:
         stack.callback(journal.close)
         stack.callback(lock.release)
@@ -321,12 +324,10 @@ def apply(
         except JournalError as exc:
             if journal.run_id is None:
                 raise
-            where = f" --state-dir {state_dir}" if state_dir else ""
             raise JournalError(
                 f"{exc}\nrunbook: run {journal.run_id} stopped there: nothing was triggered "
                 "after the failed write; executions triggered before it may still be running. "
-                f"Once the journal can be written, resume with: runbook apply {plan_path} "
-                f"--resume{where}"
+                f"Once the journal can be written, resume with: {resume_command}"
             ) from None
         finally:
             if live is not None:
@@ -341,8 +342,7 @@ def apply(
         elif log_format != "json":
             hint = None
             if run.state != "succeeded" and run.exit_code is None and not use_sandbox:
-                where = f" --state-dir {state_dir}" if state_dir else ""
-                hint = f"Resume with: runbook apply {plan_path} --resume{where}"
+                hint = f"Resume with: {resume_command}"
             runlog.write_summary(out, run, resume_hint=hint)
     if run.exit_code is not None:
         return run.exit_code
