@@ -14,51 +14,11 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from runbook.journal import PlanLock
-from runbook.sandbox.app import POLL, TRIGGER, create_app
+from runbook.sandbox.app import POLL, TRIGGER
 from runbook.sandbox.scenario import Faults, Scenario
-from runbook.sandbox.server import serve_in_thread
+from tests.cli.conftest import PLAN, TOKEN, executions
 from tests.conftest import entry_point
-
-TOKEN = "durable-token-Xy7-distinct"
-PLAN = """\
-version: 1
-name: night
-defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}
-workflows:
-  extract: {workflow_id: 1}
-  load: {workflow_id: 2, depends_on: extract}
-  side: {workflow_id: 3}
-  report: {workflow_id: 4, depends_on: [load, side]}
-"""
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """``start(scenario) -> app``: a sandbox whose URL and token apply finds in the env."""
-    contexts = []
-
-    def start(scenario: Scenario):
-        app = create_app(scenario, token=TOKEN)
-        context = serve_in_thread(app)
-        monkeypatch.setenv("NEXADATA_API_URL", context.__enter__())
-        monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
-        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
-        contexts.append(context)
-        return app
-
-    yield start
-    for context in contexts:
-        context.__exit__(None, None, None)
-
-
-@pytest.fixture
-def plan(tmp_path: Path) -> Path:
-    path = tmp_path / "night.yaml"
-    path.write_text(PLAN)
-    return path
 
 
 def apply_until(plan: Path, marker: str | set[str], *extra: str) -> subprocess.Popen[str]:
@@ -83,10 +43,6 @@ def kill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
-
-
-def executions(app) -> dict[str, int]:
-    return app.state.sandbox.stats()["executions"]
 
 
 def test_sigkill_with_executions_in_flight_then_resume(cli, api, plan, tmp_path) -> None:

@@ -12,51 +12,19 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 import runbook.api
-from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
-from runbook.sandbox.server import serve_in_thread
-from tests.cli.test_durable import PLAN, TOKEN
+from tests.cli.conftest import executions
 from tests.conftest import entry_point
 from tests.proxy import Proxy
 
 
-@pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """``start(scenario) -> (app, port)``: a sandbox in this process, outliving applies."""
-    contexts = []
-
-    def start(scenario: Scenario):
-        app = create_app(scenario, token=TOKEN)
-        context = serve_in_thread(app)
-        url = context.__enter__()
-        contexts.append(context)
-        monkeypatch.setenv("NEXADATA_API_URL", url)
-        monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
-        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
-        return app, int(url.split(":")[2].split("/")[0])
-
-    yield start
-    for context in contexts:
-        context.__exit__(None, None, None)
-
-
-@pytest.fixture
-def plan(tmp_path: Path) -> Path:
-    path = tmp_path / "night.yaml"
-    path.write_text(PLAN)
-    return path
-
-
-def executions(app) -> dict[str, int]:
-    return app.state.sandbox.stats()["executions"]
-
-
 def test_the_api_going_away_fails_steps_in_bounded_tries_then_resume_reattaches(
-    cli, sandbox, plan, monkeypatch: pytest.MonkeyPatch
+    cli, api, plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the client's real policy (8 tries), with its backoff shortened for the test
     monkeypatch.setattr(
@@ -64,9 +32,8 @@ def test_the_api_going_away_fails_steps_in_bounded_tries_then_resume_reattaches(
         "RetryPolicy",
         functools.partial(runbook.api.RetryPolicy, backoff_base=0.01, backoff_cap=0.02),
     )
-    app, port = sandbox(
-        Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 0.6}})
-    )
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 0.6}}))
+    port = urlsplit(os.environ["NEXADATA_API_URL"]).port
     seen_load = False
 
     def trip(data: bytes) -> bool:
@@ -99,14 +66,14 @@ def limit_file_size(size: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
-def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, sandbox, tmp_path: Path) -> None:
+def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Path) -> None:
     steps = "".join(f"  s{n:02d}: {{workflow_id: {n}}}\n" for n in range(1, 61))
     plan = tmp_path / "wide.yaml"
     plan.write_text(
         "version: 1\nname: wide\nmax_parallel: 3\n"
         "defaults: {poll_interval: 20ms, max_poll_interval: 20ms}\nworkflows:\n" + steps
     )
-    app, _ = sandbox(Scenario(default={"queue": 0.0, "duration": 0.02}))
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.02}))
     full = subprocess.run(
         [*entry_point(), "apply", str(plan)],
         capture_output=True,
@@ -154,9 +121,9 @@ def unwritable(path: Path) -> Iterator[None]:
 
 
 def test_an_unwritable_state_dir_or_journal_exits_5_before_any_request(
-    cli, sandbox, plan, tmp_path: Path
+    cli, api, plan, tmp_path: Path
 ) -> None:
-    app, _ = sandbox(Scenario())
+    app = api(Scenario())
     state = tmp_path / "locked"
     state.mkdir()
     with unwritable(state):
