@@ -38,6 +38,19 @@ def a_run() -> RunRecord:
     )
 
 
+def recorded_run(journal: Journal, options: dict | None = None) -> RunRecord:
+    """A fresh run, written to ``journal`` and made the run its sink records."""
+    run = a_run()
+    run.run_id = journal.run_id = journal.create_run(
+        run,
+        plan_path="p.yaml",
+        plan_sha256="abc",
+        options=options or {},
+        started_at=run.started_at,
+    )
+    return run
+
+
 def record_events(journal: Journal, run: RunRecord) -> None:
     a = run.steps["a"]
     attempt = AttemptRecord(1, 1_800_000_001.0)
@@ -70,10 +83,7 @@ def record_events(journal: Journal, run: RunRecord) -> None:
 
 def test_a_run_round_trips(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "state")
-    run = a_run()
-    run.run_id = journal.run_id = journal.create_run(
-        run, plan_path="p.yaml", plan_sha256="abc", options={"x": 1}, started_at=run.started_at
-    )
+    run = recorded_run(journal, {"x": 1})
     record_events(journal, run)
     row = journal.run_row()
     loaded = journal.load_run(row)
@@ -113,10 +123,7 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
 
 def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    run = a_run()
-    run.run_id = journal.run_id = journal.create_run(
-        run, plan_path="p.yaml", plan_sha256="abc", options={}, started_at=0.0
-    )
+    run = recorded_run(journal)
     a, b = run.steps["a"], run.steps["b"]
     first, second = AttemptRecord(1, 1.0), AttemptRecord(1, 2.0)
     a.attempts.append(first)
@@ -149,10 +156,7 @@ def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path)
 
 def test_a_queued_write_left_at_the_end_is_committed_on_close(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    run = a_run()
-    run.run_id = journal.run_id = journal.create_run(
-        run, plan_path="p.yaml", plan_sha256="abc", options={}, started_at=0.0
-    )
+    run = recorded_run(journal)
     a = run.steps["a"]
     a.state, a.reason = "failed", "gone"
 
