@@ -408,29 +408,15 @@ class Journal:
             ]
         if isinstance(event, ExecutionSeen) and event.attempt.state in TERMINAL_STATES:
             return []  # the attempt's end follows at once, in the same transaction
-        if isinstance(event, (AttemptTriggered, ExecutionSeen)):
+        if isinstance(event, (AttemptTriggered, ExecutionSeen, AttemptFinished)):
             a = event.attempt
+            phase = "terminal" if isinstance(event, AttemptFinished) else "in flight"
             return [
                 (
-                    "UPDATE attempts SET phase = 'in flight', execution_id = ?, state = ?, "
-                    "record = ? WHERE run_id = ? AND step = ? AND number = ?",
+                    "UPDATE attempts SET phase = ?, execution_id = ?, state = ?, record = ?, "
+                    "ended_at = ? WHERE run_id = ? AND step = ? AND number = ?",
                     (
-                        a.execution_id,
-                        a.state,
-                        json.dumps(a.record),
-                        run_id,
-                        event.step.name,
-                        a.number,
-                    ),
-                )
-            ]
-        if isinstance(event, AttemptFinished):
-            a = event.attempt
-            return [
-                (
-                    "UPDATE attempts SET phase = 'terminal', execution_id = ?, state = ?, "
-                    "record = ?, ended_at = ? WHERE run_id = ? AND step = ? AND number = ?",
-                    (
+                        phase,
                         a.execution_id,
                         a.state,
                         json.dumps(a.record),
