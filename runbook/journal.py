@@ -341,9 +341,9 @@ class Journal:
     # -- the sink -----------------------------------------------------------------------
 
     def __call__(self, event: Event) -> Awaitable[None] | None:
-        """Record ``event``. For the writes the executor must wait for — an attempt
-        *triggering*, its execution id, the run's end — the awaitable resolves once the
-        write is committed (fsync'd).
+        """Record ``event``. For the events the executor must wait on (``_AWAITED``: an
+        attempt *triggering*, its execution id, a retry's wait, the run's end) the
+        awaitable resolves once it, and everything queued before it, is committed.
 
         Writes are group-committed: every event of one event-loop iteration goes into one
         transaction, so 500 steps triggered together cost one fsync, not 500. The other
