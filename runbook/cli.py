@@ -324,10 +324,15 @@ def apply(
         except JournalError as exc:
             if journal.run_id is None:
                 raise
-            raise JournalError(
+            stopped = (
                 f"{exc}\nrunbook: run {journal.run_id} stopped there: nothing was triggered "
-                "after the failed write; executions triggered before it may still be running. "
-                f"Once the journal can be written, resume with: {resume_command}"
+                "after the failed write"
+            )
+            if use_sandbox:  # the simulator ended with the run: nothing to resume
+                raise JournalError(stopped) from None
+            raise JournalError(
+                f"{stopped}; executions triggered before it may still be running. Once the "
+                f"journal can be written, resume with: {resume_command}"
             ) from None
         finally:
             if live is not None:

@@ -66,16 +66,15 @@ def limit_file_size(size: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
-def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Path) -> None:
+def apply_on_a_full_disk(plan: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``runbook apply`` of 60 quick steps whose journal outgrows 96 KiB part-way."""
     steps = "".join(f"  s{n:02d}: {{workflow_id: {n}}}\n" for n in range(1, 61))
-    plan = tmp_path / "wide.yaml"
     plan.write_text(
         "version: 1\nname: wide\nmax_parallel: 3\n"
         "defaults: {poll_interval: 20ms, max_poll_interval: 20ms}\nworkflows:\n" + steps
     )
-    app = api(Scenario(default={"queue": 0.0, "duration": 0.02}))
-    full = subprocess.run(
-        [*entry_point(), "apply", str(plan)],
+    return subprocess.run(
+        [*entry_point(), "apply", str(plan), *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -83,6 +82,12 @@ def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Pat
         # coverage's own data file would hit the limit too (and say so in a traceback)
         env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")},
     )
+
+
+def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Path) -> None:
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.02}))
+    plan = tmp_path / "wide.yaml"
+    full = apply_on_a_full_disk(plan)
     assert full.returncode == 5, full.stdout + full.stderr
     assert "runbook: the journal " in full.stderr and "cannot be written" in full.stderr
     assert "runbook: run 1 stopped there: nothing was triggered after the failed write" in (
@@ -101,6 +106,16 @@ def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Pat
     else:
         assert resumed.code == 0, resumed.out + resumed.err
         assert executions(app) == {str(n): 1 for n in range(1, 61)}
+
+
+def test_a_full_disk_under_a_sandbox_run_offers_no_resume(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+    full = apply_on_a_full_disk(tmp_path / "wide.yaml", "--sandbox")
+    assert full.returncode == 5, full.stdout + full.stderr
+    assert full.stderr.endswith(
+        "runbook: run 1 stopped there: nothing was triggered after the failed write\n"
+    )
+    assert "--resume" not in full.stderr  # the simulator ended with the run
 
 
 @contextlib.contextmanager
