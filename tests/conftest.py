@@ -63,6 +63,12 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
+def without_coverage_hook() -> dict[str, str]:
+    """This environment minus coverage's subprocess hook: for children whose coverage
+    would change what they test (load, or a file-size limit its data file would hit)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+
+
 def entry_point() -> list[str]:
     """The installed console script, as a user runs it."""
     script = Path(sys.executable).parent / "runbook"

@@ -19,7 +19,7 @@ import pytest
 import runbook.api
 from runbook.sandbox.scenario import Scenario
 from tests.cli.conftest import executions
-from tests.conftest import entry_point
+from tests.conftest import entry_point, without_coverage_hook
 from tests.proxy import Proxy
 
 
@@ -80,7 +80,7 @@ def apply_on_a_full_disk(plan: Path, *extra: str) -> subprocess.CompletedProcess
         timeout=120,
         preexec_fn=functools.partial(limit_file_size, 96 * 1024),
         # coverage's own data file would hit the limit too (and say so in a traceback)
-        env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")},
+        env=without_coverage_hook(),
     )
 
 

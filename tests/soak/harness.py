@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import sqlite3
@@ -24,11 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import without_coverage_hook
+
 TOKEN = "soak-token-4f1c9e-never-shown"
 
 
 def environment(state: Path, url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+    env = without_coverage_hook()
     env.update(NEXADATA_TOKEN=TOKEN, NEXADATA_API_URL=url, RUNBOOK_STATE_DIR=str(state))
     return env
 
@@ -110,7 +111,7 @@ class Sandbox:
         self.url = ""
 
     def start(self) -> Sandbox:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+        env = without_coverage_hook()
         self.process = subprocess.Popen(
             runbook_command(
                 "sandbox",
