@@ -10,7 +10,6 @@ are in ``test_plan_properties.py``.)
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +73,14 @@ def top_level(words: list[str]) -> st.SearchStrategy[Any]:
     )
 
 
-def written(text: str | bytes, suffix: str = ".yaml") -> Path:
-    directory = Path(tempfile.mkdtemp())
-    path = directory / f"input{suffix}"
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for the module: each example overwrites the same input file."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def written(directory: Path, text: str | bytes) -> Path:
+    path = directory / "input.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     return path
 
@@ -127,8 +131,8 @@ EDITS = st.lists(
 
 @SETTINGS
 @given(top_level(PLAN_WORDS), st.booleans())
-def test_random_yaml_is_a_plan_or_plan_errors(value: Any, flow: bool) -> None:
-    path = written(dump(value, flow))
+def test_random_yaml_is_a_plan_or_plan_errors(scratch: Path, value: Any, flow: bool) -> None:
+    path = written(scratch, dump(value, flow))
     try:
         load_plan(path)
     except PlanError as error:
@@ -140,8 +144,10 @@ VALID_PLANS = sorted((DATA / "plans" / "valid").glob("*.yaml"))
 
 @SETTINGS
 @given(st.sampled_from(VALID_PLANS), EDITS)
-def test_mutated_valid_plans_are_plans_or_plan_errors(source: Path, edits: list) -> None:
-    path = written(mutate(source.read_text(), edits))
+def test_mutated_valid_plans_are_plans_or_plan_errors(
+    scratch: Path, source: Path, edits: list
+) -> None:
+    path = written(scratch, mutate(source.read_text(), edits))
     try:
         load_plan(path)
     except PlanError as error:
@@ -159,8 +165,8 @@ def test_mutated_valid_plans_are_plans_or_plan_errors(source: Path, edits: list)
     ],
     ids=["huge name", "huge step name", "huge integer", "huge duration", "huge list"],
 )
-def test_huge_values_get_short_messages(text: str) -> None:
-    path = written(text)
+def test_huge_values_get_short_messages(scratch: Path, text: str) -> None:
+    path = written(scratch, text)
     with pytest.raises(PlanError) as caught:
         load_plan(path)
     check_problems(caught.value, path)
@@ -172,8 +178,10 @@ def test_huge_values_get_short_messages(text: str) -> None:
 
 @SETTINGS
 @given(top_level(SCENARIO_WORDS), st.booleans())
-def test_random_yaml_is_a_scenario_or_scenario_errors(value: Any, flow: bool) -> None:
-    path = written(dump(value, flow))
+def test_random_yaml_is_a_scenario_or_scenario_errors(
+    scratch: Path, value: Any, flow: bool
+) -> None:
+    path = written(scratch, dump(value, flow))
     try:
         load_scenario(path)
     except ScenarioError as error:
@@ -182,8 +190,8 @@ def test_random_yaml_is_a_scenario_or_scenario_errors(value: Any, flow: bool) ->
 
 @SETTINGS
 @given(EDITS)
-def test_mutated_scenarios_are_scenarios_or_scenario_errors(edits: list) -> None:
-    path = written(mutate((DATA / "scenarios" / "every_key.yaml").read_text(), edits))
+def test_mutated_scenarios_are_scenarios_or_scenario_errors(scratch: Path, edits: list) -> None:
+    path = written(scratch, mutate((DATA / "scenarios" / "every_key.yaml").read_text(), edits))
     try:
         load_scenario(path)
     except ScenarioError as error:
@@ -192,8 +200,8 @@ def test_mutated_scenarios_are_scenarios_or_scenario_errors(edits: list) -> None
 
 @SETTINGS
 @given(st.binary(max_size=400))
-def test_random_bytes_are_scenario_errors_at_worst(raw: bytes) -> None:
-    path = written(raw)
+def test_random_bytes_are_scenario_errors_at_worst(scratch: Path, raw: bytes) -> None:
+    path = written(scratch, raw)
     try:
         load_scenario(path)
     except ScenarioError as error:
@@ -214,8 +222,8 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", ATTACKS.values(), ids=ATTACKS.keys())
-def test_hostile_scenarios_are_refused_with_positions(attack: str | bytes) -> None:
-    path = written(attack)
+def test_hostile_scenarios_are_refused_with_positions(scratch: Path, attack: str | bytes) -> None:
+    path = written(scratch, attack)
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
     check_problems(caught.value, path)
@@ -226,8 +234,10 @@ def test_hostile_scenarios_are_refused_with_positions(attack: str | bytes) -> No
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(st.binary(max_size=300), top_level(PLAN_WORDS).map(lambda v: dump(v, False))))
-def test_validate_answers_exit_2_with_located_problems(cli, data: str | bytes) -> None:
-    path = written(data)
+def test_validate_answers_exit_2_with_located_problems(
+    scratch: Path, cli, data: str | bytes
+) -> None:
+    path = written(scratch, data)
     result = cli("validate", str(path))
     assert result.code in (0, 2), result.err
     assert "Traceback" not in result.out + result.err
@@ -238,10 +248,11 @@ def test_validate_answers_exit_2_with_located_problems(cli, data: str | bytes) -
         )
 
 
-def test_control_characters_in_a_plan_never_reach_the_terminal(cli) -> None:
+def test_control_characters_in_a_plan_never_reach_the_terminal(scratch: Path, cli) -> None:
     path = written(
+        scratch,
         'version: 1\nworkflows:\n  "\\e[31mred": null\n  "\\x1e": {workflow_id: 1}\n'
-        '  ok: {workflow_id: 2, depends_on: ["\\e]0;title\\a", "\\x1e\\x1e"]}\n'
+        '  ok: {workflow_id: 2, depends_on: ["\\e]0;title\\a", "\\x1e\\x1e"]}\n',
     )
     result = cli("validate", str(path))
     assert result.code == 2
