@@ -35,29 +35,39 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def base_url(sock: socket.socket) -> str:
+def base_url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/api/v1"
+    return f"{scheme}://{shown}:{port}/api/v1"
 
 
-def _config(app: Any) -> uvicorn.Config:
+def _config(app: Any, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        **options,
     )
 
 
 @contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` on loopback in a background thread; yield its API base URL."""
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> Iterator[str]:
+    """Serve ``app`` on loopback in a background thread; yield its API base URL.
+
+    ``options`` go to uvicorn's ``Config``: with ``ssl_certfile`` the URL is https.
+    """
     sock = bind(host, port)
-    server = uvicorn.Server(_config(app))
+    server = uvicorn.Server(_config(app, **options))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="runbook-sandbox", daemon=True
     )
     thread.start()
     try:
-        yield base_url(sock)
+        yield base_url(sock, "https" if options.get("ssl_certfile") else "http")
     finally:
         server.should_exit = True
         thread.join()

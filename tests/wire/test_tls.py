@@ -5,16 +5,14 @@ whatever the environment says; trusting it takes an explicit CA bundle."""
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
-from runbook.sandbox.server import bind
+from runbook.sandbox.server import serve_in_thread
 from tests.conftest import run_entry
 
 TOKEN = "tls-test-token-93ab"
@@ -39,20 +37,8 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def https_sandbox(certificate: tuple[Path, Path]) -> Iterator[tuple[str, object]]:
     cert, key = certificate
     app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=TOKEN)
-    sock = bind("127.0.0.1", 0)
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off",
-        ssl_certfile=str(cert), ssl_keyfile=str(key),
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{sock.getsockname()[1]}/api/v1", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve_in_thread(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        yield url, app
 
 
 def apply(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, **env: str):
