@@ -88,6 +88,10 @@ class RunRecord:
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)
 
+    def ordered(self) -> list[StepRecord]:
+        """The steps in the order every view lists them: by stage, then by name."""
+        return sorted(self.steps.values(), key=lambda step: (step.stage, step.name))
+
 
 @dataclass(frozen=True, slots=True)
 class RunStarted:

@@ -40,7 +40,7 @@ def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> Non
     out.write(f"  plan file {row['plan_path']}, pid {row['pid']} on {row['host']}\n")
     if run.reason:
         out.write(f"  {run.reason}\n")
-    for step in sorted(run.steps.values(), key=lambda s: (s.stage, s.name)):
+    for step in run.ordered():
         duration = step_duration(step)
         took = f" in {format_duration(duration)}" if duration is not None else ""
         reason = f": {step.reason}" if step.reason else ""

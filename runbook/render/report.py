@@ -23,12 +23,8 @@ def report_document(run: RunRecord) -> dict[str, Any]:
         "state": run.state,
         "started_at": stamp(run.started_at),
         "ended_at": stamp(run.ended_at) if run.ended_at is not None else None,
-        "steps": [_step(step) for step in _ordered(run)],
+        "steps": [_step(step) for step in run.ordered()],
     }
-
-
-def _ordered(run: RunRecord) -> list[StepRecord]:
-    return sorted(run.steps.values(), key=lambda step: (step.stage, step.name))
 
 
 def _step(step: StepRecord) -> dict[str, Any]:
@@ -60,7 +56,7 @@ def write_report(path: str, run: RunRecord) -> None:
 
 def write_junit(path: str, run: RunRecord) -> None:
     """One test case per step: failed -> failure; skipped, cancelled, pending -> skipped."""
-    steps = _ordered(run)
+    steps = run.ordered()
     failures = sum(1 for step in steps if step.state == "failed")
     skipped = sum(1 for step in steps if step.state in ("skipped", "cancelled", "pending"))
     total = (run.ended_at or run.started_at) - run.started_at
