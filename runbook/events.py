@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from runbook.schedule import OnFailure, RunIf
+
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunState = Literal["running", "succeeded", "failed", "interrupted"]
 TERMINAL_STATES = frozenset({"succeeded", "failed"})
@@ -63,6 +65,12 @@ class StepRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     started_at: float | None = None
     ended_at: float | None = None
+    run_if: RunIf = "success"
+    on_failure: OnFailure = "stop"
+    ignored: bool = False
+    """It failed under ``on_failure: ignore``: shown failed, but it passed."""
+    why: str | None = None
+    """Why a ``run_if: failure/always`` step started (its upstreams' ends)."""
 
     @property
     def attempt(self) -> AttemptRecord | None:

@@ -1,9 +1,11 @@
-"""The scheduler: runs a plan's selected steps against the API, in order, in parallel.
+"""The executor: the asynchronous shell that runs a plan's selected steps against the API.
 
-One asyncio task per started step; a step starts when every selected upstream has been
-*observed* ``succeeded``, and each attempt holds one of ``max_parallel`` slots from its
-trigger to its execution's end (slots are granted in stage, then name, order). Every
-event goes to the sinks, awaited, before the executor goes on (see runbook.events).
+The scheduler core (runbook.schedule) decides when a step starts, is skipped or is
+cancelled, and how the run ends; this module carries it out: one asyncio task per
+started step, each attempt holding one of ``max_parallel`` slots from its trigger to its
+execution's end (slots are granted in stage, then name, order), polling, timeouts,
+retries and signals. Every event goes to the sinks, awaited, before the executor goes on
+(see runbook.events).
 
 The trigger is never interrupted: a signal cancels polls and waits, but a step whose
 POST is under way finishes it and hands the execution id to the sinks first.
@@ -43,8 +45,8 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.graph import Dag
 from runbook.plan import Plan, Step
+from runbook.schedule import Ending, Rule, Schedule, Update
 
 __all__ = ["Api", "Executor", "POLL_FRACTION", "poll_delay"]
 
@@ -74,15 +76,17 @@ def poll_delay(step: Step, elapsed: float, rng: random.Random) -> float:
 
 
 class _Slots:
-    """``max_parallel`` slots, granted by priority; closing refuses every waiter."""
+    """``max_parallel`` slots, granted by priority; a waiter can be withdrawn, and closing
+    refuses every waiter."""
 
     def __init__(self, count: int) -> None:
         self.free = count
         self.closed = False
         self._waiters: list[tuple[Any, int, asyncio.Future[bool]]] = []
+        self._waiting: dict[str, asyncio.Future[bool]] = {}
         self._order = itertools.count()
 
-    async def acquire(self, priority: Any) -> bool:
+    async def acquire(self, priority: Any, name: str) -> bool:
         if self.closed:
             return False
         if self.free > 0 and not self._waiters:
@@ -90,7 +94,11 @@ class _Slots:
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
-        return await future
+        self._waiting[name] = future
+        try:
+            return await future
+        finally:
+            self._waiting.pop(name, None)
 
     def release(self) -> None:
         while self._waiters:
@@ -99,6 +107,12 @@ class _Slots:
                 future.set_result(True)  # the slot passes straight to the next waiter
                 return
         self.free += 1
+
+    def withdraw(self, name: str) -> None:
+        """``name`` no longer wants a slot: its acquire answers False (unless granted)."""
+        future = self._waiting.get(name)
+        if future is not None and not future.done():
+            future.set_result(False)
 
     def close(self) -> None:
         self.closed = True
@@ -109,11 +123,16 @@ class _Slots:
 
 
 class _Halt(Exception):
-    """Raised inside a step task when the run stops before the step could go on."""
+    """Raised inside a step task when the step must not go on: the run was interrupted,
+    or a stop ended the step before it started."""
 
 
 class Executor:
-    """Runs ``steps`` of ``plan`` (a selection; other upstreams count as done)."""
+    """Runs ``steps`` of ``plan`` (a selection; other upstreams count as done).
+
+    Every decision of when a step starts, is skipped or cancelled, and of the run's
+    outcome, is the scheduler core's (runbook.schedule); this class carries them out.
+    """
 
     def __init__(
         self,
@@ -134,7 +153,6 @@ class Executor:
         retrigger_unknown: bool = False,
     ) -> None:
         self.plan = plan
-        self._dag = Dag(plan)
         self.api = api
         selected = set(plan.steps if steps is None else steps)
         if stages is None:
@@ -146,7 +164,13 @@ class Executor:
             run_id=run_id,
             max_parallel=max_parallel or plan.max_parallel,
             steps={
-                name: StepRecord(name, plan.steps[name].workflow_id, self.stage_of[name] + 1)
+                name: StepRecord(
+                    name,
+                    plan.steps[name].workflow_id,
+                    self.stage_of[name] + 1,
+                    run_if=plan.steps[name].run_if,
+                    on_failure=plan.steps[name].on_failure,
+                )
                 for stage in stages
                 for name in stage
             },
@@ -159,21 +183,42 @@ class Executor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._critical: set[str] = set()  # steps whose trigger is under way
         self._waiting_retry: set[str] = set()
-        self.stopping = False
         self.halted: str | None = None  # why the run was cut short (signal, auth)
         self.fatal: ConfigError | None = None
         self._all_done = asyncio.Event()
         self._bug: BaseException | None = None
-        self._started: set[str] = set()
         self._reattach: dict[str, AttemptRecord] = {}
         self._ambiguous: dict[str, str] = {}
+        kept: list[str] = []
         if prior is not None:
-            self._take_over(prior, retrigger_unknown)
+            kept = self._take_over(prior, retrigger_unknown)
+        names = list(self.run.steps)
+        self.core = Schedule(
+            (
+                Rule(
+                    name,
+                    plan.upstreams(name, self.run.steps.keys()),
+                    plan.steps[name].run_if,
+                    plan.steps[name].on_failure,
+                )
+                for name in names
+            ),
+            order=self._priority,
+            succeeded=kept,
+            running=self._reattach,
+        )
 
-    def _take_over(self, prior: RunRecord, retrigger_unknown: bool) -> None:
-        """Resume ``prior``: succeeded steps stay done, in-flight executions are polled
-        again, ambiguous triggers are not repeated unless the user said so."""
-        for name, record in self.run.steps.items():
+    def _priority(self, name: str) -> tuple[int, str]:
+        return self.stage_of[name], name
+
+    def _take_over(self, prior: RunRecord, retrigger_unknown: bool) -> list[str]:
+        """Resume ``prior``: succeeded steps stay done (a ``failure`` or ``always`` step
+        only while none of its upstreams runs again), in-flight executions are polled
+        again, ambiguous triggers are not repeated unless the user said so. Returns the
+        steps kept as succeeded."""
+        kept: set[str] = set()
+        for name in sorted(self.run.steps, key=self._priority):  # upstreams first
+            record = self.run.steps[name]
             old = prior.steps.get(name)
             if old is None or old.workflow_id != record.workflow_id:
                 continue  # a new or changed step: it runs as new
@@ -183,7 +228,11 @@ class Executor:
             if old.state == "succeeded" or (
                 last is not None and last.ended_at is not None and last.state == "succeeded"
             ):  # (killed between the attempt's end and the step's: the attempt decides)
-                record.state, record.reason = "succeeded", None
+                upstreams = self.plan.upstreams(name, self.run.steps.keys())
+                if record.run_if == "success" or all(up in kept for up in upstreams):
+                    record.state, record.reason = "succeeded", None
+                    kept.add(name)
+                # else judged again: an upstream runs again
             elif (
                 last is not None
                 and last.execution_id is not None
@@ -199,6 +248,7 @@ class Executor:
                         "may exist; not triggered again (--resume --retrigger-unknown triggers "
                         "it anyway, at the risk of running it twice)"
                     )
+        return sorted(kept, key=self._priority)
 
     # -- the run ----------------------------------------------------------------------
 
@@ -206,9 +256,9 @@ class Executor:
         """Run to the end (or to a halt) and return the run's record."""
         self.run.started_at = self._wall()
         await self._emit(RunStarted(self.run, self.run.started_at))
-        for name in self._ordered(self.run.steps):
-            if self.run.steps[name].state == "pending" and self._ready(name):
-                self._start(name)
+        for name in sorted(self._reattach, key=self._priority):
+            self._start(name)
+        await self._settle(self.core.begin())
         if self._tasks:
             await self._all_done.wait()
         if self._bug is not None:
@@ -229,7 +279,7 @@ class Executor:
         """
         if self.halted is None:
             self.halted = reason
-        self.stopping = True
+        self.core.interrupt(reason)
         self._slots.close()
         for name, task in self._tasks.items():
             if name not in self._critical:
@@ -237,20 +287,30 @@ class Executor:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _ordered(self, names: Iterable[str]) -> list[str]:
-        return sorted(names, key=lambda name: (self.stage_of[name], name))
-
-    def _ready(self, name: str) -> bool:
-        return all(
-            self.run.steps[up].state == "succeeded"
-            for up in self.plan.steps[name].depends_on
-            if up in self.run.steps
-        )
+    async def _settle(self, update: Update) -> None:
+        """Carry out what the core decided, then start what it made ready."""
+        if update.stopped is not None:
+            self.run.reason = update.stopped
+            for name in list(self._waiting_retry):
+                if not self.core.may_retry(name):
+                    self._tasks[name].cancel()
+            await self._emit(
+                Notice(
+                    f"{update.stopped}: only run_if failure/always steps start from now on; "
+                    "executions in flight are polled to their end",
+                    self._wall(),
+                    level="info",
+                )
+            )
+        for ended in update.ended:
+            self._slots.withdraw(ended.name)
+            record = self.run.steps[ended.name]
+            await self._finish_step(record, ended.state, ended.reason)
+        if self.halted is None:
+            for name in self.core.ready():
+                self._start(name)
 
     def _start(self, name: str) -> None:
-        if name in self._started:
-            return  # two upstreams that finished together both found it ready
-        self._started.add(name)
         task = asyncio.ensure_future(self._step(self.run.steps[name]))
         self._tasks[name] = task
         task.add_done_callback(lambda done: self._task_done(name, done))
@@ -267,7 +327,7 @@ class Executor:
     async def _step(self, record: StepRecord) -> None:
         step = self.plan.steps[record.name]
         try:
-            await self._attempts(step, record)
+            ending, reason = await self._attempts(step, record)
         except asyncio.CancelledError:
             return  # halted: the record stays as it is (pending or running)
         except _Halt:
@@ -276,47 +336,45 @@ class Executor:
             self.fatal = self.fatal or error
             self.interrupt(str(error))
             return
-        if record.state == "succeeded":
-            for name in self._ordered(self._downstream(record.name)):
-                if self.run.steps[name].state == "pending" and self._ready(name):
-                    if not self.stopping:
-                        self._start(name)
-        elif record.state == "failed":
-            await self._skip_downstream(record.name)
-            if step.on_failure == "stop" and not self.stopping:
-                await self._stop(f"step {record.name} failed (on_failure: stop)")
+        update = self.core.finish(record.name, ending)
+        record.ignored = self.core.ignored(record.name)
+        await self._finish_step(record, ending, reason)
+        await self._settle(update)
 
-    async def _attempts(self, step: Step, record: StepRecord) -> None:
-        priority = (self.stage_of[step.name], step.name)
-        if step.name in self._ambiguous:
-            await self._finish_step(record, "failed", self._ambiguous.pop(step.name))
-            return
+    async def _attempts(self, step: Step, record: StepRecord) -> tuple[Ending, str | None]:
+        priority = self._priority(step.name)
         done = len(record.attempts)
+        reason: str | None = None
         for tried in range(1, step.retries + 2):
             number = done + tried
-            if not await self._slots.acquire(priority):
-                if tried == 1:
-                    raise _Halt  # never started: cancelled or pending, decided at the end
-                await self._finish_step(
-                    record, "failed", f"{record.reason} (not retried: the run is stopping)"
-                )
-                return
+            reattach = step.name in self._reattach
+            if step.name in self._ambiguous:
+                if not self.core.start(step.name):
+                    raise _Halt
+                return "failed", self._ambiguous.pop(step.name)
+            if not await self._slots.acquire(priority, step.name):
+                raise _Halt  # interrupted, or ended by a stop while it waited
+            if tried == 1 and not reattach:
+                if not self.core.start(step.name):
+                    self._slots.release()
+                    raise _Halt  # a stop ended it as its slot came free
+                await self._started(record)
             try:
-                if step.name in self._reattach:
+                if reattach:
                     outcome, reason = await self._reattached(step, record)
                 else:
                     outcome, reason = await self._attempt(step, record, number)
             finally:
                 self._slots.release()
             if outcome == "succeeded":
-                await self._finish_step(record, "succeeded", None)
-                return
+                return "succeeded", None
             last = tried == step.retries + 1
             if outcome != "failed" or last:
                 if outcome == "failed" and tried > 1:
                     reason = f"{reason} (attempt {tried} of {tried})"
-                await self._finish_step(record, "failed", reason)
-                return
+                return "failed", reason
+            if not self.core.may_retry(step.name):
+                return "failed", f"{reason} (not retried: the run is stopping)"
             record.reason = reason
             await self._emit(RetryScheduled(record, step.retry_delay, self._wall()))
             self._waiting_retry.add(step.name)
@@ -325,16 +383,23 @@ class Executor:
             except asyncio.CancelledError:
                 if self.halted is not None:
                     raise
-                # a stop policy cancelled the wait: the failure stands
+                # a stop cancelled the wait: the failure stands
             finally:
                 self._waiting_retry.discard(step.name)
-            if self.stopping:
-                await self._finish_step(
-                    record, "failed", f"{reason} (not retried: the run is stopping)"
-                )
-                return
+            if not self.core.may_retry(step.name):
+                return "failed", f"{reason} (not retried: the run is stopping)"
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 
-    async def _attempt(self, step: Step, record: StepRecord, number: int) -> tuple[str, str]:
+    async def _started(self, record: StepRecord) -> None:
+        """Say why a clean-up step starts (its run_if held on its upstreams' ends)."""
+        why = self.core.start_reason(record.name)
+        if why is not None:
+            record.why = why
+            await self._emit(Notice(f"starting: {why}", self._wall(), record, level="info"))
+
+    async def _attempt(
+        self, step: Step, record: StepRecord, number: int
+    ) -> tuple[str, str | None]:
         """Trigger and poll once; ``(outcome, reason)`` with outcome succeeded, failed
         (the execution failed: retries apply) or error (they do not)."""
         attempt = AttemptRecord(number=number, triggered_at=self._wall())
@@ -365,7 +430,7 @@ class Executor:
             raise _Halt
         return await self._poll(step, record, attempt, execution, started)
 
-    async def _reattached(self, step: Step, record: StepRecord) -> tuple[str, str]:
+    async def _reattached(self, step: Step, record: StepRecord) -> tuple[str, str | None]:
         """Poll an execution a previous invocation triggered: never trigger it again."""
         attempt = self._reattach.pop(step.name)
         record.state = "running"
@@ -389,7 +454,7 @@ class Executor:
         attempt: AttemptRecord,
         execution: Execution,
         started: float,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str | None]:
         deadline = started + step.timeout
         warned = False
         while not execution.terminal:
@@ -419,7 +484,7 @@ class Executor:
                     )
                 )
         if execution.state == "succeeded":
-            return await self._attempt_over(record, attempt, "succeeded", "")
+            return await self._attempt_over(record, attempt, "succeeded", None)
         return await self._attempt_over(
             record, attempt, "failed", f"execution {execution.id} failed"
         )
@@ -432,8 +497,8 @@ class Executor:
         attempt.record = dict(execution.raw)
 
     async def _attempt_over(
-        self, record: StepRecord, attempt: AttemptRecord, outcome: str, reason: str
-    ) -> tuple[str, str]:
+        self, record: StepRecord, attempt: AttemptRecord, outcome: str, reason: str | None
+    ) -> tuple[str, str | None]:
         attempt.ended_at = self._wall()
         await self._emit(AttemptFinished(record, attempt, outcome, attempt.ended_at))
         return (
@@ -444,65 +509,21 @@ class Executor:
         record.state, record.reason, record.ended_at = state, reason, self._wall()
         await self._emit(StepFinished(record, record.ended_at))
 
-    def _downstream(self, name: str) -> list[str]:
-        return [d for d in self.plan.graph.successors(name) if d in self.run.steps]
-
-    async def _skip_downstream(self, name: str) -> None:
-        below = self._dag.downstream_of(name) & self.run.steps.keys()
-        for down in self._ordered(below):
-            record = self.run.steps[down]
-            if record.state == "pending":
-                await self._finish_step(record, "skipped", self._skip_reason(down))
-
-    def _failed_upstreams(self, name: str) -> list[str]:
-        return [
-            up
-            for up in self.plan.steps[name].depends_on
-            if up in self.run.steps and self.run.steps[up].state in ("failed", "skipped")
-        ]
-
-    def _skip_reason(self, name: str) -> str:
-        return f"upstream {', '.join(self._failed_upstreams(name))} did not succeed"
-
-    async def _stop(self, reason: str) -> None:
-        self.stopping = True
-        self.run.reason = reason
-        self._slots.close()
-        for name in list(self._waiting_retry):
-            self._tasks[name].cancel()
-        await self._emit(
-            Notice(
-                f"{reason}: no new step starts; executions in flight are polled to their end",
-                self._wall(),
-                level="info",
-            )
-        )
-
     async def _finish(self) -> None:
-        for name in self._ordered(self.run.steps):
+        unfinished = self.core.unfinished
+        if unfinished and self.halted is None:  # pragma: no cover - the core's invariant
+            raise AssertionError(f"the run ended with steps undecided: {unfinished}")
+        for name in sorted(unfinished, key=self._priority):
             record = self.run.steps[name]
-            if record.state not in ("pending", "running"):
-                continue
-            if self.halted is not None:
-                record.reason = _halted_reason(record)
-                record.state = "pending"
-                continue
-            # never started: skipped under a failed upstream, else cancelled by a stop
-            if self._failed_upstreams(name):
-                await self._finish_step(record, "skipped", self._skip_reason(name))
-            else:
-                await self._finish_step(
-                    record, "cancelled", f"not started: {self.run.reason or 'the run stopped'}"
-                )
+            record.reason = _halted_reason(record)
+            record.state = "pending"
         self.run.ended_at = self._wall()
         if self.halted is not None:
             self.run.state = "failed" if self.fatal else "interrupted"
             self.run.reason = self.halted
             self.run.exit_code = self.fatal.exit_code if self.fatal else None
-        elif all(step.state == "succeeded" for step in self.run.steps.values()):
-            self.run.state = "succeeded"
         else:
-            self.run.state = "failed"
+            self.run.state = self.core.outcome()
         await self._emit(RunFinished(self.run, self.run.ended_at))
 
     async def _emit(self, event: Event) -> None:

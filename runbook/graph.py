@@ -140,17 +140,25 @@ class Dag:
         return set(nx.descendants(self.g, name))
 
     def select(self, selects: Sequence[str] = (), excludes: Sequence[str] = ()) -> Selection:
-        """Apply ``--select`` and ``--exclude`` specs (cli.md, SELECTION).
+        """Apply ``--select`` and ``--exclude`` specs.
 
-        No ``--select`` means every step; excludes are removed after. An unknown name
-        is a usage error.
+        No ``--select`` means every step; excludes are removed after. The ``finally``
+        steps belong to every selection, unless an ``--exclude`` names one of them
+        itself. An unknown name is a usage error.
         """
         chosen = set(self.g) if not selects else set()
         for text in selects:
             chosen |= self._expand(parse_spec(text, "--select"))
+        named = set()
         for text in excludes:
-            chosen -= self._expand(parse_spec(text, "--exclude"))
-        done = {up for name in chosen for up in self.g.predecessors(name)} - chosen
+            spec = parse_spec(text, "--exclude")
+            chosen -= self._expand(spec)
+            named.add(spec.name)
+        chosen |= set(self.plan.finally_steps) - named
+        # the steps written in depends_on; a finally step's implicit upstreams are only
+        # the selected steps
+        steps = self.plan.steps
+        done = {up for name in chosen for up in steps[name].depends_on} - chosen
         return Selection(steps=frozenset(chosen), assumed_done=frozenset(done))
 
     def _expand(self, spec: Spec) -> set[str]:

@@ -10,22 +10,22 @@ from __future__ import annotations
 import gc
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from runbook import graph, yamldoc
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import PlanError, Problem
+from runbook.schedule import OnFailure, RunIf
 from runbook.schemacheck import checker, show, where
 from runbook.text import did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
 __all__ = ["ApiSettings", "Plan", "Step", "load_plan", "BUILTIN_DEFAULTS"]
 
-OnFailure = Literal["stop", "continue"]
 
 DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
 DEFAULT_TOKEN_ENV = "NEXADATA_TOKEN"
@@ -57,6 +57,8 @@ class Step:
     timeout: float
     poll_interval: float
     max_poll_interval: float
+    run_if: RunIf = "success"
+    """Effective: a ``finally`` step's default is ``always``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +83,25 @@ class Plan:
     stages: tuple[tuple[str, ...], ...]
     """Topological generations, names sorted in each: the order steps start in."""
     graph: Any = field(compare=False, repr=False)
-    """The steps as a networkx DiGraph, upstream -> downstream (see runbook.graph)."""
+    """The steps as a networkx DiGraph, upstream -> downstream (see runbook.graph), with
+    the implicit edges of the ``finally`` steps."""
+    finally_steps: tuple[str, ...] = ()
+    """The steps listed in ``finally``, in the file's order."""
 
     @property
     def edge_count(self) -> int:
-        """How many dependency edges the plan has."""
+        """How many dependency edges the plan's ``depends_on`` lists write."""
         return sum(len(step.depends_on) for step in self.steps.values())
+
+    def upstreams(self, name: str, selected: Collection[str]) -> tuple[str, ...]:
+        """The upstreams of ``name`` within ``selected``: its ``depends_on``, and for a
+        ``finally`` step every selected step outside ``finally`` (unselected upstreams
+        count as done, so they are left out)."""
+        explicit = tuple(up for up in self.steps[name].depends_on if up in selected)
+        if name not in self.finally_steps:
+            return explicit
+        apart = set(self.finally_steps).union(explicit)
+        return explicit + tuple(sorted(other for other in selected if other not in apart))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
@@ -135,21 +150,65 @@ class _Semantics:
         self.bad = bad
         self.problems: dict[Problem, None] = {}
         data = doc.data if isinstance(doc.data, dict) else {}
+        self.data: dict[Any, Any] = data
         workflows = data.get("workflows")
         self.workflows: dict[Any, Any] = workflows if isinstance(workflows, dict) else {}
         defaults = data.get("defaults")
         self.defaults: dict[Any, Any] = defaults if isinstance(defaults, dict) else {}
         self.graph: Any = None
         self.stages: list[list[str]] = []
+        self.finally_steps: dict[str, None] = {}
 
     def report(self, path: YamlPath, message: str) -> None:
         self.problems[self.doc.problem(path, f"{where(path, self.doc.data)}: {message}")] = None
 
     def check(self) -> list[Problem]:
+        self._finally()
         edges = self._dependencies()
         self._cycles(edges)
+        self._conditions()
         self._durations()
         return list(self.problems)
+
+    def _finally(self) -> None:
+        """Rule 5, first half: every name in ``finally`` exists and is listed once."""
+        listed = self.data.get("finally")
+        if not isinstance(listed, list):
+            return
+        names = [name for name in self.workflows if isinstance(name, str)]
+        times = Counter(name for name in listed if isinstance(name, str))
+        for index, name in enumerate(listed):
+            if not isinstance(name, str) or ("finally", index) in self.bad:
+                continue
+            if name in self.finally_steps:
+                if times[name]:  # once, at the first repeat, with the count
+                    count = "twice" if times[name] == 2 else f"{times[name]} times"
+                    self.report(("finally", index), f"{show(name)} is listed {count}")
+                    times[name] = 0
+            elif name not in self.workflows:
+                hint = did_you_mean(name, names)
+                self.report(("finally", index), f"unknown step {show(name)}{hint}")
+            else:
+                self.finally_steps[name] = None
+
+    def _conditions(self) -> None:
+        """Rule 6: a ``failure`` or ``always`` step has an upstream to judge."""
+        has_others = any(
+            name not in self.finally_steps for name in self.workflows if isinstance(name, str)
+        )
+        for name, step in self.workflows.items():
+            if not isinstance(step, dict) or ("workflows", name, "run_if") in self.bad:
+                continue
+            run_if = step.get("run_if")
+            if run_if not in ("failure", "always"):
+                continue
+            implicit = name in self.finally_steps and has_others
+            if not step.get("depends_on") and not implicit:
+                self.report(
+                    ("workflows", name, "run_if"),
+                    f"run_if {run_if} needs an upstream to judge, and the step has none: "
+                    "give it depends_on, or list it in finally",
+                )
 
     def _dependencies(self) -> dict[tuple[str, str], YamlPath]:
         names = [name for name in self.workflows if isinstance(name, str)]
@@ -173,6 +232,12 @@ class _Semantics:
                     hint = did_you_mean(upstream, names)
                     self.report(path, f"unknown step {show(upstream)}{hint}")
                 else:
+                    if upstream in self.finally_steps and name not in self.finally_steps:
+                        self.report(
+                            path,
+                            f"{show(upstream)} is in finally: it runs after every other step, "
+                            "so only steps in finally may depend on it",
+                        )
                     edges[(upstream, name)] = path
                 seen.add(upstream)
         return edges
@@ -240,6 +305,15 @@ def _upstreams(name: str, depends_on: Any) -> Iterator[tuple[YamlPath, Any]]:
 def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
     data: dict[str, Any] = doc.data
     defaults = {**BUILTIN_DEFAULTS, **data.get("defaults", {})}
+    finally_steps = tuple(data.get("finally", ()))
+    if finally_steps:
+        # each finally step waits for every other step: edges like the written ones,
+        # for the stages and for selections (+name, name+)
+        last = set(finally_steps)
+        dag.add_edges_from(
+            (name, after) for after in finally_steps for name in dag if name not in last
+        )
+        stages = graph.generations(dag)
     steps: dict[str, Step] = {}
     for name, raw in data["workflows"].items():
         settings = {**defaults, **raw}
@@ -258,6 +332,7 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
             timeout=parse_duration(settings["timeout"]),
             poll_interval=poll,
             max_poll_interval=max_poll if explicit_max else max(max_poll, poll),
+            run_if=raw.get("run_if", "always" if name in finally_steps else "success"),
         )
     api = data.get("api", {})
     source = doc.source
@@ -274,4 +349,5 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         sha256=source.sha256,
         stages=tuple(tuple(stage) for stage in stages),
         graph=dag,
+        finally_steps=finally_steps,
     )

@@ -37,6 +37,8 @@ _KEY_HINTS = {
     "that variable with api.token_env",
     "depends_on": "depends_on belongs to each step, not to defaults",
     "workflow_id": "workflow_id belongs to each step, not to defaults",
+    "run_if": "run_if belongs to each step, not to defaults: say on each clean-up, rollback "
+    "or alert step when it runs",
 }
 
 

@@ -1,0 +1,373 @@
+"""The scheduler's rules: which steps may start, which end without starting, the run's end.
+
+Synchronous, with no I/O, no clock and no asyncio, so that every rule of the plan format
+("Execution semantics", "Failure policies", "Conditional steps", "Run outcome") lives in
+one place that is tested exhaustively, and so that the same rules can replay a run on a
+virtual clock. The executor is the asynchronous shell that carries the decisions out.
+
+The model is :class:`graphlib.TopologicalSorter`'s: :meth:`Schedule.ready` hands each
+step out once, when its ``run_if`` holds; the caller says when it really starts
+(:meth:`Schedule.start`) and how it ended (:meth:`Schedule.finish`), and learns which
+steps that ended without starting. A step's life::
+
+    pending -> ready (handed out) -> running -> succeeded | failed
+    pending | ready -> skipped | cancelled (decided here, never started)
+
+An upstream *passes* when it succeeded, failed under ``on_failure: ignore``, or is a
+``run_if: failure`` step skipped because nothing failed. A ``success`` step is skipped as
+soon as an upstream ended without passing; ``failure`` and ``always`` steps are judged
+once every upstream has ended. A stop (``on_failure: stop``) ends every ``success`` step
+not started at once (skipped under an upstream that failed or was skipped, else
+cancelled) so that the clean-up steps waiting on them can start; an interrupt starts
+nothing more and decides nothing more: what has not ended stays pending, for a resume.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
+
+__all__ = [
+    "Ended",
+    "Final",
+    "OnFailure",
+    "Outcome",
+    "Phase",
+    "Rule",
+    "RunIf",
+    "Schedule",
+    "State",
+    "Update",
+]
+
+RunIf = Literal["success", "failure", "always"]
+OnFailure = Literal["stop", "continue", "ignore"]
+Ending = Literal["succeeded", "failed"]
+"""How a started step ended."""
+Final = Literal["succeeded", "failed", "skipped", "cancelled"]
+State = Literal["pending", "ready", "running", "succeeded", "failed", "skipped", "cancelled"]
+Phase = Literal["running", "stopping", "interrupted"]
+"""``stopping``: a step failed under ``on_failure: stop``; ``interrupted``: a signal or a
+fatal error: nothing new starts."""
+Outcome = Literal["succeeded", "failed", "interrupted"]
+
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+NOTHING_FAILED = "run_if failure: no upstream failed"
+NAMES_SHOWN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What the scheduler needs of a step: its upstreams (selected ones only, the
+    implicit ones of a ``finally`` step included) and its two policies."""
+
+    name: str
+    upstreams: tuple[str, ...] = ()
+    run_if: RunIf = "success"
+    on_failure: OnFailure = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A step the scheduler ended without starting it, and why."""
+
+    name: str
+    state: Literal["skipped", "cancelled"]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What a step's end (or a stop) decided: steps ended without starting, in the order
+    they were decided, and the reason the run stops if it stops now."""
+
+    ended: tuple[Ended, ...] = ()
+    stopped: str | None = None
+
+
+@dataclass(slots=True)
+class _Node:
+    rule: Rule
+    key: Any
+    downstream: list[str] = field(default_factory=list)
+    state: State = "pending"
+    unfinished: int = 0  # upstreams without a final state
+    blocked: list[str] = field(default_factory=list)  # upstreams that failed or were skipped
+    cancelled: list[str] = field(default_factory=list)  # upstreams cancelled by a stop
+    ignored: bool = False
+
+
+class Schedule:
+    """The state of every selected step and the rules that move it.
+
+    ``order`` gives each step's start-order key (the executor's: stage, then name);
+    ``succeeded`` are steps already done (a resume's kept steps); ``running`` are steps
+    whose execution is already in flight (re-attached by a resume: never triggered again).
+    Unselected upstreams must not appear in the rules: they count as passed.
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        order: Callable[[str], Any] | None = None,
+        succeeded: Iterable[str] = (),
+        running: Iterable[str] = (),
+    ) -> None:
+        key = order or (lambda name: name)
+        self._nodes: dict[str, _Node] = {rule.name: _Node(rule, key(rule.name)) for rule in rules}
+        for node in self._nodes.values():
+            node.unfinished = len(node.rule.upstreams)
+            for upstream in node.rule.upstreams:
+                self._nodes[upstream].downstream.append(node.rule.name)
+        self.phase: Phase = "running"
+        self.reason: str | None = None
+        """Why the run stopped or was interrupted."""
+        self._heap: list[tuple[Any, str]] = []
+        self._begun = False
+        self._preset = (tuple(succeeded), tuple(running))
+
+    # -- questions ------------------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def state(self, name: str) -> State:
+        return self._nodes[name].state
+
+    def rule(self, name: str) -> Rule:
+        return self._nodes[name].rule
+
+    def states(self) -> Mapping[str, State]:
+        return {name: node.state for name, node in self._nodes.items()}
+
+    def ignored(self, name: str) -> bool:
+        """The step failed under ``on_failure: ignore``: shown failed, but it passed."""
+        return self._nodes[name].ignored
+
+    def passed(self, name: str) -> bool:
+        node = self._nodes[name]
+        match node.state:
+            case "succeeded":
+                return True
+            case "failed":
+                return node.ignored
+            case "skipped":
+                return node.rule.run_if == "failure" and not node.blocked and not node.cancelled
+            case "pending" | "ready" | "running" | "cancelled":
+                return False
+            case _:  # pragma: no cover
+                assert_never(node.state)
+
+    def may_retry(self, name: str) -> bool:
+        """Whether a failed attempt of a running step may be tried again now: not after
+        an interrupt, and not for a ``success`` step once the run is stopping (clean-up
+        steps keep their retries: they are what a stop still runs)."""
+        match self.phase:
+            case "running":
+                return True
+            case "stopping":
+                return self._nodes[name].rule.run_if != "success"
+            case "interrupted":
+                return False
+            case _:  # pragma: no cover
+                assert_never(self.phase)
+
+    def start_reason(self, name: str) -> str | None:
+        """Why a ``failure`` or ``always`` step may start, for the user; None for the
+        default ``success``."""
+        node = self._nodes[name]
+        match node.rule.run_if:
+            case "success":
+                return None
+            case "failure":
+                return f"run_if failure: {self._not_passed(node)}"
+            case "always":
+                ended = self._not_passed(node) if node.blocked or node.cancelled else ""
+                tail = f" ({ended})" if ended else ""
+                return f"run_if always: every upstream has ended{tail}"
+            case _:  # pragma: no cover
+                assert_never(node.rule.run_if)
+
+    def outcome(self) -> Outcome:
+        """The run's outcome (plan format, "Run outcome"): interrupted, or failed when a
+        step failed other than under ``on_failure: ignore``, else succeeded."""
+        if self.phase == "interrupted":
+            return "interrupted"
+        for node in self._nodes.values():
+            if node.state == "failed" and not node.ignored:
+                return "failed"
+        return "succeeded"
+
+    @property
+    def unfinished(self) -> list[str]:
+        """Steps without a final state (after an interrupt: what a resume runs)."""
+        return [name for name, node in self._nodes.items() if node.state not in FINAL_STATES]
+
+    # -- moves ----------------------------------------------------------------------
+
+    def begin(self) -> Update:
+        """Apply the steps already done or running, and judge every step once: steps
+        without upstreams become ready; a resume's re-judged steps may end at once."""
+        if self._begun:
+            return Update()
+        self._begun = True
+        succeeded, running = self._preset
+        ended: list[Ended] = []
+        for name in running:
+            self._nodes[name].state = "running"
+        for name in succeeded:
+            self._nodes[name].state = "succeeded"
+            self._propagate(name, ended)
+        for node in self._nodes.values():
+            if node.state == "pending":
+                self._judge(node, ended)
+        return Update(tuple(ended))
+
+    def ready(self) -> list[str]:
+        """Steps that may start now, in start order, each handed out once."""
+        if self.phase == "interrupted":
+            return []
+        out = []
+        while self._heap:
+            _, name = heapq.heappop(self._heap)
+            out.append(name)
+        return out
+
+    def start(self, name: str) -> bool:
+        """The step is about to trigger its first attempt; False if it may not any more
+        (a stop ended it meanwhile, or the run was interrupted)."""
+        node = self._nodes[name]
+        if node.state != "ready" or self.phase == "interrupted":
+            return False
+        node.state = "running"
+        return True
+
+    def finish(self, name: str, ending: Ending) -> Update:
+        """A started step ended: decide what its end makes ready, skipped or cancelled,
+        and stop the run if it failed under ``on_failure: stop``."""
+        node = self._nodes[name]
+        if node.state != "running":
+            raise ValueError(f"step {name!r} is {node.state}, not running")
+        node.state = ending
+        stopped = None
+        if ending == "failed":
+            match node.rule.on_failure:
+                case "ignore":
+                    node.ignored = True
+                case "continue":
+                    pass
+                case "stop":
+                    if self.phase == "running":
+                        stopped = f"step {name} failed (on_failure: stop)"
+                case _:  # pragma: no cover
+                    assert_never(node.rule.on_failure)
+        ended: list[Ended] = []
+        self._propagate(name, ended)
+        if stopped is not None:
+            ended += self.stop(stopped).ended
+        return Update(tuple(ended), stopped)
+
+    def stop(self, reason: str) -> Update:
+        """No new ``success`` step starts: each one not started ends now (skipped under
+        an upstream that failed or was skipped, else cancelled); ``failure`` and
+        ``always`` steps are still judged as their upstreams end."""
+        if self.phase != "running":
+            return Update()
+        self.phase, self.reason = "stopping", reason
+        ended: list[Ended] = []
+        waiting = [
+            node
+            for node in self._nodes.values()
+            if node.state in ("pending", "ready") and node.rule.run_if == "success"
+        ]
+        waiting.sort(key=lambda node: node.key)  # upstreams first: their ends propagate
+        for node in waiting:
+            if node.state in ("pending", "ready"):
+                self._end(node, "skipped" if node.blocked else "cancelled", ended)
+        return Update(tuple(ended), reason)
+
+    def interrupt(self, reason: str) -> None:
+        """Nothing new starts and nothing more is decided; unended steps stay pending."""
+        if self.phase != "interrupted":
+            self.phase, self.reason = "interrupted", reason
+        self._heap.clear()
+        for node in self._nodes.values():
+            if node.state == "ready":
+                node.state = "pending"
+
+    # -- the rules ------------------------------------------------------------------
+
+    def _judge(self, node: _Node, ended: list[Ended]) -> None:
+        """Decide a pending step from its upstreams' final states, if it can be now."""
+        if self.phase == "interrupted":
+            return
+        match node.rule.run_if:
+            case "success":
+                if node.blocked:
+                    self._end(node, "skipped", ended)
+                elif node.cancelled or self.phase == "stopping":
+                    self._end(node, "cancelled", ended)
+                elif node.unfinished == 0:
+                    self._make_ready(node)
+            case "failure":
+                if node.unfinished == 0:
+                    if node.blocked or node.cancelled:
+                        self._make_ready(node)
+                    else:
+                        self._end(node, "skipped", ended)
+            case "always":
+                if node.unfinished == 0:
+                    self._make_ready(node)
+            case _:  # pragma: no cover
+                assert_never(node.rule.run_if)
+
+    def _make_ready(self, node: _Node) -> None:
+        node.state = "ready"
+        heapq.heappush(self._heap, (node.key, node.rule.name))
+
+    def _end(self, node: _Node, state: Literal["skipped", "cancelled"], out: list[Ended]) -> None:
+        node.state = state
+        out.append(Ended(node.rule.name, state, self._reason(node, state)))
+        self._propagate(node.rule.name, out)
+
+    def _reason(self, node: _Node, state: Literal["skipped", "cancelled"]) -> str:
+        if state == "cancelled":
+            return f"not started: {self.reason or 'the run stopped'}"
+        if node.rule.run_if == "failure":
+            return NOTHING_FAILED
+        return f"upstream {_names(node.blocked)} did not succeed"
+
+    def _propagate(self, name: str, out: list[Ended]) -> None:
+        """``name`` has a final state: count it in each step below, and judge those."""
+        node = self._nodes[name]
+        passed = self.passed(name)
+        for down_name in node.downstream:
+            down = self._nodes[down_name]
+            down.unfinished -= 1
+            if not passed:
+                (down.cancelled if node.state == "cancelled" else down.blocked).append(name)
+            if down.state == "pending":
+                self._judge(down, out)
+
+    def _not_passed(self, node: _Node) -> str:
+        parts = []
+        for upstream in [*node.blocked, *node.cancelled][:NAMES_SHOWN]:
+            parts.append(f"{upstream} {self._nodes[upstream].state}")
+        more = len(node.blocked) + len(node.cancelled) - NAMES_SHOWN
+        text = "upstream " + ", ".join(parts) if parts else "no upstream failed"
+        return text + (f" and {more} more" if more > 0 else "")
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    more = len(names) - NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
