@@ -397,9 +397,7 @@ class Executor:
             record.why = why
             await self._emit(Notice(f"starting: {why}", self._wall(), record, level="info"))
 
-    async def _attempt(
-        self, step: Step, record: StepRecord, number: int
-    ) -> tuple[str, str | None]:
+    async def _attempt(self, step: Step, record: StepRecord, number: int) -> tuple[str, str | None]:
         """Trigger and poll once; ``(outcome, reason)`` with outcome succeeded, failed
         (the execution failed: retries apply) or error (they do not)."""
         attempt = AttemptRecord(number=number, triggered_at=self._wall())
