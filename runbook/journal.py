@@ -89,8 +89,29 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name)
     );
     """,
+    # run_if, on_failure and whether a failure was ignored: status shows them without
+    # the plan file, which may have changed since
+    """
+    ALTER TABLE steps ADD COLUMN run_if TEXT NOT NULL DEFAULT 'success';
+    ALTER TABLE steps ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';
+    ALTER TABLE steps ADD COLUMN ignored INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE steps ADD COLUMN why TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_INSERT_STEP = (
+    "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+
+
+def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
+    return [
+        (run_id, s.name, s.workflow_id, s.stage, s.state, s.run_if, s.on_failure)
+        for s in run.steps.values()
+    ]
 
 
 class JournalError(RunbookError):
@@ -252,10 +273,7 @@ class Journal:
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
-            db.executemany(
-                "INSERT INTO steps (run_id, name, workflow_id, stage, state) VALUES (?,?,?,?,?)",
-                [(run_id, s.name, s.workflow_id, s.stage, s.state) for s in run.steps.values()],
-            )
+            db.executemany(_INSERT_STEP, _step_rows(run_id, run))
         return run_id
 
     def reopen_run(self, run_id: int, run: RunRecord) -> None:
@@ -267,9 +285,9 @@ class Journal:
                 (os.getpid(), socket.gethostname(), run_id),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO steps (run_id, name, workflow_id, stage, state) "
-                "VALUES (?,?,?,?,?)",
-                [(run_id, s.name, s.workflow_id, s.stage, s.state) for s in run.steps.values()],
+                _INSERT_STEP + " ON CONFLICT (run_id, name) DO UPDATE SET "
+                "run_if = excluded.run_if, on_failure = excluded.on_failure",
+                _step_rows(run_id, run),
             )
 
     def resumable(self, plan: str) -> sqlite3.Row | None:
@@ -307,6 +325,10 @@ class Journal:
                 reason=step["reason"],
                 started_at=step["started_at"],
                 ended_at=step["ended_at"],
+                run_if=step["run_if"],
+                on_failure=step["on_failure"],
+                ignored=bool(step["ignored"]),
+                why=step["why"],
             )
         for attempt in self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (row["id"],)
@@ -402,8 +424,9 @@ class Journal:
                     (run_id, s.name, a.number, a.triggered_at),
                 ),
                 (
-                    "UPDATE steps SET state = ?, started_at = ? WHERE run_id = ? AND name = ?",
-                    (s.state, s.started_at, run_id, s.name),
+                    "UPDATE steps SET state = ?, started_at = ?, why = ? "
+                    "WHERE run_id = ? AND name = ?",
+                    (s.state, s.started_at, s.why, run_id, s.name),
                 ),
             ]
         if isinstance(event, ExecutionSeen) and event.attempt.state in TERMINAL_STATES:
@@ -431,9 +454,18 @@ class Journal:
             s = event.step
             return [
                 (
-                    "UPDATE steps SET state = ?, reason = ?, started_at = ?, ended_at = ? "
-                    "WHERE run_id = ? AND name = ?",
-                    (s.state, s.reason, s.started_at, s.ended_at, run_id, s.name),
+                    "UPDATE steps SET state = ?, reason = ?, started_at = ?, ended_at = ?, "
+                    "ignored = ?, why = ? WHERE run_id = ? AND name = ?",
+                    (
+                        s.state,
+                        s.reason,
+                        s.started_at,
+                        s.ended_at,
+                        int(s.ignored),
+                        s.why,
+                        run_id,
+                        s.name,
+                    ),
                 )
             ]
         if isinstance(event, RunFinished):

@@ -359,8 +359,11 @@ class Schedule:
                 self._judge(down, out)
 
     def _not_passed(self, node: _Node) -> str:
+        """``upstream load failed, export skipped``: failures first, then skips."""
+        failed = [name for name in node.blocked if self._nodes[name].state == "failed"]
+        skipped = [name for name in node.blocked if self._nodes[name].state != "failed"]
         parts = []
-        for upstream in [*node.blocked, *node.cancelled][:NAMES_SHOWN]:
+        for upstream in [*failed, *skipped, *node.cancelled][:NAMES_SHOWN]:
             parts.append(f"{upstream} {self._nodes[upstream].state}")
         more = len(node.blocked) + len(node.cancelled) - NAMES_SHOWN
         text = "upstream " + ", ".join(parts) if parts else "no upstream failed"

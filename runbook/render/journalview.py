@@ -44,9 +44,21 @@ def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> Non
         duration = step_duration(step)
         took = f" in {format_duration(duration)}" if duration is not None else ""
         reason = f": {step.reason}" if step.reason else ""
-        out.write(
-            f"  {step.state.upper():<9} {step.name} (workflow {step.workflow_id}){took}{reason}\n"
+        label = "ignored" if step.ignored else step.state
+        policies = "".join(
+            f", {text}"
+            for text, shown in (
+                (f"run_if {step.run_if}", step.run_if != "success"),
+                ("on_failure ignore", step.ignored),
+            )
+            if shown
         )
+        out.write(
+            f"  {label.upper():<9} {step.name} (workflow {step.workflow_id}{policies})"
+            f"{took}{reason}\n"
+        )
+        if step.why:
+            out.write(f"            started because {step.why}\n")
         for attempt in step.attempts:
             execution = (
                 f"execution {attempt.execution_id}" if attempt.execution_id else "no execution id"

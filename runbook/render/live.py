@@ -73,7 +73,7 @@ class LiveView:
             *[(f"{count} {state}  ", _STYLES[state]) for state, count in counts.items() if count],
         )
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for column in ("stage", "step", "state", "attempt", "execution", "elapsed"):
+        for column in ("stage", "step", "state", "attempt", "execution", "elapsed", "why"):
             table.add_column(column, justify="right" if column in ("stage", "attempt") else "left")
         watched = [s for s in steps if s.state == "running"]
         watched.sort(key=lambda s: (s.stage, s.name))
@@ -92,6 +92,10 @@ class LiveView:
         elapsed = format_duration(end - step.started_at) if step.started_at else ""
         execution = str(attempt.execution_id) if attempt and attempt.execution_id else ""
         state = step.state if step.state != "running" or attempt is None else attempt.state
+        if step.ignored:
+            state = "failed (ignored)"
+        # why a clean-up step runs, or why a step ended as it did
+        why = step.reason if step.state in ("skipped", "cancelled") else step.why
         return [
             str(step.stage),
             step.name,
@@ -99,4 +103,5 @@ class LiveView:
             str(attempt.number) if attempt else "",
             execution,
             elapsed,
+            Text(why or "", style="dim"),
         ]

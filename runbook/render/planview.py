@@ -39,7 +39,25 @@ def write_invalid(out: TextIO, error: InputError) -> None:
     out.write(f"{name}: invalid {error.kind} ({plural(len(error.problems), 'problem')})\n")
 
 
-_HEADERS = ("STAGE", "STEP", "WORKFLOW", "ON_FAILURE", "RETRIES", "TIMEOUT", "DEPENDS_ON")
+_HEADERS = (
+    "STAGE",
+    "STEP",
+    "WORKFLOW",
+    "RUN_IF",
+    "ON_FAILURE",
+    "RETRIES",
+    "TIMEOUT",
+    "DEPENDS_ON",
+)
+_RIGHT = (0, 2, 5)  # the numbers
+FINALLY_UPSTREAMS = "every other step (finally)"
+
+
+def _depends_on(plan: Plan, name: str) -> str:
+    written = ", ".join(plan.steps[name].depends_on)
+    if name not in plan.finally_steps:
+        return written or "-"
+    return f"{written}, {FINALLY_UPSTREAMS}" if written else FINALLY_UPSTREAMS
 
 
 def write_plan_text(
@@ -68,28 +86,31 @@ def write_plan_text(
                     str(number),
                     name,
                     str(step.workflow_id),
+                    step.run_if,
                     step.on_failure,
                     str(step.retries),
                     format_duration(step.timeout),
-                    ", ".join(step.depends_on) or "-",
+                    _depends_on(plan, name),
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS) - 1)]
     out.write("\n")
     for row in rows:
         cells = [
-            cell.rjust(width) if index in (0, 2, 4) else cell.ljust(width)
+            cell.rjust(width) if index in _RIGHT else cell.ljust(width)
             for index, (cell, width) in enumerate(zip(row, widths, strict=False))
         ]
         out.write("  ".join(cells) + "  " + row[-1] + "\n")
 
 
-def _step_json(step: Step) -> dict[str, Any]:
+def _step_json(plan: Plan, step: Step) -> dict[str, Any]:
     return {
         "name": step.name,
         "workflow_id": step.workflow_id,
         "depends_on": list(step.depends_on),
         "description": step.description,
+        "run_if": step.run_if,
+        "finally": step.name in plan.finally_steps,
         "on_failure": step.on_failure,
         "retries": step.retries,
         "retry_delay": step.retry_delay,
@@ -113,7 +134,8 @@ def write_plan_json(
         "dependencies": plan.edge_count,
         "selected": len(selection.steps),
         "assumed_done": sorted(selection.assumed_done),
-        "stages": [[_step_json(plan.steps[name]) for name in stage] for stage in stages],
+        "finally": list(plan.finally_steps),
+        "stages": [[_step_json(plan, plan.steps[name]) for name in stage] for stage in stages],
     }
     json.dump(document, out, indent=2)
     out.write("\n")
@@ -123,20 +145,47 @@ def _dot_id(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _edges(plan: Plan) -> list[tuple[str, str, str | None]]:
+    """Every edge to draw, upstream first, with its label: the ``run_if`` of a
+    ``failure``/``always`` step it leads into, ``finally`` for the implicit edges of a
+    ``finally`` step (drawn from the last steps before it only: the others reach it
+    through them)."""
+    edges: list[tuple[str, str, str | None]] = []
+    last = set(plan.finally_steps)
+    ends = [
+        name
+        for name in sorted(plan.steps)
+        if name not in last and not any(down not in last for down in plan.graph.successors(name))
+    ]
+    for name in sorted(plan.steps):
+        step = plan.steps[name]
+        label = step.run_if if step.run_if != "success" else None
+        for upstream in sorted(step.depends_on):
+            edges.append((upstream, name, label))
+        if name in last:
+            implicit = f"finally, {step.run_if}" if label else "finally"
+            edges += [(end, name, implicit) for end in ends if end not in step.depends_on]
+    return edges
+
+
 def write_dot(out: TextIO, plan: Plan) -> None:
-    """A Graphviz digraph, left to right; ``on_failure: continue`` steps are dashed."""
+    """A Graphviz digraph, left to right; ``on_failure: continue`` steps are dashed,
+    ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
+    edges of ``finally`` steps are dashed and labelled."""
     out.write(f"digraph {_dot_id(plan.name)} {{\n")
     out.write("  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
     for name in sorted(plan.steps):
         step = plan.steps[name]
-        style = ", style=dashed" if step.on_failure == "continue" else ""
+        style = _NODE_STYLES.get(step.on_failure, "")
         label = _dot_id(f"{name}\nworkflow {step.workflow_id}").replace("\n", "\\n")
         out.write(f"  {_dot_id(name)} [label={label}{style}];\n")
-    for name in sorted(plan.steps):
-        for upstream in sorted(plan.steps[name].depends_on):
-            out.write(f"  {_dot_id(upstream)} -> {_dot_id(name)};\n")
+    for upstream, name, edge_label in _edges(plan):
+        attributes = f" [style=dashed, label={_dot_id(edge_label)}]" if edge_label else ""
+        out.write(f"  {_dot_id(upstream)} -> {_dot_id(name)}{attributes};\n")
     out.write("}\n")
 
+
+_NODE_STYLES = {"continue": ", style=dashed", "ignore": ", style=dotted"}
 
 _MERMAID_RESERVED = {
     "end",
@@ -170,16 +219,19 @@ def _mermaid_ids(names: Sequence[str]) -> dict[str, str]:
 
 
 def write_mermaid(out: TextIO, plan: Plan) -> None:
-    """A Mermaid flowchart, left to right; ``on_failure: continue`` steps are dashed."""
+    """A Mermaid flowchart, left to right; ``on_failure: continue`` steps are dashed,
+    ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
+    edges of ``finally`` steps are dashed and labelled."""
     names = sorted(plan.steps)
     ids = _mermaid_ids(names)
     out.write("flowchart LR\n")
     for name in names:
         out.write(f'  {ids[name]}["{name}<br/>workflow {plan.steps[name].workflow_id}"]\n')
-    for name in names:
-        for upstream in sorted(plan.steps[name].depends_on):
-            out.write(f"  {ids[upstream]} --> {ids[name]}\n")
-    continued = [ids[name] for name in names if plan.steps[name].on_failure == "continue"]
-    if continued:
-        out.write("  classDef continue stroke-dasharray: 5 5\n")
-        out.write(f"  class {','.join(continued)} continue\n")
+    for upstream, name, label in _edges(plan):
+        arrow = f" -.->|{label}| " if label else " --> "
+        out.write(f"  {ids[upstream]}{arrow}{ids[name]}\n")
+    for policy, dashes in (("continue", "5 5"), ("ignore", "2 2")):
+        styled = [ids[name] for name in names if plan.steps[name].on_failure == policy]
+        if styled:
+            out.write(f"  classDef {policy} stroke-dasharray: {dashes}\n")
+            out.write(f"  class {','.join(styled)} {policy}\n")

@@ -33,6 +33,9 @@ def _step(step: StepRecord) -> dict[str, Any]:
         "workflow_id": step.workflow_id,
         "state": step.state,
         "reason": step.reason,
+        "run_if": step.run_if,
+        "on_failure": step.on_failure,
+        "ignored": step.ignored,
         "attempts": [attempt_fields(attempt) for attempt in step.attempts],
     }
 
@@ -55,10 +58,11 @@ def write_report(path: str, run: RunRecord) -> None:
 
 
 def write_junit(path: str, run: RunRecord) -> None:
-    """One test case per step: failed -> failure; skipped, cancelled, pending -> skipped."""
+    """One test case per step: failed -> failure; skipped, cancelled, pending and a
+    failure under ``on_failure: ignore`` -> skipped."""
     steps = run.ordered()
-    failures = sum(1 for step in steps if step.state == "failed")
-    skipped = sum(1 for step in steps if step.state in ("skipped", "cancelled", "pending"))
+    failures = sum(1 for step in steps if step.state == "failed" and not step.ignored)
+    skipped = len(steps) - failures - run.count("succeeded")
     total = (run.ended_at or run.started_at) - run.started_at
     suite = ET.Element(
         "testsuite",
@@ -92,7 +96,10 @@ def write_junit(path: str, run: RunRecord) -> None:
             ET.SubElement(
                 properties, "property", {"name": "execution_id", "value": str(attempt.execution_id)}
             )
-        if step.state == "failed":
+        if step.ignored:
+            message = f"failed (on_failure: ignore): {step.reason}"
+            ET.SubElement(case, "skipped", {"message": message})
+        elif step.state == "failed":
             failure = ET.SubElement(case, "failure", {"message": step.reason or "failed"})
             lines = [f"workflow {step.workflow_id}"]
             if attempt is not None and attempt.execution_id is not None:

@@ -52,6 +52,11 @@ def step_duration(step: StepRecord) -> float | None:
     return None
 
 
+def shown_state(step: StepRecord) -> str:
+    """``failed``, or ``failed (ignored)`` for a failure under ``on_failure: ignore``."""
+    return "failed (ignored)" if step.ignored else step.state
+
+
 def _who(step: StepRecord, attempt: AttemptRecord | None = None) -> str:
     text = f"{step.name} (workflow {step.workflow_id}"
     if attempt is not None and attempt.execution_id is not None:
@@ -96,7 +101,7 @@ def describe(event: Event) -> str | None:
             return f"{_who(step, step.attempt)}: succeeded{took}"
         failures = step.attempt.errors if step.attempt and step.state == "failed" else ()
         detail = f" [{'; '.join(failures)}]" if failures else ""
-        return f"{_who(step, step.attempt)}: {step.state}: {step.reason}{detail}"
+        return f"{_who(step, step.attempt)}: {shown_state(step)}: {step.reason}{detail}"
     if isinstance(event, Notice):
         where = f"{_who(event.step, event.step.attempt)}: " if event.step else ""
         return f"{where}{'warning: ' if event.level == 'warning' else ''}{event.message}"
@@ -155,7 +160,11 @@ class JsonLines:
                 document["reason"] = run.reason
         elif isinstance(event, StepFinished):
             document.update(
-                state=event.step.state, reason=event.step.reason, attempt=_attempt_json(attempt)
+                state=event.step.state,
+                reason=event.step.reason,
+                run_if=event.step.run_if,
+                ignored=event.step.ignored,
+                attempt=_attempt_json(attempt),
             )
         elif isinstance(event, Notice):
             document.update(level=event.level, message=event.message)
@@ -183,28 +192,42 @@ _EVENT_NAMES = {
 
 
 def _counts(run: RunRecord) -> dict[str, int]:
-    states = ("succeeded", "failed", "skipped", "cancelled", "pending", "running")
-    return {state: run.count(state) for state in states if run.count(state)}
+    """Steps by state; a failure under ``on_failure: ignore`` counts as ``ignored``."""
+    ignored = sum(1 for step in run.steps.values() if step.ignored)
+    counts = {
+        "succeeded": run.count("succeeded"),
+        "failed": run.count("failed") - ignored,
+        "ignored": ignored,
+    }
+    counts.update((state, run.count(state)) for state in ("skipped", "cancelled", "pending"))
+    counts["running"] = run.count("running")
+    return {state: count for state, count in counts.items() if count}
+
+
+def _count_text(state: str, count: int) -> str:
+    return plural(count, "failure") + " ignored" if state == "ignored" else f"{count} {state}"
+
+
+_SUMMARY_ORDER = ("failed", "pending", "running", "skipped", "cancelled", "ignored")
+
+
+def _label(step: StepRecord) -> str:
+    return "ignored" if step.ignored else step.state
 
 
 def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None) -> None:
     """The run's outcome in a few lines: counts, then every step that did not succeed."""
     took = format_duration((run.ended_at or run.started_at) - run.started_at)
-    counts = ", ".join(f"{count} {state}" for state, count in _counts(run).items()) or "no steps"
+    counts = (
+        ", ".join(_count_text(state, count) for state, count in _counts(run).items())
+        or "no steps"
+    )
     ident = f"Run {run.run_id} of" if run.run_id is not None else "Run of"
     out.write(f"{ident} {run.plan} {run.state} in {took}: {counts}\n")
     if run.reason and run.state != "succeeded":
         out.write(f"  {run.reason}\n")
     problems = [step for step in run.steps.values() if step.state != "succeeded"]
-    problems.sort(
-        key=lambda s: (
-            ["failed", "pending", "skipped", "cancelled"].index(s.state)
-            if s.state in ("failed", "pending", "skipped", "cancelled")
-            else 9,
-            s.stage,
-            s.name,
-        )
-    )
+    problems.sort(key=lambda s: (_SUMMARY_ORDER.index(_label(s)), s.stage, s.name))
     width = max((len(step.name) for step in problems), default=0)
     for step in problems:
         attempt = step.attempt
@@ -212,7 +235,7 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
             f"  execution {attempt.execution_id}" if attempt and attempt.execution_id else ""
         )
         out.write(
-            f"  {step.state.upper():<9} {step.name:<{width}}  workflow {step.workflow_id}"
+            f"  {_label(step).upper():<9} {step.name:<{width}}  workflow {step.workflow_id}"
             f"{execution}: {step.reason}\n"
         )
         if step.state == "failed" and attempt is not None:

@@ -127,7 +127,17 @@ def test_report_and_junit(cli, plan: Path, tmp_path: Path) -> None:
     steps = {s["name"]: s for s in document["steps"]}
     assert [s["name"] for s in document["steps"]] == ["load", "report", "side"]
     side = steps["side"]
-    assert set(side) == {"name", "workflow_id", "state", "reason", "attempts"}
+    assert set(side) == {
+        "name",
+        "workflow_id",
+        "state",
+        "reason",
+        "run_if",
+        "on_failure",
+        "ignored",
+        "attempts",
+    }
+    assert (side["run_if"], side["on_failure"], side["ignored"]) == ("success", "continue", False)
     assert (side["workflow_id"], side["state"]) == (61, "failed")
     assert re.fullmatch(r"execution \d failed", side["reason"])
     (attempt,) = side["attempts"]

@@ -59,9 +59,9 @@ def test_plan_text(cli) -> None:
     assert result.out == (
         "Plan minimal: 2 workflows in 2 stages, max_parallel 4\n"
         "\n"
-        "STAGE  STEP    WORKFLOW  ON_FAILURE  RETRIES  TIMEOUT  DEPENDS_ON\n"
-        "    1  load          29  stop              0  6h       -\n"
-        "    2  report        57  stop              0  6h       load\n"
+        "STAGE  STEP    WORKFLOW  RUN_IF   ON_FAILURE  RETRIES  TIMEOUT  DEPENDS_ON\n"
+        "    1  load          29  success  stop              0  6h       -\n"
+        "    2  report        57  success  stop              0  6h       load\n"
     )
 
 
@@ -82,10 +82,11 @@ def test_plan_text_with_selection(cli) -> None:
         "Taken as already done (not selected): reconcile_payments, transform_customers, "
         "transform_orders\n"
         "\n"
-        "STAGE  STEP              WORKFLOW  ON_FAILURE  RETRIES  TIMEOUT  DEPENDS_ON\n"
-        "    1  build_sales_mart        50  stop              1  3h       "
+        "STAGE  STEP              WORKFLOW  RUN_IF   ON_FAILURE  RETRIES  TIMEOUT  DEPENDS_ON\n"
+        "    1  build_sales_mart        50  success  stop              1  3h       "
         "transform_orders, transform_customers, reconcile_payments\n"
-        "    1  notify_finance          63  continue          0  2h       reconcile_payments\n"
+        "    1  notify_finance          63  success  continue          0  2h       "
+        "reconcile_payments\n"
     )
 
 
@@ -99,18 +100,32 @@ def test_plan_json(cli) -> None:
         "base_url": "https://nexadata.example.com/api/v1",
         "token_env": "WAREHOUSE_NEXADATA_TOKEN",
     }
-    assert (document["workflows"], document["dependencies"], document["selected"]) == (3, 3, 3)
+    assert (document["workflows"], document["dependencies"], document["selected"]) == (4, 3, 4)
+    assert document["finally"] == ["clean_up"]
     assert [[s["name"] for s in stage] for stage in document["stages"]] == [
         ["extract"],
         ["transform"],
         ["report"],
+        ["clean_up"],
     ]
-    extract, transform, report = (stage[0] for stage in document["stages"])
+    extract, transform, report, clean_up = (stage[0] for stage in document["stages"])
+    assert (report["on_failure"], report["run_if"], report["finally"]) == (
+        "ignore",
+        "success",
+        False,
+    )
+    assert (clean_up["run_if"], clean_up["finally"], clean_up["depends_on"]) == (
+        "failure",
+        True,
+        [],
+    )
     assert extract == {
         "name": "extract",
         "workflow_id": 101,
         "depends_on": [],
         "description": "Durations may be numbers of seconds too",
+        "run_if": "success",
+        "finally": False,
         "on_failure": "continue",
         "retries": 2,
         "retry_delay": 10.0,

@@ -116,8 +116,37 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
     Journal(tmp_path).close()
     journal = Journal(tmp_path)
     rows = journal.db.execute("SELECT version FROM schema_version").fetchall()
-    assert [tuple(row) for row in rows] == [(1,)]
+    assert [tuple(row) for row in rows] == [(1,), (2,)]
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    journal.close()
+
+
+def test_a_journal_of_the_first_schema_is_migrated_and_its_runs_still_load(
+    tmp_path: Path,
+) -> None:
+    from runbook.journal import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.executescript(MIGRATIONS[0])
+    db.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "INSERT INTO schema_version VALUES (1);"
+        "INSERT INTO runs VALUES (1, 'p', 'p.yaml', 'x', 1, 'h', 'failed', NULL, 4, '[]', "
+        "'{}', 1.0, 2.0);"
+        "INSERT INTO steps VALUES (1, 'a', 7, 1, 'failed', 'execution 1 failed', 1.0, 2.0);"
+    )
+    db.commit()
+    db.close()
+    journal = Journal(tmp_path)
+    run = journal.load_run(journal.run_row(1))
+    step = run.steps["a"]
+    assert (step.state, step.run_if, step.on_failure, step.ignored, step.why) == (
+        "failed",
+        "success",
+        "stop",
+        False,
+        None,
+    )
     journal.close()
 
 
