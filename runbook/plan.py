@@ -199,11 +199,18 @@ class _Semantics:
         for name, step in self.workflows.items():
             if not isinstance(step, dict) or ("workflows", name, "run_if") in self.bad:
                 continue
-            run_if = step.get("run_if")
-            if run_if not in ("failure", "always"):
+            last = name in self.finally_steps
+            run_if = step.get("run_if", "always" if last else "success")
+            if run_if not in ("failure", "always") or step.get("depends_on"):
                 continue
-            implicit = name in self.finally_steps and has_others
-            if not step.get("depends_on") and not implicit:
+            if last and not has_others:
+                index = list(self.data["finally"]).index(name)
+                self.report(
+                    ("finally", index),
+                    f"{show(name)} would run after every other step, but every step is in "
+                    f"finally: with run_if {run_if} it needs depends_on to judge",
+                )
+            elif not last:
                 self.report(
                     ("workflows", name, "run_if"),
                     f"run_if {run_if} needs an upstream to judge, and the step has none: "

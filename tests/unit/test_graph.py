@@ -95,3 +95,54 @@ def test_cycles_one_per_knot_shortest_from_smallest_name() -> None:
     assert stages_or_cycles(g) == ([], [["a", "b", "c"], ["x", "y"]])
     acyclic = digraph("abc", [("a", "b")])
     assert stages_or_cycles(acyclic) == ([["a", "c"], ["b"]], [])
+
+
+FINALLY = """\
+version: 1
+finally: [release, page]
+workflows:
+  extract: {workflow_id: 1}
+  load: {workflow_id: 2, depends_on: extract}
+  side: {workflow_id: 3}
+  release: {workflow_id: 4}
+  page: {workflow_id: 5, depends_on: release, run_if: failure}
+"""
+
+
+@pytest.fixture
+def last(tmp_path: Path) -> Dag:
+    path = tmp_path / "finally.yaml"
+    path.write_text(FINALLY)
+    return Dag(load_plan(path))
+
+
+def test_finally_steps_come_last_and_wait_for_every_selected_step(last: Dag) -> None:
+    plan = last.plan
+    assert last.stages() == [["extract", "side"], ["load"], ["release"], ["page"]]
+    assert plan.edge_count == 2  # only the written edges
+    assert plan.steps["release"].run_if == "always" and plan.steps["page"].run_if == "failure"
+    everything = set(plan.steps)
+    assert plan.upstreams("release", everything) == ("extract", "load", "side")
+    assert plan.upstreams("page", everything) == ("release", "extract", "load", "side")
+    assert plan.upstreams("load", {"load", "release"}) == ()  # extract: not selected
+    assert plan.upstreams("release", {"side", "release"}) == ("side",)
+    assert last.stages({"side", "release", "page"}) == [["side"], ["release"], ["page"]]
+
+
+@pytest.mark.parametrize(
+    ("selects", "excludes", "steps", "done"),
+    [
+        (("load",), (), {"load", "release", "page"}, {"extract"}),
+        (("+release",), (), {"extract", "load", "side", "release", "page"}, set()),
+        (("extract+",), (), {"extract", "load", "release", "page"}, set()),
+        ((), ("release",), {"extract", "load", "side", "page"}, {"release"}),
+        ((), ("load+",), {"extract", "side", "release", "page"}, set()),
+        (("side",), ("page", "release"), {"side"}, set()),
+    ],
+)
+def test_finally_steps_join_every_selection_unless_excluded_by_name(
+    last: Dag, selects, excludes, steps, done
+) -> None:
+    selection = last.select(selects, excludes)
+    assert selection.steps == steps
+    assert selection.assumed_done == done
