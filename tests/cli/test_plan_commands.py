@@ -176,14 +176,18 @@ def test_graph_mermaid(cli) -> None:
     assert result.code == 0
     assert result.out == (
         "flowchart LR\n"
+        '  clean_up["clean_up<br/>workflow 104"]\n'
         '  extract["extract<br/>workflow 101"]\n'
         '  report["report<br/>workflow 103"]\n'
         '  transform["transform<br/>workflow 102"]\n'
+        "  report -.->|finally, failure| clean_up\n"
         "  extract --> report\n"
         "  transform --> report\n"
         "  extract --> transform\n"
         "  classDef continue stroke-dasharray: 5 5\n"
-        "  class extract,report continue\n"
+        "  class clean_up,extract continue\n"
+        "  classDef ignore stroke-dasharray: 2 2\n"
+        "  class report ignore\n"
     )
 
 
@@ -269,4 +273,46 @@ def test_real_entry_point_from_another_directory(tmp_path: Path) -> None:
     assert result.err == (
         "p.yaml:3:20: workflows.a.workflow_id: 0 is less than the minimum, 1\n"
         "p.yaml: invalid plan (1 problem)\n"
+    )
+
+
+CLEANUP = str(ROOT / "examples" / "cleanup.yaml")
+
+
+def test_plan_text_shows_run_if_and_finally_last(cli) -> None:
+    result = cli("plan", CLEANUP, "-s", "load_warehouse+", "-x", "page_on_call")
+    assert result.code == 0
+    assert result.out.endswith(
+        "STAGE  STEP                    WORKFLOW  RUN_IF   ON_FAILURE  RETRIES  TIMEOUT  "
+        "DEPENDS_ON\n"
+        "    1  load_warehouse                72  success  stop              1  1h       "
+        "snapshot_warehouse, extract_orders, extract_customers\n"
+        "    2  export_partner_feed           61  success  ignore            1  1h       "
+        "load_warehouse\n"
+        "    2  refresh_dashboards            57  success  stop              1  1h       "
+        "load_warehouse\n"
+        "    2  restore_snapshot              73  failure  stop              1  1h       "
+        "load_warehouse\n"
+        "    3  release_warehouse_lock        75  always   stop              1  1h       "
+        "every other step (finally)\n"
+    )
+
+
+def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
+    dot = cli("graph", CLEANUP).out
+    assert '  "load_warehouse" -> "restore_snapshot" [style=dashed, label="failure"];\n' in dot
+    assert '  "load_warehouse" -> "refresh_dashboards";\n' in dot
+    # a finally step: from the last steps before it only
+    into_release = [line for line in dot.splitlines() if '-> "release_warehouse_lock"' in line]
+    assert into_release == [
+        f'  "{name}" -> "release_warehouse_lock" [style=dashed, label="finally, always"];'
+        for name in ("export_partner_feed", "refresh_dashboards", "restore_snapshot")
+    ]
+    assert '"export_partner_feed" [label="export_partner_feed\\nworkflow 61", style=dotted];' in dot
+    mermaid = cli("graph", CLEANUP, "--format", "mermaid").out
+    assert "  load_warehouse -.->|failure| restore_snapshot\n" in mermaid
+    assert "  restore_snapshot -.->|finally, failure| page_on_call\n" in mermaid
+    assert "  extract_orders --> load_warehouse\n" in mermaid
+    assert mermaid.endswith(
+        "  classDef ignore stroke-dasharray: 2 2\n  class export_partner_feed ignore\n"
     )
