@@ -39,6 +39,8 @@ def main() -> None:
         if args.only in (None, "fault"):
             shape = Shape(
                 fail_first_share=0.02,
+                cleanup_every=50,
+                ignored_failures=5,
                 seed=args.seed,
                 faults={
                     "error_rate": 0.05,
@@ -59,6 +61,7 @@ def main() -> None:
                 duration=(5.0, 10.0),
                 poll="0.2s",
                 faults={"latency": "50ms"},
+                cleanup_every=5,
                 seed=args.seed,
             )
             soak, sandbox = crash_soak(
@@ -68,7 +71,7 @@ def main() -> None:
                 executions = {int(k): v for k, v in sandbox.stats()["executions"].items()}
             finally:
                 sandbox.stop()
-            check_crash_soak(soak, executions, shape)
+            check_crash_soak(soak, executions)
             print(f"crash soak: {soak.figures(executions)}; every check passed")
 
 

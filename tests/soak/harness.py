@@ -51,9 +51,16 @@ class Shape:
     fail_first_share: float = 0.0  # share of workflows that fail first, then succeed
     faults: dict[str, Any] = field(default_factory=dict)
     seed: int = 6
+    cleanup_every: int = 0
+    """Every this many steps of a layer after the first gets a ``run_if: failure`` step
+    (skipped: nothing that counts fails) and a ``run_if: always`` step; the plan gets a
+    ``finally`` step. 0: none."""
+    ignored_failures: int = 0
+    """Steps that fail under ``on_failure: ignore``, each with a ``success`` step and a
+    ``failure`` step below it (the first runs, the second is skipped)."""
 
     @property
-    def steps(self) -> int:
+    def layered_steps(self) -> int:
         return self.layers * self.width
 
 
@@ -62,6 +69,15 @@ class Workload:
     plan: Path
     scenario: Path
     fail_first: dict[int, int]  # workflow id -> failures before it succeeds
+    states: dict[str, str] = field(default_factory=dict)  # step -> its expected end
+    workflows: dict[str, int] = field(default_factory=dict)  # step -> workflow id
+
+    def executions(self, step: str) -> int:
+        """How many executions the step's workflow must get: one per attempt due, none
+        for a step that is skipped."""
+        if self.states[step] == "skipped":
+            return 0
+        return 1 + self.fail_first.get(self.workflows[step], 0)
 
 
 def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workload:
@@ -79,24 +95,54 @@ def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workloa
         scenario.append(f"faults: {json.dumps(shape.faults)}")
     scenario.append("workflows:")
     fail_first: dict[int, int] = {}
+    states: dict[str, str] = {}
+    workflows: dict[str, int] = {}
+
+    def add(step: str, extra: str, behaviour: str, state: str) -> None:
+        workflow_id = len(workflows) + 1
+        workflows[step], states[step] = workflow_id, state
+        plan.append(f"  {step}: {{workflow_id: {workflow_id}{extra}}}")
+        scenario.append(f"  {workflow_id}: {{{behaviour}}}")
+
     previous: list[str] = []
     for layer in range(shape.layers):
         current = []
         for index in range(shape.width):
-            step, workflow_id = f"l{layer}_{index:04d}", layer * shape.width + index + 1
+            step = f"l{layer}_{index:04d}"
             upstreams = sorted(rng.sample(previous, 2)) if len(previous) >= 2 else []
             extra = f", depends_on: [{', '.join(upstreams)}]" if upstreams else ""
             duration = round(rng.uniform(*shape.duration), 3)
             behaviour = f"duration: {duration}"
             if rng.random() < shape.fail_first_share:
-                fail_first[workflow_id] = 1
+                fail_first[len(workflows) + 1] = 1
                 behaviour += ", fail_first: 1"
                 extra += ", retries: 1"
-            plan.append(f"  {step}: {{workflow_id: {workflow_id}{extra}}}")
-            scenario.append(f"  {workflow_id}: {{{behaviour}}}")
+            add(step, extra, behaviour, "succeeded")
             current.append(step)
         previous = current
-    workload = Workload(directory / f"{name}.yaml", directory / f"{name}-scenario.yaml", fail_first)
+    cleanup = []
+    if shape.cleanup_every:
+        for step in [name for name in workflows if not name.startswith("l0_")]:
+            if int(step.split("_")[1]) % shape.cleanup_every == 0:
+                cleanup.append((f"undo_{step}", step, "failure", "skipped"))
+                cleanup.append((f"after_{step}", step, "always", "succeeded"))
+    for index in range(shape.ignored_failures):
+        step = f"optional_{index}"
+        add(step, ", on_failure: ignore", "duration: 0.1, outcome: failed", "failed")
+        cleanup.append((f"then_{step}", step, "success", "succeeded"))
+        cleanup.append((f"alert_{step}", step, "failure", "skipped"))
+    for step, upstream, run_if, state in cleanup:
+        add(step, f", depends_on: {upstream}, run_if: {run_if}", "duration: 0.2", state)
+    if shape.cleanup_every:
+        plan.insert(2, "finally: [release]")
+        add("release", "", "duration: 0.2", "succeeded")
+    workload = Workload(
+        directory / f"{name}.yaml",
+        directory / f"{name}-scenario.yaml",
+        fail_first,
+        states,
+        workflows,
+    )
     workload.plan.write_text("\n".join(plan) + "\n")
     workload.scenario.write_text("\n".join(scenario) + "\n")
     return workload
@@ -213,13 +259,13 @@ class FaultSoak:
     stats: dict[str, Any]
     run_ended_at: float
     output: str
-    fail_first: dict[int, int]
+    workload: Workload
 
     def figures(self) -> str:
         steps = len(self.report["steps"])
         s = self.stats
         resent = answered(s, 429) + answered(s, 500) + answered(s, 503)
-        step_retries = s["executions_total"] - steps
+        step_retries = s["executions_total"] - len(s["executions"])  # beyond one a workflow
         return (
             f"{steps} steps in {self.seconds:.1f} s: {s['requests_total']} requests, "
             f"{answered(s, 429)} answered 429, {answered(s, 500)} answered 500, "
@@ -252,21 +298,22 @@ def fault_soak(directory: Path, shape: Shape) -> FaultSoak:
         stats=stats,
         run_ended_at=row["ended_at"] if row is not None and row["ended_at"] else 0.0,
         output=done.stdout + done.stderr,
-        fail_first=workload.fail_first,
+        workload=workload,
     )
 
 
 def check_fault_soak(result: FaultSoak, shape: Shape) -> None:
     """Everything the fault soak must prove; an AssertionError says which broke."""
+    workload = result.workload
     assert result.exit_code == 0, result.output[-3000:]
     assert result.report["state"] == "succeeded"
-    assert len(result.report["steps"]) == shape.steps
-    assert all(step["state"] == "succeeded" for step in result.report["steps"])
+    assert {step["name"]: step["state"] for step in result.report["steps"]} == workload.states
     executions = {int(k): v for k, v in result.stats["executions"].items()}
     attempts = report_attempts(result.report)
-    for workflow_id in range(1, shape.steps + 1):
-        expected = 1 + result.fail_first.get(workflow_id, 0)  # a retry due per failure
-        assert executions[workflow_id] == expected == len(attempts[workflow_id]), workflow_id
+    for step, workflow_id in workload.workflows.items():
+        expected = workload.executions(step)  # a retry due per failure; 0: skipped
+        got = executions.get(workflow_id, 0)
+        assert got == expected == len(attempts.get(workflow_id, [])), workflow_id
     assert result.stats["peak_in_flight"] <= shape.max_parallel
     last = epoch(result.stats["last_request_at"])
     assert last <= result.run_ended_at + 0.001, "a request reached the API after the run ended"
@@ -290,6 +337,7 @@ class CrashSoak:
 
     status: dict[str, Any] = field(default_factory=dict)  # ``runbook status --format json``
     seconds: float = 0.0
+    workload: Workload | None = None
 
     def figures(self, executions: dict[int, int]) -> str:
         lost = lost_executions(self.status, executions)
@@ -324,7 +372,7 @@ def crash_soak(
     state = directory / "state"
     sandbox = Sandbox(workload.scenario).start()
     env = environment(state, sandbox.url)
-    soak = CrashSoak()
+    soak = CrashSoak(workload=workload)
     started = time.perf_counter()
     try:
         while True:
@@ -384,17 +432,21 @@ def crash_soak(
     return soak, sandbox
 
 
-def check_crash_soak(soak: CrashSoak, executions: dict[int, int], shape: Shape) -> None:
-    """Exactly once: one execution per workflow, except where the operator forced a
-    re-trigger of an unanswered POST — and no execution id lost anywhere else."""
+def check_crash_soak(soak: CrashSoak, executions: dict[int, int]) -> None:
+    """Exactly once: one execution per workflow (none for a clean-up step that nothing
+    called for), except where the operator forced a re-trigger of an unanswered POST —
+    and no execution id lost anywhere else."""
+    workload = soak.workload
+    assert workload is not None
     assert soak.status["state"] == "succeeded"
-    assert all(step["state"] == "succeeded" for step in soak.status["steps"])
-    assert sorted(executions) == list(range(1, shape.steps + 1))
+    assert {step["name"]: step["state"] for step in soak.status["steps"]} == workload.states
+    expected = {workload.workflows[n]: workload.executions(n) for n in workload.workflows}
+    assert sorted(executions) == sorted(w for w, count in expected.items() if count)
     for step in soak.status["steps"]:
         workflow_id = step["workflow_id"]
         ids = {a["execution_id"] for a in step["attempts"] if a["execution_id"]}
         if workflow_id not in soak.forced:
-            assert executions[workflow_id] == len(ids) == 1, step
+            assert executions.get(workflow_id, 0) == len(ids) == expected[workflow_id], step
         else:  # each forced re-trigger adds at most one execution
             assert executions[workflow_id] <= 1 + soak.forced[workflow_id], step
     lost = lost_executions(soak.status, executions)
