@@ -63,7 +63,7 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     """Run chains of Nexadata workflows from a plan kept in git.
 
     \b
-    Exit codes: 0 success, 1 the run had failed/skipped/cancelled steps,
+    Exit codes: 0 success, 1 a step failed (other than under on_failure: ignore),
     2 invalid plan or usage, 3 authentication or API configuration,
     4 the plan is already being applied, 5 the run journal cannot be used,
     130 interrupted (resumable), 70 an unexpected error in runbook itself.
@@ -232,11 +232,13 @@ def apply(
 ) -> int:
     """Run the plan against the Nexadata API (or the built-in sandbox).
 
-    Each ready step's workflow is triggered and polled; a step starts only after every
-    upstream succeeded, at most --max-parallel at once. Exit codes: 0 every selected
-    step succeeded, 1 a step failed or was skipped or cancelled, 2 invalid plan or
-    usage, 3 authentication or API configuration, 4 the plan is already being applied,
-    5 the run journal cannot be used, 130 interrupted (resume with --resume).
+    Each ready step's workflow is triggered and polled, at most --max-parallel at once;
+    a step starts when its run_if holds on its upstreams (by default: every one passed),
+    and clean-up steps (run_if failure/always, finally) run after a failure too. Exit
+    codes: 0 the run succeeded (no step failed, other than under on_failure: ignore),
+    1 a step failed, 2 invalid plan or usage, 3 authentication or API configuration,
+    4 the plan is already being applied, 5 the run journal cannot be used,
+    130 interrupted (resume with --resume).
     """
     from contextlib import ExitStack
 

@@ -2,7 +2,7 @@
 
 ::
 
-    RunbookError                 1  a run ended with failed, skipped or cancelled steps
+    RunbookError                 1  a run in which a step failed (not under on_failure: ignore)
     ├── UsageError               2  a bad command line (unknown step in a selection, ...)
     ├── InputError               2  a file that is not what it must be; carries its problems
     │   ├── PlanError            2  an invalid plan: nothing was sent

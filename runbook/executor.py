@@ -359,6 +359,9 @@ class Executor:
                     self._slots.release()
                     raise _Halt  # a stop ended it as its slot came free
                 await self._started(record)
+            elif tried > 1 and not self.core.may_retry(step.name):
+                self._slots.release()  # the run began to stop while this retry waited
+                return "failed", f"{reason} (not retried: the run is stopping)"
             try:
                 if reattach:
                     outcome, reason = await self._reattached(step, record)
@@ -508,13 +511,12 @@ class Executor:
         await self._emit(StepFinished(record, record.ended_at))
 
     async def _finish(self) -> None:
-        unfinished = self.core.unfinished
-        if unfinished and self.halted is None:  # pragma: no cover - the core's invariant
-            raise AssertionError(f"the run ended with steps undecided: {unfinished}")
-        for name in sorted(unfinished, key=self._priority):
-            record = self.run.steps[name]
-            record.reason = _halted_reason(record)
-            record.state = "pending"
+        if self.halted is None and self.core.unfinished:  # pragma: no cover - invariant
+            raise AssertionError(f"the run ended with steps undecided: {self.core.unfinished}")
+        for record in self.run.ordered():
+            if record.state in ("pending", "running"):  # halted before it ended
+                record.reason = _halted_reason(record)
+                record.state = "pending"
         self.run.ended_at = self._wall()
         if self.halted is not None:
             self.run.state = "failed" if self.fatal else "interrupted"

@@ -132,19 +132,12 @@ class Schedule:
         self.reason: str | None = None
         """Why the run stopped or was interrupted."""
         self._heap: list[tuple[Any, str]] = []
-        self._begun = False
         self._preset = (tuple(succeeded), tuple(running))
 
     # -- questions ------------------------------------------------------------------
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._nodes
-
     def state(self, name: str) -> State:
         return self._nodes[name].state
-
-    def rule(self, name: str) -> Rule:
-        return self._nodes[name].rule
 
     def states(self) -> Mapping[str, State]:
         return {name: node.state for name, node in self._nodes.items()}
@@ -216,10 +209,8 @@ class Schedule:
 
     def begin(self) -> Update:
         """Apply the steps already done or running, and judge every step once: steps
-        without upstreams become ready; a resume's re-judged steps may end at once."""
-        if self._begun:
-            return Update()
-        self._begun = True
+        without upstreams become ready; a resume's re-judged steps may end at once.
+        Called once, before anything else."""
         succeeded, running = self._preset
         ended: list[Ended] = []
         for name in running:

@@ -219,8 +219,7 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
     """The run's outcome in a few lines: counts, then every step that did not succeed."""
     took = format_duration((run.ended_at or run.started_at) - run.started_at)
     counts = (
-        ", ".join(_count_text(state, count) for state, count in _counts(run).items())
-        or "no steps"
+        ", ".join(_count_text(state, count) for state, count in _counts(run).items()) or "no steps"
     )
     ident = f"Run {run.run_id} of" if run.run_id is not None else "Run of"
     out.write(f"{ident} {run.plan} {run.state} in {took}: {counts}\n")

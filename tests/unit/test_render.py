@@ -79,3 +79,54 @@ def test_summary_lists_failed_first_with_errors() -> None:
     assert lines[1] == ("  FAILED    step_150  workflow 1150  execution 150: execution 150 failed")
     assert lines[2] == "                      error: bad rows"
     assert lines[-1] == "Resume with: runbook apply big.yaml --resume"
+
+
+def test_live_view_says_why_a_clean_up_step_runs_and_marks_ignored_failures() -> None:
+    steps = {
+        "load": StepRecord("load", 1, 1, state="failed", reason="execution 1 failed"),
+        "export": StepRecord(
+            "export", 2, 1, state="failed", reason="execution 2 failed", ignored=True
+        ),
+        "rollback": StepRecord(
+            "rollback",
+            3,
+            2,
+            state="running",
+            started_at=100.0,
+            run_if="failure",
+            why="run_if failure: upstream load failed",
+        ),
+        "alert": StepRecord(
+            "alert", 4, 2, state="skipped", reason="run_if failure: no upstream failed"
+        ),
+    }
+    run = RunRecord(plan="c", run_id=1, max_parallel=4, steps=steps, started_at=100.0)
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=False)
+    view = LiveView(console, clock=lambda: 103.0)
+    view.run = run
+    view.recent = [steps["alert"]]
+    console.print(view.render())
+    text = out.getvalue()
+    rollback = next(line for line in text.splitlines() if "rollback" in line)
+    assert "running" in rollback and "run_if failure: upstream load failed" in rollback
+    assert "failed (ignored)" in next(line for line in text.splitlines() if "export" in line)
+    alert = next(line for line in text.splitlines() if "alert" in line)
+    assert "run_if failure: no upstream failed" in alert
+
+
+def test_summary_counts_ignored_failures_apart() -> None:
+    steps = {
+        "a": StepRecord("a", 1, 1, state="succeeded"),
+        "b": StepRecord("b", 2, 1, state="failed", reason="execution 2 failed", ignored=True),
+    }
+    run = RunRecord(
+        plan="p", run_id=3, max_parallel=4, steps=steps, state="succeeded", started_at=0.0
+    )
+    run.ended_at = 2.0
+    out = io.StringIO()
+    write_summary(out, run)
+    assert out.getvalue() == (
+        "Run 3 of p succeeded in 2s: 1 succeeded, 1 failure ignored\n"
+        "  IGNORED   b  workflow 2: execution 2 failed\n"
+    )
