@@ -527,3 +527,38 @@ def test_a_trigger_refused_for_the_token_is_not_ambiguous_on_resume(tmp_path: Pa
     again, _, stats = execute(plan, app=app, prior=first)
     assert again.steps["a"].state == "succeeded"  # triggered again: nothing was created
     assert stats["executions"] == {"1": 1}
+
+
+def test_a_stop_withdraws_a_step_waiting_for_a_slot_and_gives_it_to_the_clean_up(
+    tmp_path: Path,
+) -> None:
+    body = (
+        "  bad: {workflow_id: 1}\n"
+        "  waiting: {workflow_id: 2}\n"
+        "  clean: {workflow_id: 3, depends_on: bad, run_if: always}\n"
+    )
+    scenario = Scenario(default=QUICK, workflows={1: {"outcome": "failed", "duration": 0.05}})
+    run, rec, stats = execute(plan_of(tmp_path, body, max_parallel=1), scenario)
+    assert {name: step.state for name, step in run.steps.items()} == {
+        "bad": "failed",
+        "waiting": "cancelled",
+        "clean": "succeeded",
+    }
+    assert run.steps["clean"].why == "run_if always: every upstream has ended (upstream bad failed)"
+    assert stats["executions"] == {"1": 1, "3": 1}
+    assert rec.names(AttemptTriggering) == ["bad", "clean"]
+
+
+def test_a_retry_waiting_for_a_slot_when_the_run_stops_is_not_sent(tmp_path: Path) -> None:
+    body = "  a: {workflow_id: 1, retries: 2, on_failure: continue}\n  b: {workflow_id: 2}\n"
+    scenario = Scenario(
+        default=QUICK,
+        workflows={
+            1: {"fail_first": 5, "duration": 0.01},
+            2: {"outcome": "failed", "duration": 0.3},
+        },
+    )
+    run, _, stats = execute(plan_of(tmp_path, body, max_parallel=1), scenario)
+    assert run.steps["a"].state == "failed"
+    assert run.steps["a"].reason == "execution 1 failed (not retried: the run is stopping)"
+    assert stats["executions"] == {"1": 1, "2": 1}
