@@ -192,7 +192,6 @@ class Executor:
         kept: list[str] = []
         if prior is not None:
             kept = self._take_over(prior, retrigger_unknown)
-        names = list(self.run.steps)
         self.core = Schedule(
             (
                 Rule(
@@ -201,7 +200,7 @@ class Executor:
                     plan.steps[name].run_if,
                     plan.steps[name].on_failure,
                 )
-                for name in names
+                for name in self.run.steps
             ),
             order=self._priority,
             succeeded=kept,

@@ -20,11 +20,15 @@ workflows:
 """
 
 
+def dag_of(tmp_path: Path, text: str) -> Dag:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    return Dag(load_plan(path))
+
+
 @pytest.fixture
 def dag(tmp_path: Path) -> Dag:
-    path = tmp_path / "diamond.yaml"
-    path.write_text(DIAMOND)
-    return Dag(load_plan(path))
+    return dag_of(tmp_path, DIAMOND)
 
 
 def test_stages_are_generations_sorted_by_name(dag: Dag) -> None:
@@ -111,9 +115,7 @@ workflows:
 
 @pytest.fixture
 def last(tmp_path: Path) -> Dag:
-    path = tmp_path / "finally.yaml"
-    path.write_text(FINALLY)
-    return Dag(load_plan(path))
+    return dag_of(tmp_path, FINALLY)
 
 
 def test_finally_steps_come_last_and_wait_for_every_selected_step(last: Dag) -> None:
