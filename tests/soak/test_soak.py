@@ -44,9 +44,10 @@ FAULT_SOAK = Shape(
 )
 
 # 100 steps (and their clean-up steps) that take about 22 s in all, so that 20 kills
-# 0.3-1 s apart (about 14 s) land while the plan is far from done. The latency is the instant between a POST and
-# its answer where a kill leaves a trigger unanswered: some runs land kills there (at
-# 50 ms, up to half of them did), most at 20 ms do not; the checks hold either way.
+# 0.3-1 s apart (about 14 s) land while the plan is far from done. The latency is the
+# instant between a POST and its answer where a kill leaves a trigger unanswered: some
+# runs land kills there (at 50 ms, up to half of them did), others do not; the checks
+# hold either way.
 CRASH_SOAK = Shape(
     layers=10,
     width=10,
