@@ -473,7 +473,8 @@ class NexadataClient:
             if op == "poll" and execution.id != ident:  # never let it replace the id we hold
                 raise ValueError(f"it is the record of execution {execution.id}")
             return execution
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            # (RecursionError: JSON nested a few thousand levels deep)
             reason = f"a malformed answer ({_first_line(exc)})"
             if op == "trigger":
                 raise self._unknown(ident, reason) from None

@@ -16,6 +16,7 @@ which the client treats as "the request may have arrived".
 from __future__ import annotations
 
 import ssl
+import zlib
 
 import aiohttp
 import httpx
@@ -23,7 +24,12 @@ import yarl
 
 from runbook.errors import TlsError
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "MAX_ANSWER_BYTES"]
+
+MAX_ANSWER_BYTES = 1 << 20
+"""An execution record is a few hundred bytes: an answer larger than 1 MiB, as sent or
+once decompressed, is malformed, and is never held in memory whole."""
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -35,8 +41,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: int = 16,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._max_connections = max_connections
+        self._max_answer = max_answer_bytes
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=connect_timeout,
@@ -82,8 +90,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 compress=None,
             ) as answer:
-                body = await answer.read()
+                body = await self._read(answer, request)
                 status, headers = answer.status, answer.raw_headers
+                encoding = answer.headers.get("Content-Encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    body = self._decode(body, encoding, request)
+                    headers = tuple(h for h in headers if h[0].lower() != b"content-encoding")
         except aiohttp.ClientSSLError as exc:  # a certificate refused: not transient
             raise TlsError(
                 f"the TLS connection to {request.url.host} failed: {_text(exc)}; runbook "
@@ -101,6 +113,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise httpx.ReadError(_text(exc), request=request) from exc
         return httpx.Response(status, headers=list(headers), content=body, request=request)
+
+    async def _read(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+        """The body, refused as soon as it passes the limit."""
+        body = bytearray()
+        async for chunk in answer.content.iter_any():
+            body += chunk
+            if len(body) > self._max_answer:
+                raise httpx.DecodingError(
+                    f"the answer is larger than {self._max_answer} bytes", request=request
+                )
+        return bytes(body)
+
+    def _decode(self, body: bytes, encoding: str, request: httpx.Request) -> bytes:
+        """Decompress within the limit (a few KB of gzip can expand to gigabytes)."""
+        if encoding not in _DECODERS:
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}", request=request)
+        decoder = zlib.decompressobj(_DECODERS[encoding])
+        try:
+            plain = decoder.decompress(body, self._max_answer + 1)
+        except zlib.error as exc:
+            message = f"undecodable {encoding} answer: {exc}"
+            raise httpx.DecodingError(message, request=request) from None
+        if len(plain) > self._max_answer:
+            raise httpx.DecodingError(
+                f"the answer decompresses to more than {self._max_answer} bytes", request=request
+            )
+        return plain
 
     async def aclose(self) -> None:
         if self._session is not None:

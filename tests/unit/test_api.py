@@ -700,3 +700,27 @@ def test_a_poll_answering_for_another_execution_is_malformed_and_retried() -> No
 
     execution = run(main())
     assert (execution.id, execution.state, len(seen)) == (170, "running", 2)
+
+
+def test_a_deeply_nested_answer_is_malformed_not_a_crash() -> None:
+    nested = b"[" * 5000 + b"]" * 5000  # deeper than json's recursion limit
+    transport, seen = answers(httpx.Response(200, content=nested))
+
+    async def trigger():
+        async with client(transport) as api:
+            await api.trigger(29)
+
+    with pytest.raises(TriggerOutcomeUnknown, match="a malformed answer"):
+        run(trigger())
+    assert len(seen) == 1
+    clock = Clock()
+    transport, seen = answers(
+        httpx.Response(200, content=nested),
+        httpx.Response(200, json={**RECORD, "state": "running"}),
+    )
+
+    async def poll():
+        async with client(transport, clock) as api:
+            return await api.get_execution(170)
+
+    assert run(poll()).state == "running" and len(seen) == 2  # retried like any malformed one

@@ -39,10 +39,11 @@ def sandbox_server(clock: Clock):
 
 
 @contextmanager
-def raw_server(mode: str) -> Iterator[tuple[str, list[bytes]]]:
+def raw_server(mode: str, answer: bytes = b"") -> Iterator[tuple[str, list[bytes]]]:
     """A TCP server on loopback that reads each request and then misbehaves.
 
     ``drop``: closes the connection without answering. ``silent``: never answers.
+    ``answer``: sends ``answer`` as it is, then closes.
     Yields the base URL and the list of requests it read.
     """
     received: list[bytes] = []
@@ -55,6 +56,9 @@ def raw_server(mode: str) -> Iterator[tuple[str, list[bytes]]]:
             received.append(await reader.readuntil(b"\r\n\r\n"))
             if mode == "silent":
                 await reader.read()  # until the client gives up and closes
+            elif mode == "answer":
+                writer.write(answer)
+                await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 
 import pytest
@@ -176,3 +177,63 @@ def test_default_client_settings_reach_the_sandbox(sandbox_server, clock) -> Non
 
     assert len(asyncio.run(main())) == 50
     assert app.state.sandbox.stats()["requests"][POLL] == {"200": 50}
+
+
+def http_answer(body: bytes, *headers: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", "Content-Type: application/json", *headers]
+    head += [f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "reason"),
+    [
+        (b"[" * 10 + b" " * (2 << 20), (), "the answer is larger than 1048576 bytes"),
+        (
+            gzip.compress(b'{"id": 5, "state": "created", "pad": "' + b" " * (64 << 20) + b'"}'),
+            ("Content-Encoding: gzip",),
+            "the answer decompresses to more than 1048576 bytes",
+        ),
+        (b"{}", ("Content-Encoding: br",), "unsupported Content-Encoding 'br'"),
+        (b"not gzip", ("Content-Encoding: gzip",), "undecodable gzip answer"),
+    ],
+    ids=["2-MiB", "gzip-bomb", "brotli", "bad-gzip"],
+)
+def test_an_oversized_or_undecodable_trigger_answer_is_an_unknown_outcome(
+    clock, body, headers, reason
+) -> None:
+    with raw_server("answer", http_answer(body, *headers)) as (url, received):
+
+        async def main():
+            async with make_client(url, clock) as api:
+                await api.trigger(4)
+
+        with pytest.raises(TriggerOutcomeUnknown) as caught:
+            asyncio.run(main())
+    assert len(received) == 1  # never re-sent
+    assert f"DecodingError: {reason}" in str(caught.value)
+
+
+def test_an_oversized_poll_answer_is_retried_then_gives_up(clock) -> None:
+    with raw_server("answer", http_answer(b" " * (3 << 20))) as (url, received):
+
+        async def main():
+            async with make_client(url, clock, retry=RetryPolicy(attempts=2)) as api:
+                await api.get_execution(9)
+
+        with pytest.raises(ApiUnavailable, match="larger than 1048576 bytes"):
+            asyncio.run(main())
+    assert len(received) == 2
+
+
+def test_a_gzip_answer_within_the_limit_is_read(clock) -> None:
+    record = b'{"id": 12, "state": "created", "start_at": null, "end_at": null}'
+    answer = http_answer(gzip.compress(record), "Content-Encoding: gzip")
+    with raw_server("answer", answer) as (url, _):
+
+        async def main():
+            async with make_client(url, clock) as api:
+                return await api.trigger(4)
+
+        execution = asyncio.run(main())
+    assert (execution.id, execution.state) == (12, "created")
