@@ -249,6 +249,7 @@ def apply(
     from runbook.runner import (
         api_target,
         check_options,
+        forbid_core_dumps,
         prepare_durable,
         run_plan,
         sandbox_target,
@@ -257,6 +258,7 @@ def apply(
     check_options(
         sandbox=use_sandbox, scenario=scenario_path, api_url=api_url, token_file=token_file
     )
+    forbid_core_dumps()  # before the token is read
     if retrigger_unknown and not resume:
         raise UsageError("--retrigger-unknown goes with --resume")
     if resume and use_sandbox:

@@ -27,6 +27,7 @@ from runbook.text import plural
 
 __all__ = [
     "ApiTarget",
+    "forbid_core_dumps",
     "prepare_durable",
     "Durable",
     "api_target",
@@ -37,6 +38,21 @@ __all__ = [
 ]
 
 SANDBOX_TOKEN = "sandbox"
+_PR_SET_DUMPABLE = 4  # linux/prctl.h
+
+
+def forbid_core_dumps() -> None:
+    """The token lives in this process's memory, so no core file may be written of it
+    (a ``kill -QUIT`` under ``ulimit -c unlimited`` wrote eight copies): the core size
+    limit drops to 0 and, on Linux, the process becomes non-dumpable (which also keeps
+    other processes of the same user from attaching a debugger to it)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,6 +285,9 @@ def test_sigint_on_a_real_process_exits_130(tmp_path: Path, plan: Path) -> None:
         lines.append(line)
         if "execution 1): running" in line:
             break
+    # the token is in its memory: it may leave no core file
+    limits = Path(f"/proc/{process.pid}/limits").read_text()
+    assert re.search(r"^Max core file size +0 +0 ", limits, re.MULTILINE), limits
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
