@@ -136,7 +136,7 @@ def check_base_url(url: str) -> str:
         raise ConfigError(f"the API URL {url!r} is not an http(s) URL with a host")
     if parts.username or parts.password:
         raise ConfigError("the API URL must not contain a user name or password")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             f"refusing to send the token to {url}: the API URL must use https:// "
             "(plain http:// is allowed only to a loopback host such as 127.0.0.1)"
@@ -144,7 +144,8 @@ def check_base_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:

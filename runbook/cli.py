@@ -444,14 +444,21 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     404 for unknown workflows and executions. Without --scenario every workflow waits
     200 ms in created, runs 1-3 s (fixed per workflow id) and succeeds.
     """
+    from runbook.api import is_loopback
     from runbook.render.sandboxview import write_banner
-    from runbook.sandbox.app import create_app
+    from runbook.sandbox.app import DEFAULT_TOKEN, create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import base_url, bind, serve_forever
     from runbook.text import is_token_text
 
     if not is_token_text(token):
         raise UsageError("--token must be one word of printable ASCII")
+    local = is_loopback(host.strip("[]"))
+    if not local and token == DEFAULT_TOKEN:
+        raise UsageError(
+            f"--host {host} serves beyond this machine: choose a token of your own with "
+            f"--token (everyone knows the default, {DEFAULT_TOKEN!r})"
+        )
     scenario = load_scenario(scenario_path) if scenario_path else Scenario()
     try:
         sock = bind(host, port)
@@ -461,8 +468,13 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
             "choose another --port (0 takes a free one)"
         ) from None
     url = base_url(sock)
+    if not local:
+        _stderr().write(
+            f"runbook sandbox: warning: listening on {host}, beyond loopback: whoever can "
+            "reach this port and has the token can use it (its stats need the token too)\n"
+        )
     write_banner(_stdout(), url, token, scenario_path)
-    serve_forever(create_app(scenario, token=token), sock)
+    serve_forever(create_app(scenario, token=token, private_stats=not local), sock)
     _stdout().write("runbook sandbox: stopped\n")
     return 0
 

@@ -7,7 +7,15 @@ from typing import TextIO
 __all__ = ["write_banner"]
 
 
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
+
+
 def write_banner(out: TextIO, url: str, token: str, scenario: str | None) -> None:
+    """The base URL, the token and commands to try. A sandbox listening on every address
+    is shown at its loopback address: the one ``runbook apply`` accepts over http."""
+    host = url.split("://", 1)[1].rsplit(":", 1)[0]
+    if host in _WILDCARDS:
+        url = url.replace(host, _WILDCARDS[host], 1)
     root = url.removesuffix("/api/v1")
     auth = f'-H "Authorization: Bearer {token}"'
     out.write(

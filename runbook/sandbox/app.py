@@ -200,8 +200,12 @@ def create_app(
     token: str = DEFAULT_TOKEN,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    private_stats: bool = False,
 ) -> Starlette:
-    """The simulator as an ASGI app; its state is at ``app.state.sandbox``."""
+    """The simulator as an ASGI app; its state is at ``app.state.sandbox``.
+
+    ``private_stats``: the stats need the token too (a sandbox served beyond loopback).
+    """
     state = SandboxState(scenario or Scenario(), token, clock, wall)
     faults = state.scenario.faults
     expected_auth = f"Bearer {token}"
@@ -259,6 +263,8 @@ def create_app(
         )
 
     async def stats(request: Request) -> Response:
+        if private_stats and request.headers.get("authorization") != expected_auth:
+            return _error(401, "unauthorized: missing or invalid Bearer token")
         return JSONResponse(state.stats())
 
     async def not_found(request: Request, exc: Exception) -> Response:

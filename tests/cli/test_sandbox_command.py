@@ -123,3 +123,35 @@ def test_bad_flags(argv: tuple[str, ...], message: str) -> None:
     result = run_entry("sandbox", *argv)
     assert result.code == 2
     assert message in result.err
+
+
+def test_beyond_loopback_the_default_token_is_refused() -> None:
+    result = run_entry("sandbox", "--host", "0.0.0.0", "--port", "0")
+    assert result.code == 2
+    assert result.err == (
+        "runbook: --host 0.0.0.0 serves beyond this machine: choose a token of your own "
+        "with --token (everyone knows the default, 'sandbox')\n"
+    )
+
+
+def test_beyond_loopback_a_working_url_a_warning_and_private_stats() -> None:
+    process, banner = start("--host", "0.0.0.0", "--port", "0", "--token", "t0k-own")
+    try:
+        url = banner[1].split()[-1]
+        assert url.startswith("http://127.0.0.1:")  # what apply accepts over http
+        stats = url.removesuffix("/api/v1") + "/__sandbox/stats"
+        denied = subprocess.run(
+            ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", stats],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert denied.stdout == "401"
+        assert "requests_total" in curl(f'curl {stats} -H "Authorization: Bearer t0k-own"')
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert err.startswith(
+        "runbook sandbox: warning: listening on 0.0.0.0, beyond loopback: whoever can reach "
+        "this port and has the token can use it (its stats need the token too)\n"
+    )
