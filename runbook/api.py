@@ -26,6 +26,7 @@ import ipaddress
 import math
 import os
 import random
+import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,16 +114,45 @@ class Token:
 
     @classmethod
     def from_file(cls, path: str) -> Token:
-        """The token in a file (surrounding whitespace and the final newline ignored)."""
+        """The token in a file (surrounding whitespace and the final newline ignored).
+
+        Only a regular file of at most 64 KiB: a FIFO with no writer would hang the run,
+        and a longer file is no token.
+        """
         try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(
+                    f"the token file {path} is not a regular file (a directory, FIFO or "
+                    "device): write the token to a file"
+                )
+            if info.st_size > MAX_TOKEN_FILE:
+                raise ConfigError(
+                    f"the token file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: "
+                    "it should hold the token alone"
+                )
             with open(path, encoding="utf-8") as handle:
-                value = handle.read(65536)
+                value = handle.read(MAX_TOKEN_FILE)
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(f"cannot read the token file {path}: {reason}") from None
         if not value.strip():
             raise ConfigError(f"the token file {path} is empty")
         return cls(value)
+
+
+def token_file_warning(path: str) -> str | None:
+    """A warning when users other than the owner may read or change the token file."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (
+            f"the token file {path} can be read or changed by other users (mode {mode:04o}); "
+            f"make it yours alone: chmod 600 {path}"
+        )
+    return None
 
 
 def check_base_url(url: str) -> str:
@@ -142,6 +172,9 @@ def check_base_url(url: str) -> str:
             "(plain http:// is allowed only to a loopback host such as 127.0.0.1)"
         )
     return url.strip().rstrip("/")
+
+
+MAX_TOKEN_FILE = 64 * 1024
 
 
 def is_loopback(host: str) -> bool:

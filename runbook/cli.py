@@ -242,6 +242,7 @@ def apply(
     """
     from contextlib import ExitStack
 
+    from runbook.api import token_file_warning
     from runbook.graph import Dag
     from runbook.journal import JournalError
     from runbook.plan import load_plan
@@ -277,6 +278,11 @@ def apply(
         "select": list(selects),
         "exclude": list(excludes),
     }
+    # the token is read before the plan's lock is taken: a bad token file costs no lock
+    target = None if use_sandbox else api_target(loaded, api_url=api_url, token_file=token_file)
+    warning = token_file_warning(token_file) if token_file else None
+    if warning:
+        _stderr().write(f"runbook: warning: {warning}\n")
     durable, selection, note = prepare_durable(
         state_dir,
         loaded,
@@ -296,10 +302,8 @@ def apply(
     with ExitStack() as stack:
         stack.callback(journal.close)
         stack.callback(lock.release)
-        if use_sandbox:
+        if target is None:
             target = stack.enter_context(sandbox_target(scenario_path))
-        else:
-            target = api_target(loaded, api_url=api_url, token_file=token_file)
         sinks: list[Any] = []
         live = None
         out = _stdout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -341,3 +342,41 @@ def test_plain_lines_for_retries_timeouts_and_unknown_states(cli, tmp_path: Path
         out,
     )
     assert re.search(r"odd \(workflow 3, execution \d\): succeeded", out)
+
+
+def test_a_token_file_that_is_no_regular_file_or_too_big_is_refused_before_the_lock(
+    cli, plan: Path, tmp_path: Path, monkeypatch
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(state))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: opening it would wait forever
+    result = cli("apply", str(plan), "--token-file", str(fifo))
+    assert (result.code, result.out) == (3, "")
+    assert result.err == (
+        f"runbook: the token file {fifo} is not a regular file (a directory, FIFO or "
+        "device): write the token to a file\n"
+    )
+    big = tmp_path / "big"
+    big.write_text("x" * (65 * 1024))
+    result = cli("apply", str(plan), "--token-file", str(big))
+    assert result.code == 3
+    assert "is larger than 64 KiB: it should hold the token alone" in result.err
+    assert not state.exists()  # refused before the journal and the lock
+
+
+def test_a_token_file_others_can_read_is_warned_about(cli, plan: Path, tmp_path: Path) -> None:
+    app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=SECRET)
+    token_file = tmp_path / "token"
+    token_file.write_text(SECRET + "\n")
+    token_file.chmod(0o644)
+    with serve_in_thread(app) as url:
+        shared = cli("apply", str(plan), "--api-url", url, "--token-file", str(token_file), "-q")
+        token_file.chmod(0o600)
+        private = cli("apply", str(plan), "--api-url", url, "--token-file", str(token_file), "-q")
+    assert shared.code == 0 and private.code == 0
+    assert shared.err == (
+        f"runbook: warning: the token file {token_file} can be read or changed by other users "
+        f"(mode 0644); make it yours alone: chmod 600 {token_file}\n"
+    )
+    assert private.err == ""
