@@ -17,6 +17,9 @@ import json
 import os
 import socket
 import sqlite3
+import stat
+import tempfile
+import time
 from collections.abc import Awaitable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -133,16 +136,57 @@ def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) ->
 
 
 def _prepare(directory: Path) -> None:
+    """The state dir exists, is the user's own, is not writable by others, and can be
+    written (probed under a unique name, never through a planted link)."""
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = directory / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _check_owned(directory, os.stat(directory), "state dir")
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
     except OSError as exc:
         raise JournalError(
             f"the state dir {directory} cannot be used: {exc.strerror or exc}; "
             "choose another with --state-dir or RUNBOOK_STATE_DIR"
         ) from None
+
+
+def _check_owned(path: Path, info: os.stat_result, what: str) -> None:
+    """Another user's file, or one others may write, could be read or steered by them:
+    a journal holds every run, and its execution ids decide what a resume polls."""
+    if info.st_uid != os.getuid():
+        raise JournalError(
+            f"the {what} {path} belongs to another user (uid {info.st_uid}); runbook keeps "
+            "its journal only where you alone own it: choose another with --state-dir or "
+            "RUNBOOK_STATE_DIR"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise JournalError(
+            f"the {what} {path} can be written by other users (mode {mode:04o}); "
+            f"make it yours alone (chmod go-w {path}) or choose another with --state-dir"
+        )
+
+
+def _open_private(path: Path) -> None:
+    """Create the journal file 0600 if it is new; refuse a link, another user's file or
+    one others may write; take read access away from others on an existing one."""
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        os.close(handle)
+    except FileExistsError:
+        pass
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise JournalError(f"the journal {path} cannot be opened: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise JournalError(
+            f"the journal {path} is not a regular file (a link?); move it aside to start a new one"
+        )
+    _check_owned(path, info, "journal")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o600)
 
 
 class PlanLock:
@@ -157,7 +201,13 @@ class PlanLock:
 
     def acquire(self, run_hint: str = "") -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+        try:  # never through a planted link: it would overwrite the file it points at
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"the lock file {self.path} cannot be opened: {exc.strerror or exc}; move it aside"
+            ) from None
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -190,13 +240,11 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         _prepare(directory)
         self.path = directory / DB_NAME
+        _open_private(self.path)
         try:
-            fresh = not self.path.exists()
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
-            if fresh:
-                os.chmod(self.path, 0o600)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -228,21 +276,44 @@ class Journal:
         except sqlite3.OperationalError as exc:
             raise JournalError(f"the journal {self.path} cannot be written: {exc}") from None
 
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    def _wal(self) -> None:
+        """WAL mode. Switching a new database to it takes a lock that SQLite does not wait
+        for: two processes opening a new journal together retry instead of failing."""
+        for attempt in range(50):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02)
+
+    def _version(self) -> int:
+        if not self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone():
+            return 0
         row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = row[0] or 0
+        return int(row[0] or 0)
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date. The version is read again under the write lock,
+        so that processes opening the journal together migrate it once."""
+        version = self._version()
+        if version < SCHEMA_VERSION:
+            with self._write() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                version = self._version()
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[number - 1].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"the journal {self.path} was written by a newer runbook (schema {version}, "
                 f"this one knows {SCHEMA_VERSION}); upgrade runbook or use another --state-dir"
             )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            with self._write() as db:
-                for statement in MIGRATIONS[number - 1].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
 
     # -- runs ---------------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import multiprocessing
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -271,3 +274,86 @@ def test_corrupt_database(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="cannot be opened"):
         Journal(tmp_path)
     assert sqlite3.sqlite_version  # the stdlib's SQLite, nothing else
+
+
+def test_a_state_dir_of_another_user_or_writable_by_others_is_refused(tmp_path: Path) -> None:
+    if os.getuid() == 0:
+        foreign = tmp_path / "foreign"
+        foreign.mkdir()
+        os.chown(foreign, 65534, 65534)
+    else:  # a directory root owns
+        foreign = Path("/")
+    with pytest.raises(JournalError, match=r"belongs to another user \(uid \d+\)"):
+        Journal(foreign)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(JournalError) as caught:
+        Journal(shared)
+    assert str(caught.value) == (
+        f"the state dir {shared} can be written by other users (mode 0777); make it yours "
+        f"alone (chmod go-w {shared}) or choose another with --state-dir"
+    )
+
+
+def test_a_planted_journal_or_links_are_refused_and_nothing_is_overwritten(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    journal = state / "journal.sqlite3"
+    journal.touch(mode=0o666)
+    journal.chmod(0o666)
+    with pytest.raises(
+        JournalError, match=r"journal .* can be written by other users \(mode 0666\)"
+    ):
+        Journal(state)
+    journal.chmod(0o644)  # readable by others: made private, then used
+    Journal(state).close()
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (state / ".write-test").symlink_to(victim)  # the old fixed probe name
+    lock = PlanLock(state, "p")
+    lock.path.parent.mkdir(mode=0o700)
+    lock.path.symlink_to(victim)
+    Journal(state).close()
+    with pytest.raises(JournalError, match="the lock file .* cannot be opened"):
+        lock.acquire()
+    assert victim.read_text() == "precious"
+    link = tmp_path / "linked"
+    link.mkdir(mode=0o700)
+    (link / "journal.sqlite3").symlink_to(victim)
+    with pytest.raises(JournalError, match="is not a regular file"):
+        Journal(link)
+    assert victim.read_text() == "precious"
+
+
+def _open_journal(directory: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        Journal(Path(directory)).close()
+        results.put("")
+    except JournalError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        directory = tmp_path / f"fresh{round_}"
+        barrier, results = context.Barrier(4), context.Queue()
+        processes = [
+            context.Process(target=_open_journal, args=(str(directory), barrier, results))
+            for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        errors = [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(60)
+        assert errors == [""] * 4
+        rows = sqlite3.connect(directory / "journal.sqlite3").execute(
+            "SELECT version FROM schema_version"
+        )
+        assert [row[0] for row in rows] == [1, 2]  # migrated once
