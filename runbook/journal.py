@@ -39,6 +39,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
+from runbook.journal_rows import BadRow, check_row, json_field
 from runbook.text import message_texts
 
 __all__ = ["Journal", "JournalError", "PlanLock", "state_dir"]
@@ -115,6 +116,10 @@ def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
         (run_id, s.name, s.workflow_id, s.stage, s.state, s.run_if, s.on_failure)
         for s in run.steps.values()
     ]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class JournalError(RunbookError):
@@ -363,31 +368,58 @@ class Journal:
 
     def resumable(self, plan: str) -> sqlite3.Row | None:
         """The latest run of ``plan`` that did not succeed."""
-        row: sqlite3.Row | None = self.db.execute(
-            "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
-        ).fetchone()
+        row = self._run(
+            self.db.execute(
+                "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
+            ).fetchone()
+        )
         return row if row is not None and row["state"] != "succeeded" else None
 
     def run_row(self, run_id: int | None = None) -> sqlite3.Row | None:
         if run_id is None:
-            return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[no-any-return]
-        return self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()  # type: ignore[no-any-return]
+            return self._run(
+                self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            )
+        return self._run(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
 
     def runs(self, plan: str | None, limit: int) -> list[sqlite3.Row]:
         if plan is None:
-            return self.db.execute(
-                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return self.db.execute(
-            "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT ?", (plan, limit)
-        ).fetchall()
+            rows = self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT ?", (plan, limit)
+            )
+        return [row for row in map(self._run, rows) if row is not None]
+
+    def _run(self, row: sqlite3.Row | None) -> sqlite3.Row | None:
+        if row is None:
+            return None
+        try:
+            return check_row("runs", row, row["id"])
+        except BadRow as exc:
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: BadRow) -> JournalError:
+        return JournalError(
+            f"the journal {self.path} has a damaged row ({exc}); move the journal aside to "
+            "start a new one (its runs cannot be resumed then), or repair that row"
+        )
 
     def load_run(self, row: sqlite3.Row) -> RunRecord:
-        """A run as the journal has it: steps with every attempt of every invocation."""
+        """A run as the journal has it: steps with every attempt of every invocation.
+        A row runbook cannot use is the journal's error (exit 5), never a crash."""
+        try:
+            return self._load_run(row)
+        except BadRow as exc:
+            raise self._damaged(exc) from None
+
+    def _load_run(self, row: sqlite3.Row) -> RunRecord:
+        run_id = row["id"]
         steps: dict[str, StepRecord] = {}
         for step in self.db.execute(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (row["id"],)
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (run_id,)
         ):
+            check_row("steps", step, f"{run_id}/{step['name']!r}")
             steps[step["name"]] = StepRecord(
                 name=step["name"],
                 workflow_id=step["workflow_id"],
@@ -402,29 +434,36 @@ class Journal:
                 why=step["why"],
             )
         for attempt in self.db.execute(
-            "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (row["id"],)
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (run_id,)
         ):
-            record = json.loads(attempt["record"]) if attempt["record"] else None
+            where = f"attempts row {run_id}/{attempt['step']!r}/{attempt['number']}"
+            check_row("attempts", attempt, where.removeprefix("attempts row "))
+            if attempt["step"] not in steps:
+                raise BadRow(f"{where}: the attempt of a step the run does not have")
+            record = None  # no answer yet: stored as NULL, or JSON null
+            if attempt["record"] not in (None, "null"):
+                record = json_field(attempt["record"], dict, f"{where}: record")
             steps[attempt["step"]].attempts.append(
                 AttemptRecord(
                     number=attempt["number"],
                     triggered_at=attempt["triggered_at"],
                     execution_id=attempt["execution_id"],
                     state=attempt["state"],
-                    start_at=(record or {}).get("start_at"),
-                    end_at=(record or {}).get("end_at"),
+                    start_at=_text((record or {}).get("start_at")),
+                    end_at=_text((record or {}).get("end_at")),
                     errors=message_texts((record or {}).get("errors")),
                     warnings=message_texts((record or {}).get("warnings")),
                     record=record,
                     ended_at=attempt["ended_at"],
                 )
             )
+        assumed = json_field(row["assumed_done"], list, f"runs row {run_id}: assumed_done")
         return RunRecord(
             plan=row["plan"],
-            run_id=row["id"],
+            run_id=run_id,
             max_parallel=row["max_parallel"],
             steps=steps,
-            assumed_done=tuple(json.loads(row["assumed_done"])),
+            assumed_done=tuple(str(name) for name in assumed),
             state=row["state"],
             started_at=row["started_at"],
             ended_at=row["ended_at"],

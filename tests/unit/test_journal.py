@@ -357,3 +357,64 @@ def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) ->
             "SELECT version FROM schema_version"
         )
         assert [row[0] for row in rows] == [1, 2]  # migrated once
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            "UPDATE attempts SET record = '{not json'",
+            "attempts row 1/'a'/1: record is not JSON",
+        ),
+        (
+            "UPDATE attempts SET record = '[1, 2]'",
+            "attempts row 1/'a'/1: record is not a JSON dict",
+        ),
+        ("UPDATE attempts SET step = 'ghost'", "the attempt of a step the run does not have"),
+        (
+            "UPDATE runs SET started_at = 'yesterday'",
+            "runs row 1: started_at holds str 'yesterday'",
+        ),
+        ("UPDATE steps SET workflow_id = 'x' WHERE name = 'b'", "steps row 1/'b': workflow_id"),
+        ("UPDATE steps SET state = 'exploded' WHERE name = 'a'", "state holds str 'exploded'"),
+        ("UPDATE runs SET assumed_done = '{'", "runs row 1: assumed_done is not JSON"),
+    ],
+)
+def test_a_damaged_row_is_the_journals_error_not_a_crash(tmp_path: Path, damage, message) -> None:
+    journal = Journal(tmp_path)
+    run = recorded_run(journal)
+    a = run.steps["a"]
+    attempt = AttemptRecord(1, 1.0)
+    a.attempts.append(attempt)
+
+    async def main():
+        await journal(AttemptTriggering(a, attempt, 1.0))
+
+    asyncio.run(main())
+    journal.db.execute("PRAGMA foreign_keys=OFF")
+    journal.db.execute(damage)
+    with pytest.raises(JournalError) as caught:
+        journal.load_run(journal.run_row(1))
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"the journal {journal.path} has a damaged row (")
+    journal.close()
+
+
+def test_status_history_and_resume_on_a_damaged_journal_exit_5(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXADATA_TOKEN", "t")
+    journal = Journal(tmp_path)
+    recorded_run(journal)
+    journal.db.execute("UPDATE runs SET ended_at = 'soon', state = 'failed'")
+    journal.close()
+    plan = tmp_path / "p.yaml"
+    plan.write_text("version: 1\nname: p\nworkflows:\n  a: {workflow_id: 1}\n")
+    for argv in (
+        ("status",),
+        ("history",),
+        ("apply", str(plan), "--resume", "--api-url", "http://127.0.0.1:9/api/v1"),
+    ):
+        result = cli(*argv, "--state-dir", str(tmp_path))
+        assert result.code == 5, (argv, result.err)
+        assert "has a damaged row (runs row 1: ended_at holds str 'soon')" in result.err
