@@ -345,10 +345,6 @@ def apply(
         finally:
             if live is not None:
                 live.stop()
-    if report_path:
-        report.write_report(report_path, run)
-    if junit_path:
-        report.write_junit(junit_path, run)
     if not quiet or run.state != "succeeded":
         if log_format == "json" and quiet:
             runlog.JsonLines(out)(_finished(run))
@@ -357,6 +353,14 @@ def apply(
             if run.state != "succeeded" and run.exit_code is None and not use_sandbox:
                 hint = f"Resume with: {resume_command}"
             runlog.write_summary(out, run, resume_hint=hint)
+    # after the summary: a file that cannot be written changes neither what the run
+    # did nor its exit code, and says so on stderr
+    for path, write in ((report_path, report.write_report), (junit_path, report.write_junit)):
+        if path:
+            try:
+                write(path, run)
+            except OSError as exc:
+                _stderr().write(f"runbook: cannot write {path}: {exc.strerror or exc}\n")
     if run.exit_code is not None:
         return run.exit_code
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.conftest import ROOT, entry_point
+from tests.conftest import ROOT, entry_point, run_entry
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 SECRET = "apply-secret-Qm91-distinct"
@@ -380,3 +381,54 @@ def test_a_token_file_others_can_read_is_warned_about(cli, plan: Path, tmp_path:
         f"(mode 0644); make it yours alone: chmod 600 {token_file}\n"
     )
     assert private.err == ""
+
+
+def test_report_to_dev_stdout_is_written_through(plan: Path, tmp_path: Path) -> None:
+    result = run_entry(
+        "apply",
+        str(plan),
+        "--sandbox",
+        "--scenario",
+        scenario(tmp_path),
+        "-q",
+        "--report",
+        "/dev/stdout",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["state"] == "succeeded"
+    assert Path("/dev/stdout").is_symlink() or not Path("/dev/stdout").is_file()
+
+
+def test_report_files_keep_their_mode_and_a_failed_write_keeps_the_exit_code(
+    cli, plan: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    report.chmod(0o640)
+    sc = scenario(tmp_path, "workflows:\n  57: {outcome: failed}\n")
+    result = cli("apply", str(plan), "--sandbox", "--scenario", sc, "--report", str(report))
+    assert result.code == 1
+    assert json.loads(report.read_text())["state"] == "failed"
+    assert stat.S_IMODE(report.stat().st_mode) == 0o640
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    missing = tmp_path / "nowhere" / "j.xml"
+    result = cli(
+        "apply",
+        str(plan),
+        "--sandbox",
+        "--scenario",
+        sc,
+        "--report",
+        str(folder),
+        "--junit",
+        str(missing),
+    )
+    assert result.code == 1  # the run's, not 70
+    assert "Run 2 of t failed in " in result.out  # the summary came first
+    assert result.err == (
+        f"runbook: cannot write {folder}: Is a directory\n"
+        f"runbook: cannot write {missing}: No such file or directory\n"
+    )
