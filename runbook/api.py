@@ -229,9 +229,9 @@ class Execution:
             raise ValueError(f"the answer's 'id' {ident} is not a positive 64-bit integer")
         if not isinstance(state, str):
             raise ValueError("the answer has no string 'state'")
-        return cls(
+        return cls(  # every string made safe to print where it enters
             id=ident,
-            state=state,
+            state=printable(state[:MAX_STATE]),
             start_at=_text_or_none(record.get("start_at")),
             end_at=_text_or_none(record.get("end_at")),
             errors=message_texts(record.get("errors")),
@@ -240,8 +240,12 @@ class Execution:
         )
 
 
+MAX_STATE = 100
+"""A state longer than this is cut: it is shown on every line about its execution."""
+
+
 def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else printable(str(value)[:MAX_STATE])
 
 
 def parse_timestamp(text: str | None) -> datetime | None:

@@ -40,7 +40,7 @@ from runbook.events import (
     StepRecord,
 )
 from runbook.journal_rows import BadRow, check_row, json_field
-from runbook.text import message_texts
+from runbook.text import message_texts, printable
 
 __all__ = ["Journal", "JournalError", "PlanLock", "state_dir"]
 
@@ -119,7 +119,7 @@ def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return printable(value) if isinstance(value, str) else None
 
 
 class JournalError(RunbookError):
@@ -425,13 +425,13 @@ class Journal:
                 workflow_id=step["workflow_id"],
                 stage=step["stage"],
                 state=step["state"],
-                reason=step["reason"],
+                reason=_text(step["reason"]),
                 started_at=step["started_at"],
                 ended_at=step["ended_at"],
                 run_if=step["run_if"],
                 on_failure=step["on_failure"],
                 ignored=bool(step["ignored"]),
-                why=step["why"],
+                why=_text(step["why"]),
             )
         for attempt in self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (run_id,)
@@ -448,7 +448,7 @@ class Journal:
                     number=attempt["number"],
                     triggered_at=attempt["triggered_at"],
                     execution_id=attempt["execution_id"],
-                    state=attempt["state"],
+                    state=printable(attempt["state"]),
                     start_at=_text((record or {}).get("start_at")),
                     end_at=_text((record or {}).get("end_at")),
                     errors=message_texts((record or {}).get("errors")),
@@ -459,7 +459,7 @@ class Journal:
             )
         assumed = json_field(row["assumed_done"], list, f"runs row {run_id}: assumed_done")
         return RunRecord(
-            plan=row["plan"],
+            plan=printable(row["plan"]),
             run_id=run_id,
             max_parallel=row["max_parallel"],
             steps=steps,
@@ -467,7 +467,7 @@ class Journal:
             state=row["state"],
             started_at=row["started_at"],
             ended_at=row["ended_at"],
-            reason=row["reason"],
+            reason=_text(row["reason"]),
         )
 
     # -- the sink -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from runbook.durations import format_duration
 from runbook.events import RunRecord
 from runbook.render.report import report_document
 from runbook.render.runlog import stamp, step_duration
+from runbook.text import printable
 
 __all__ = ["write_history", "write_status"]
 
@@ -37,7 +38,8 @@ def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> Non
         f"Run {run.run_id} of {run.plan}: {run.state} (started {stamp(run.started_at)}, "
         f"{_took(run.started_at, run.ended_at)})\n"
     )
-    out.write(f"  plan file {row['plan_path']}, pid {row['pid']} on {row['host']}\n")
+    where = f"plan file {printable(row['plan_path'])}, pid {row['pid']} on {printable(row['host'])}"
+    out.write(f"  {where}\n")
     if run.reason:
         out.write(f"  {run.reason}\n")
     for step in run.ordered():
@@ -95,7 +97,7 @@ def write_history(out: TextIO, rows: Sequence[sqlite3.Row], fmt: str) -> None:
     table += [
         (
             str(row["id"]),
-            row["plan"],
+            printable(row["plan"]),
             row["state"],
             stamp(row["started_at"]),
             _took(row["started_at"], row["ended_at"]),

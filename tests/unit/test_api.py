@@ -724,3 +724,19 @@ def test_a_deeply_nested_answer_is_malformed_not_a_crash() -> None:
             return await api.get_execution(170)
 
     assert run(poll()).state == "running" and len(seen) == 2  # retried like any malformed one
+
+
+def test_strings_from_the_api_are_made_printable_where_they_enter() -> None:
+    execution = Execution.from_record(
+        {
+            "id": 3,
+            "state": "runn\x1b]0;pwned\x07ing" + "x" * 500,
+            "start_at": "\x1b[2J2026-12-01T02:00:00Z",
+            "errors": ["bad\x1b[31m row"],
+        }
+    )
+    assert execution.state.startswith("runn\\x1b]0;pwned\\x07ing")
+    assert len(execution.state) < 120 and "\x1b" not in execution.state
+    assert execution.start_at == "\\x1b[2J2026-12-01T02:00:00Z"
+    assert execution.errors == ("bad\\x1b[31m row",)
+    assert not execution.known_state

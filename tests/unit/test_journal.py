@@ -418,3 +418,20 @@ def test_status_history_and_resume_on_a_damaged_journal_exit_5(
         result = cli(*argv, "--state-dir", str(tmp_path))
         assert result.code == 5, (argv, result.err)
         assert "has a damaged row (runs row 1: ended_at holds str 'soon')" in result.err
+
+
+def test_strings_from_the_journal_are_printed_escaped(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    recorded_run(journal)
+    journal.db.execute(
+        "UPDATE runs SET plan = 'p\x1b]0;x\x07', host = 'h\x1b[2J', reason = 'r\x1b[31m'"
+    )
+    journal.db.execute("UPDATE steps SET reason = 'why\x07' WHERE name = 'a'")
+    out = io.StringIO()
+    row = journal.run_row(1)
+    write_status(out, row, journal.load_run(row), "text")
+    write_history(out, journal.runs(None, 5), "text")
+    journal.close()
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "p\\x1b]0;x\\x07" in text and "h\\x1b[2J" in text and "why\\x07" in text
