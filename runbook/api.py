@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -71,7 +71,7 @@ _MIN_RETRY_AFTER = 0.1
 class Token:
     """A Bearer token that never shows itself: not in repr, str, logs or messages."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_secret", "_forms")
 
     def __init__(self, secret: str) -> None:
         secret = secret.strip()
@@ -84,14 +84,34 @@ class Token:
                 "a Bearer token is one line of printable ASCII"
             )
         self._secret = secret
+        # the forms it can take in an answer: as it is, JSON-escaped ("\/" for "/"),
+        # percent-encoded (in an echoed URL or query)
+        forms = {secret, secret.replace("/", "\\/"), quote(secret, safe=""), quote(secret)}
+        self._forms = sorted(forms, key=len, reverse=True)
 
     def reveal(self) -> str:
         """The secret itself, for the Authorization header and nothing else."""
         return self._secret
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self._secret, "***")
+        """``text`` with every occurrence of the secret, in any of its forms, replaced
+        by ``***``."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+    def scrub(self, value: Any) -> Any:
+        """A decoded JSON answer with the secret redacted from every string, keys
+        included: what the API sends back is printed, reported and journaled. (Nesting
+        too deep to walk raises RecursionError: a malformed answer.)"""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self.scrub(item) for item in value]
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self.scrub(v) for k, v in value.items()}
+        return value
 
     def __repr__(self) -> str:
         return "Token('***')"
@@ -507,7 +527,7 @@ class NexadataClient:
                 + ("; check the API URL" if status < 400 else "")
             )
         try:
-            execution = Execution.from_record(response.json())
+            execution = Execution.from_record(self._token.scrub(response.json()))
             if op == "poll" and execution.id != ident:  # never let it replace the id we hold
                 raise ValueError(f"it is the record of execution {execution.id}")
             return execution
@@ -551,7 +571,8 @@ class NexadataClient:
         return self._token.redact(f"{type(exc).__name__}: {text}")
 
     def _detail(self, response: httpx.Response) -> str:
-        text = self._token.redact(response.text[:200].strip())
+        # redacted before it is cut: a secret across the cut would leave its start
+        text = self._token.redact(response.text)[:200].strip()
         return f" ({printable(' '.join(text.split()))})" if text else ""
 
 

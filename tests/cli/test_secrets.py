@@ -4,7 +4,9 @@ runs them all with distinctive tokens and scans everything they left behind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -95,3 +97,89 @@ def test_no_token_in_any_output_file_journal_or_traceback(
             assert secret not in text, (secret, number, text[:2000])
         for path in files:
             assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+ECHOED = "ech0/t0k+en-Vv2-distinct=="  # with '/' and '+': JSON-escaped and percent forms
+FORMS = (ECHOED, ECHOED.replace("/", "\\/"), quote(ECHOED, safe=""), quote(ECHOED))
+
+
+def echoing_api():
+    """An API that hands the token back in every field it can: the state's neighbours,
+    errors, warnings, unknown fields and keys, the times, a 400 body in its escaped form
+    straddling the 200-character cut of the error message."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    escaped = ECHOED.replace("/", "\\/")
+    count = {"n": 0}
+
+    def record(ident: int, state: str, request: Request) -> bytes:
+        auth = request.headers.get("authorization", "")
+        return (
+            f'{{"id": {ident}, "state": "{state}", "start_at": "{escaped}", "end_at": null, '
+            f'"errors": ["{escaped} rejected", {{"code": "{escaped}", "message": "{ECHOED}"}}], '
+            f'"warnings": ["{quote(ECHOED, safe="")}"], "echo": "{auth}", '
+            f'"{ECHOED}": "{quote(ECHOED)}"}}'
+        ).encode()
+
+    async def trigger(request: Request) -> Response:
+        if request.path_params["workflow_id"] == 2:
+            body = "x" * 190 + escaped + " is not allowed here"
+            return Response(body.encode(), status_code=400, media_type="application/json")
+        count["n"] += 1
+        return Response(record(count["n"], "created", request), media_type="application/json")
+
+    async def poll(request: Request) -> Response:
+        ident = request.path_params["execution_id"]
+        return Response(record(ident, "failed", request), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/workflows/{workflow_id:int}/execute", trigger, methods=["POST"]),
+            Route("/api/v1/workflows/executions/{execution_id:int}", poll, methods=["GET"]),
+        ]
+    )
+
+
+def test_a_token_the_api_echoes_in_any_field_or_form_shows_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = tmp_path / "echo.yaml"
+    plan.write_text(
+        "version: 1\nname: echo\ndefaults: {poll_interval: 20ms, max_poll_interval: 50ms}\n"
+        "workflows:\n  a: {workflow_id: 1, on_failure: continue}\n  b: {workflow_id: 2}\n"
+    )
+    monkeypatch.setenv("NEXADATA_TOKEN", ECHOED)
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+    outputs = []
+    with serve_in_thread(echoing_api()) as url:
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        for argv in (
+            (
+                "apply",
+                str(plan),
+                "--report",
+                str(tmp_path / "r.json"),
+                "--junit",
+                str(tmp_path / "j.xml"),
+            ),
+            ("apply", str(plan), "--log-format", "json"),
+            ("status",),
+            ("status", "--format", "json"),
+            ("history",),
+        ):
+            result = run_entry(*argv)
+            assert result.code in (0, 1), (argv, result.err)
+            outputs += [result.out, result.err]
+    assert "***" in outputs[0]  # the echoes were there, and were redacted
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert {p.name for p in files} >= {"r.json", "j.xml", "journal.sqlite3"}
+    for form in FORMS:
+        for text in outputs:
+            assert form not in text, (form, text[:3000])
+        for path in files:
+            data = path.read_bytes()
+            assert form.encode() not in data, (form, path)
+            assert json.dumps(form).encode()[1:-1] not in data, (form, path)
