@@ -68,6 +68,9 @@ _MIN_RETRY_AFTER = 0.1
 """Even "Retry-After: 0" (or a date already past) waits this long: never a busy loop."""
 
 
+MIN_SCRUBBED = 12
+
+
 class Token:
     """A Bearer token that never shows itself: not in repr, str, logs or messages."""
 
@@ -104,13 +107,22 @@ class Token:
     def scrub(self, value: Any) -> Any:
         """A decoded JSON answer with the secret redacted from every string, keys
         included: what the API sends back is printed, reported and journaled. (Nesting
-        too deep to walk raises RecursionError: a malformed answer.)"""
+        too deep to walk raises RecursionError: a malformed answer.)
+
+        A secret shorter than MIN_SCRUBBED characters (the sandbox's ``sandbox``, a test
+        token) is left alone here: it would mangle ordinary words and field names.
+        """
+        if len(self._secret) < MIN_SCRUBBED:
+            return value
+        return self._scrub(value)
+
+    def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, list):
-            return [self.scrub(item) for item in value]
+            return [self._scrub(item) for item in value]
         if isinstance(value, dict):
-            return {self.redact(str(k)): self.scrub(v) for k, v in value.items()}
+            return {self.redact(str(k)): self._scrub(v) for k, v in value.items()}
         return value
 
     def __repr__(self) -> str:
@@ -299,6 +311,9 @@ class RetryPolicy:
     rate_limited_attempts: int = 30
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    request_timeout: float = 120.0
+    """The whole of one request, answer included: an answer dripping a byte at a time
+    resets no clock. (A step's own timeout bounds its requests and waits as well.)"""
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
@@ -393,6 +408,7 @@ class NexadataClient:
                 max_connections=max_in_flight,
                 connect_timeout=self.retry.connect_timeout,
                 read_timeout=self.retry.read_timeout,
+                request_timeout=self.retry.request_timeout,
             )
         self._transport = transport
         common = {"Authorization": f"Bearer {token.reveal()}", "User-Agent": USER_AGENT}

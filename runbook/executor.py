@@ -18,11 +18,13 @@ import heapq
 import inspect
 import itertools
 import random
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from runbook.api import Execution
+from runbook.durations import format_duration
 from runbook.errors import (
     ApiError,
     ConfigError,
@@ -54,6 +56,9 @@ POLL_FRACTION = 0.1
 """Poll every tenth of the time an execution has run so far, within the step's bounds:
 detection lags at most a tenth of the running time (or poll_interval, if longer)."""
 TIMEOUT_REASON = "timed out (the remote execution may still be running)"
+INTERRUPT_GRACE = 30.0
+"""How long an interrupt waits for triggers under way to be answered (their execution
+ids), before it cuts them off and leaves their outcome unknown."""
 
 
 class Api(Protocol):
@@ -73,6 +78,19 @@ def poll_delay(step: Step, elapsed: float, rng: random.Random) -> float:
     """
     base = min(step.max_poll_interval, max(step.poll_interval, elapsed * POLL_FRACTION))
     return base * rng.uniform(0.9, 1.0)
+
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        """``awaitable``, cancelled with TimeoutError after ``seconds`` (no extra task)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+    _within = asyncio.wait_for
 
 
 class _Slots:
@@ -151,8 +169,11 @@ class Executor:
         rng: random.Random | None = None,
         prior: RunRecord | None = None,
         retrigger_unknown: bool = False,
+        interrupt_grace: float = INTERRUPT_GRACE,
     ) -> None:
         self.plan = plan
+        self.interrupt_grace = interrupt_grace
+        self._grace: asyncio.TimerHandle | None = None
         self.api = api
         selected = set(plan.steps if steps is None else steps)
         if stages is None:
@@ -283,6 +304,17 @@ class Executor:
         for name, task in self._tasks.items():
             if name not in self._critical:
                 task.cancel()
+        if self._critical and self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(
+                self.interrupt_grace, self._cut_triggers
+            )
+
+    def _cut_triggers(self) -> None:
+        """The interrupt's wait for triggers under way is over: cut them off. Their
+        outcome is unknown (the journal says *triggering*), so a resume will not repeat
+        them without --retrigger-unknown."""
+        for name in list(self._critical):
+            self._tasks[name].cancel()
 
     # -- steps ------------------------------------------------------------------------
 
@@ -411,7 +443,15 @@ class Executor:
             await self._emit(AttemptTriggering(record, attempt, attempt.triggered_at))
             started = self._clock()
             try:
-                execution = await self.api.trigger(step.workflow_id)
+                execution = await _within(self.api.trigger(step.workflow_id), step.timeout)
+            except asyncio.TimeoutError:  # the step's timeout bounds the request too
+                attempt.state = "unknown"
+                reason = (
+                    f"trigger outcome unknown for workflow {step.workflow_id}: the step's "
+                    f"timeout ({format_duration(step.timeout)}) ran out before the API "
+                    "answered; an execution may have been created, so it was not sent again"
+                )
+                return await self._attempt_over(record, attempt, "unknown", reason)
             except TriggerOutcomeUnknown as error:
                 attempt.state = "unknown"
                 return await self._attempt_over(record, attempt, "unknown", str(error))
@@ -463,7 +503,11 @@ class Executor:
                 return await self._attempt_over(record, attempt, "timed out", TIMEOUT_REASON)
             await self._sleep(min(poll_delay(step, now - started, self._rng), deadline - now))
             try:
-                latest = await self.api.get_execution(execution.id)
+                latest = await _within(
+                    self.api.get_execution(execution.id), max(0.0, deadline - self._clock())
+                )
+            except asyncio.TimeoutError:  # a slow answer, or a long Retry-After
+                return await self._attempt_over(record, attempt, "timed out", TIMEOUT_REASON)
             except ConfigError:
                 raise
             except ApiError as error:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from runbook.api import NexadataClient, Token, check_base_url
+from runbook.durations import format_duration
 from runbook.errors import UsageError
 from runbook.events import RunRecord, Sink
 from runbook.executor import Executor
@@ -162,7 +163,8 @@ def run_plan(
                 waiting = executor.triggers_under_way
                 wait = (
                     f"; waiting for {plural(waiting, 'trigger')} under way to be answered, so "
-                    "that no execution id is lost"
+                    "that no execution id is lost (at most "
+                    f"{format_duration(executor.interrupt_grace)})"
                     if waiting
                     else ""
                 )

@@ -41,12 +41,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: int = 16,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        request_timeout: float | None = None,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._max_connections = max_connections
         self._max_answer = max_answer_bytes
         self._timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=request_timeout,
             connect=connect_timeout,
             sock_connect=connect_timeout,
             sock_read=read_timeout,

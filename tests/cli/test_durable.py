@@ -123,7 +123,7 @@ def test_a_second_signal_exits_at_once(api, plan) -> None:
     first = process.stderr.readline()
     assert first.startswith("runbook: SIGINT: stopping; waiting for ")
     assert first.endswith(" under way to be answered, so that no execution id is lost "
-                          "(a second SIGINT exits at once)\n")  # fmt: skip
+                          "(at most 30s) (a second SIGINT exits at once)\n")  # fmt: skip
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -562,3 +563,73 @@ def test_a_retry_waiting_for_a_slot_when_the_run_stops_is_not_sent(tmp_path: Pat
     assert run.steps["a"].state == "failed"
     assert run.steps["a"].reason == "execution 1 failed (not retried: the run is stopping)"
     assert stats["executions"] == {"1": 1, "2": 1}
+
+
+def slow_app(trigger_delay: float = 0.0, poll_delay_: float = 0.0, retry_after: str = ""):
+    """An API whose answers take their time, or that keeps asking to wait."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def trigger(request):
+        await asyncio.sleep(trigger_delay)
+        return JSONResponse({"id": 1, "state": "running"})
+
+    async def poll(request):
+        if retry_after:
+            return JSONResponse({}, status_code=503, headers={"Retry-After": retry_after})
+        await asyncio.sleep(poll_delay_)
+        return JSONResponse({"id": 1, "state": "succeeded"})
+
+    app = Starlette(
+        routes=[
+            Route("/api/v1/workflows/{workflow_id:int}/execute", trigger, methods=["POST"]),
+            Route("/api/v1/workflows/executions/{execution_id:int}", poll, methods=["GET"]),
+        ]
+    )
+    app.state.sandbox = SimpleNamespace(stats=dict)  # what execute() reads of a sandbox
+    return app
+
+
+@pytest.mark.parametrize(
+    ("app_options", "state", "reason"),
+    [
+        ({"trigger_delay": 60}, "unknown", "trigger outcome unknown for workflow 5: the step's"),
+        ({"poll_delay_": 60}, "running", TIMEOUT_REASON),
+        ({"retry_after": "120"}, "running", TIMEOUT_REASON),
+    ],
+    ids=["slow-trigger", "slow-poll", "retry-after-120"],
+)
+def test_a_steps_timeout_bounds_its_requests_and_their_waits(
+    tmp_path: Path, app_options, state, reason
+) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 5, timeout: 300ms, retries: 2}\n")
+    app = slow_app(**app_options)
+    started = time.monotonic()
+    run, _, _ = execute(plan, app=app, transport=httpx.ASGITransport(app=app))
+    assert time.monotonic() - started < 10  # not 60 s, not 120 s
+    step = run.steps["a"]
+    assert step.state == "failed" and step.reason.startswith(reason)
+    assert [a.state for a in step.attempts] == [state]  # never retried
+
+
+def test_an_interrupt_waits_for_a_trigger_under_way_only_so_long(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 5}\n")
+    app = slow_app(trigger_delay=60)
+
+    def hook(executor, recorder):
+        executor.interrupt_grace = 0.2
+
+        def on_event(event):
+            if isinstance(event, AttemptTriggering):
+                asyncio.get_running_loop().call_later(0.05, executor.interrupt, "SIGTERM")
+
+        recorder.hook = on_event
+
+    started = time.monotonic()
+    run, _, _ = execute(plan, app=app, transport=httpx.ASGITransport(app=app), executor_hook=hook)
+    assert time.monotonic() - started < 10
+    assert run.state == "interrupted"
+    step = run.steps["a"]
+    assert (step.state, step.reason) == ("pending", "interrupted while triggering")
+    assert step.attempts[0].execution_id is None  # a resume treats it as ambiguous

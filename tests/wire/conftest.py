@@ -43,7 +43,8 @@ def raw_server(mode: str, answer: bytes = b"") -> Iterator[tuple[str, list[bytes
     """A TCP server on loopback that reads each request and then misbehaves.
 
     ``drop``: closes the connection without answering. ``silent``: never answers.
-    ``answer``: sends ``answer`` as it is, then closes.
+    ``answer``: sends ``answer`` as it is, then closes. ``drip``: sends ``answer`` a
+    byte every 0.1 s.
     Yields the base URL and the list of requests it read.
     """
     received: list[bytes] = []
@@ -59,6 +60,13 @@ def raw_server(mode: str, answer: bytes = b"") -> Iterator[tuple[str, list[bytes
             elif mode == "answer":
                 writer.write(answer)
                 await writer.drain()
+            elif mode == "drip":
+                for byte in answer:
+                    if state["stop"].is_set():
+                        break
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
@@ -70,6 +78,7 @@ def raw_server(mode: str, answer: bytes = b"") -> Iterator[tuple[str, list[bytes
         ready.set()
         async with server:
             await state["stop"].wait()
+            await asyncio.sleep(0.15)  # a dripping handler sees the stop and closes
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

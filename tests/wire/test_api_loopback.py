@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
+import time
 
 import pytest
 
@@ -237,3 +238,19 @@ def test_a_gzip_answer_within_the_limit_is_read(clock) -> None:
 
         execution = asyncio.run(main())
     assert (execution.id, execution.state) == (12, "created")
+
+
+def test_an_answer_dripping_a_byte_at_a_time_is_cut_by_the_request_timeout(clock) -> None:
+    answer = http_answer(b'{"id": 1, "state": "created"}' + b" " * 200)
+    with raw_server("drip", answer) as (url, received):
+
+        async def main():
+            policy = RetryPolicy(read_timeout=5.0, request_timeout=0.8)
+            async with make_client(url, clock, retry=policy) as api:
+                await api.trigger(4)
+
+        started = time.monotonic()
+        with pytest.raises(TriggerOutcomeUnknown):
+            asyncio.run(main())
+    assert time.monotonic() - started < 5  # the read timeout alone never fired
+    assert len(received) == 1
