@@ -98,11 +98,15 @@ def test_a_full_disk_mid_run_exits_5_and_the_run_resumes(cli, api, tmp_path: Pat
     made = app.state.sandbox.stats()["executions_total"]
     assert 0 < made < 60  # it stopped part-way
     resumed = cli("apply", str(plan), "--resume", "-q")
-    if resumed.code == 1:  # the write that failed was an execution id: not guessed at
-        assert "not triggered again" in resumed.out
+    if resumed.code == 1:  # the write that failed held execution ids: not guessed at
+        # one group commit can hold several (more under load): each such step is refused
+        ambiguous = resumed.out.count("not triggered again")
+        assert ambiguous >= 1, resumed.out
         resumed = cli("apply", str(plan), "--resume", "--retrigger-unknown", "-q")
         assert resumed.code == 0, resumed.out + resumed.err
-        assert app.state.sandbox.stats()["executions_total"] == 61  # one forced again
+        counts = executions(app)
+        assert app.state.sandbox.stats()["executions_total"] == 60 + ambiguous
+        assert sorted(counts.values()) == [1] * (60 - ambiguous) + [2] * ambiguous
     else:
         assert resumed.code == 0, resumed.out + resumed.err
         assert executions(app) == {str(n): 1 for n in range(1, 61)}
