@@ -338,7 +338,11 @@ class Executor:
             record = self.run.steps[ended.name]
             await self._finish_step(record, ended.state, ended.reason)
         if self.halted is None:
-            for name in self.core.ready():
+            ready = self.core.ready()
+            for name in ready:  # each one reported failed with its reason: one of them
+                if name in self._ambiguous:  # stopping the run must not cancel the others
+                    self.core.start(name)
+            for name in ready:
                 self._start(name)
 
     def _start(self, name: str) -> None:
@@ -379,9 +383,7 @@ class Executor:
         for tried in range(1, step.retries + 2):
             number = done + tried
             reattach = step.name in self._reattach
-            if step.name in self._ambiguous:
-                if not self.core.start(step.name):
-                    raise _Halt
+            if step.name in self._ambiguous:  # started when it was handed out
                 return "failed", self._ambiguous.pop(step.name)
             if not await self._slots.acquire(priority, step.name):
                 raise _Halt  # interrupted, or ended by a stop while it waited

@@ -633,3 +633,25 @@ def test_an_interrupt_waits_for_a_trigger_under_way_only_so_long(tmp_path: Path)
     step = run.steps["a"]
     assert (step.state, step.reason) == ("pending", "interrupted while triggering")
     assert step.attempts[0].execution_id is None  # a resume treats it as ambiguous
+
+
+def test_every_ambiguous_step_of_a_resume_is_reported_none_cancelled(tmp_path: Path) -> None:
+    from runbook.events import AttemptRecord, RunRecord, StepRecord
+
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2}\n  c: {workflow_id: 3}\n"
+        "  after: {workflow_id: 4, depends_on: [a, b, c]}\n",
+    )
+    steps = {name: StepRecord(name, wid, 1) for name, wid in (("a", 1), ("b", 2), ("c", 3))}
+    for name in ("a", "b"):  # killed while triggering: an execution may exist
+        steps[name].state = "running"
+        steps[name].attempts.append(AttemptRecord(1, 1.0))
+    steps["after"] = StepRecord("after", 4, 2)
+    prior = RunRecord(plan="t", run_id=1, max_parallel=4, steps=steps)
+    run, _, stats = execute(plan, prior=prior)
+    for name in ("a", "b"):
+        assert run.steps[name].state == "failed"
+        assert "not triggered again" in run.steps[name].reason
+    assert run.steps["after"].state == "skipped"
+    assert "1" not in stats["executions"] and "2" not in stats["executions"]
