@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
+
+from runbook.events import RunState, StepState
+from runbook.schedule import OnFailure, RunIf
 
 __all__ = ["BadRow", "check_row", "json_field"]
 
 _NUMBER = (int, float)
 _TEXT = (str,)
 _INT = (int,)
-RUN_STATES = frozenset({"running", "succeeded", "failed", "interrupted"})
-STEP_STATES = frozenset({"pending", "running", "succeeded", "failed", "skipped", "cancelled"})
+RUN_STATES: frozenset[str] = frozenset(get_args(RunState))
+STEP_STATES: frozenset[str] = frozenset(get_args(StepState))
 
 # column -> (types, nullable, allowed values or None)
 _COLUMNS: Mapping[str, Mapping[str, tuple[tuple[type, ...], bool, frozenset[str] | None]]] = {
@@ -46,8 +49,8 @@ _COLUMNS: Mapping[str, Mapping[str, tuple[tuple[type, ...], bool, frozenset[str]
         "reason": (_TEXT, True, None),
         "started_at": (_NUMBER, True, None),
         "ended_at": (_NUMBER, True, None),
-        "run_if": (_TEXT, False, frozenset({"success", "failure", "always"})),
-        "on_failure": (_TEXT, False, frozenset({"stop", "continue", "ignore"})),
+        "run_if": (_TEXT, False, frozenset(get_args(RunIf))),
+        "on_failure": (_TEXT, False, frozenset(get_args(OnFailure))),
         "ignored": (_INT, False, None),
         "why": (_TEXT, True, None),
     },
