@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.soak.harness import (  # noqa: E402 - the repository root is put on the path above
+from tests.soak.harness import (
     Shape,
     check_crash_soak,
     check_fault_soak,

@@ -10,7 +10,7 @@ import functools
 import math
 import re
 
-__all__ = ["DurationError", "format_duration", "parse_duration", "DURATION_HELP"]
+__all__ = ["DURATION_HELP", "DurationError", "format_duration", "parse_duration"]
 
 UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

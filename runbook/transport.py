@@ -24,7 +24,7 @@ import yarl
 
 from runbook.errors import TlsError
 
-__all__ = ["AiohttpTransport", "MAX_ANSWER_BYTES"]
+__all__ = ["MAX_ANSWER_BYTES", "AiohttpTransport"]
 
 MAX_ANSWER_BYTES = 1 << 20
 """An execution record is a few hundred bytes: an answer larger than 1 MiB, as sent or

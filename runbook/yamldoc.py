@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
-__all__ = ["Document", "Source", "load", "read_source", "YamlPath"]
+__all__ = ["Document", "Source", "YamlPath", "load", "read_source"]
 
 MAX_BYTES = 64 * 1024 * 1024
 """The largest input file read; a 50,000-step plan is about 3 MiB."""

@@ -18,7 +18,7 @@ from runbook.durations import DurationError, parse_duration
 from runbook.errors import Problem, ScenarioError
 from runbook.schemacheck import checker, show, where
 
-__all__ = ["Behaviour", "Faults", "Scenario", "load_scenario", "default_duration"]
+__all__ = ["Behaviour", "Faults", "Scenario", "default_duration", "load_scenario"]
 
 Outcome = Literal["succeeded", "failed"]
 DEFAULT_QUEUE = 0.2

@@ -35,7 +35,7 @@ from runbook.errors import (
 )
 from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.conftest import Clock
+from tests.helpers import Clock
 
 SECRET = "tok-Zq8-very-distinctive-4417"
 URL = "http://127.0.0.1/api/v1"
@@ -225,7 +225,7 @@ def test_retry_after_seconds_on_a_post_then_success() -> None:
 def test_retry_after_http_date_and_cap() -> None:
     clock = Clock()
     future = formatdate(__import__("time").time() + 30, usegmt=True)
-    transport, seen = answers(
+    transport, _seen = answers(
         httpx.Response(429, headers={"Retry-After": future}),
         httpx.Response(429, headers={"Retry-After": "99999"}),
         httpx.Response(200, json=RECORD),
@@ -352,7 +352,7 @@ def test_a_post_that_never_left_is_resent(error: type[httpx.HTTPError]) -> None:
 
 def test_transient_poll_faults_back_off_with_full_jitter_and_are_bounded() -> None:
     clock = Clock()
-    transport, seen = answers(
+    _transport, _seen = answers(
         httpx.Response(502),
         httpx.Response(500),
         httpx.Response(200, content=b"{"),
@@ -530,13 +530,13 @@ def test_token_absent_from_every_error_and_log(caplog: pytest.LogCaptureFixture)
                 ) as api:
                     try:
                         await (api.trigger(1) if op == "trigger" else api.get_execution(1))
-                    except Exception as exc:  # noqa: BLE001 - collecting every outcome
+                    except Exception as exc:
                         messages.append(repr(exc) + str(exc))
         async with client(mock(raising), retry=RetryPolicy(attempts=2)) as api:
             for call in (api.trigger(1), api.get_execution(1)):
                 try:
                     await call
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     messages.append(repr(exc) + str(exc))
 
     run(main())

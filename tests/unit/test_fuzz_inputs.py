@@ -119,7 +119,7 @@ EDITS = st.lists(
     st.tuples(
         st.sampled_from(["delete", "insert", "replace", "swap"]),
         st.integers(0, 10**6),
-        st.sampled_from(list(":-[]{}&*!|>'\"#%@`, \n\t0a") + ["\x00", "\u2028", "\ufeff"]),
+        st.sampled_from([*list(":-[]{}&*!|>'\"#%@`, \n\t0a"), "\x00", "\u2028", "\ufeff"]),
     ),
     min_size=1,
     max_size=8,

@@ -117,7 +117,7 @@ def test_continue_skips_only_success_steps_below() -> None:
         Rule("alert", ("bad",), run_if="failure"),
         Rule("other"),
     ]
-    core, order = run(rules, {"bad": "failed"})
+    core, _order = run(rules, {"bad": "failed"})
     assert states(core) == {
         "bad": "failed",
         "below": "skipped",
