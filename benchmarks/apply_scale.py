@@ -113,7 +113,7 @@ def ideal(workload: Workload, poll: float | None) -> float:
 # that the journal's cost is the difference between two runs of one invocation.
 WITHOUT_JOURNAL = (
     "import sys, runbook.journal, runbook.cli\n"
-    "runbook.journal.Journal.__call__ = lambda self, event: None\n"
+    "runbook.journal.JournalSink.__call__ = lambda self, event: None\n"
     "sys.argv[0] = 'runbook'\n"
     "raise SystemExit(runbook.cli.main())\n"
 )

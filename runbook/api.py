@@ -49,14 +49,14 @@ from runbook.errors import (
     WorkflowNotFound,
 )
 from runbook.events import TERMINAL_STATES
-from runbook.text import is_token_text, message_texts, printable
+from runbook.text import is_token_text, message_texts, parse_timestamp, printable
 
 __all__ = [
+    "TERMINAL_STATES",
     "Execution",
     "NexadataClient",
     "RateBudget",
     "RetryPolicy",
-    "TERMINAL_STATES",
     "Token",
     "check_base_url",
 ]
@@ -74,7 +74,7 @@ MIN_SCRUBBED = 12
 class Token:
     """A Bearer token that never shows itself: not in repr, str, logs or messages."""
 
-    __slots__ = ("_secret", "_forms")
+    __slots__ = ("_forms", "_secret")
 
     def __init__(self, secret: str) -> None:
         secret = secret.strip()
@@ -280,20 +280,6 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None else printable(str(value)[:MAX_STATE])
 
 
-def parse_timestamp(text: str | None) -> datetime | None:
-    """ISO 8601 to an aware datetime (naive means UTC); None if it cannot be read."""
-    if not text:
-        return None
-    candidate = text.strip()
-    if candidate.endswith(("Z", "z")):
-        candidate = candidate[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(candidate)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard the client tries before a transient fault fails a step.
@@ -434,9 +420,6 @@ class NexadataClient:
     ) -> None:
         await self._transport.__aexit__(exc_type, exc, tb)
 
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
     async def trigger(self, workflow_id: int) -> Execution:
         """``POST /workflows/{id}/execute``: a new execution (normally ``created``)."""
         execution = await self._send("trigger", f"workflows/{workflow_id}/execute", workflow_id)
@@ -519,7 +502,7 @@ class NexadataClient:
             url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
         return url
 
-    def _judge(self, response: httpx.Response, op: Op, ident: int) -> Execution | None | _Retry:
+    def _judge(self, response: httpx.Response, op: Op, ident: int) -> Execution | _Retry | None:
         """The answer's execution, None for a 404, or what to retry; raises what is final."""
         status = response.status_code
         if status in (401, 403):

@@ -9,12 +9,17 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from runbook import __version__
 from runbook.errors import InputError, RunbookError, UsageError
+from runbook.sandbox import SANDBOX_TOKEN
+
+if TYPE_CHECKING:
+    from runbook.events import RunFinished, RunRecord
+    from runbook.runner import ApplyOptions, Runner
 
 EXIT_INTERNAL = 70
 """An unexpected error: a bug in runbook (sysexits' EX_SOFTWARE)."""
@@ -58,8 +63,7 @@ _state_dir_option = click.option(
     is_flag=True,
     help="On an unexpected error, print the whole Python traceback.",
 )
-@click.pass_context
-def cli(ctx: click.Context, show_traceback: bool) -> None:
+def cli(show_traceback: bool) -> None:
     """Run chains of Nexadata workflows from a plan kept in git.
 
     \b
@@ -68,7 +72,7 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     4 the plan is already being applied, 5 the run journal cannot be used,
     130 interrupted (resumable), 70 an unexpected error in runbook itself.
     """
-    ctx.obj = {"traceback": show_traceback}
+    # --traceback is read by main(), which handles every error
 
 
 @cli.command()
@@ -112,18 +116,12 @@ def plan(plan_path: str, fmt: str, selects: tuple[str, ...], excludes: tuple[str
     Each step is shown with its workflow id, upstreams and failure policy. Nothing is
     sent.
     """
-    from runbook.graph import Dag
     from runbook.plan import load_plan
-    from runbook.render import planview
+    from runbook.render.planview import PLAN_FORMATS
 
     loaded = load_plan(plan_path)
-    dag = Dag(loaded)
-    selection = dag.select(selects, excludes)
-    stages = dag.stages(selection.steps)
-    if fmt == "json":
-        planview.write_plan_json(_stdout(), loaded, stages, selection)
-    else:
-        planview.write_plan_text(_stdout(), loaded, stages, selection)
+    selection = loaded.dag.select(selects, excludes)
+    PLAN_FORMATS[fmt](_stdout(), loaded, loaded.dag.stages(selection.steps), selection)
     return 0
 
 
@@ -145,13 +143,9 @@ def graph(plan_path: str, fmt: str) -> int:
     runbook graph plan.yaml --format mermaid   # paste into Markdown
     """
     from runbook.plan import load_plan
-    from runbook.render import planview
+    from runbook.render.planview import GRAPH_FORMATS
 
-    loaded = load_plan(plan_path)
-    if fmt == "mermaid":
-        planview.write_mermaid(_stdout(), loaded)
-    else:
-        planview.write_dot(_stdout(), loaded)
+    GRAPH_FORMATS[fmt](_stdout(), load_plan(plan_path))
     return 0
 
 
@@ -240,122 +234,80 @@ def apply(
     4 the plan is already being applied, 5 the run journal cannot be used,
     130 interrupted (resume with --resume).
     """
-    from contextlib import ExitStack
+    from runbook.runner import ApplyOptions, Runner
 
-    from runbook.api import token_file_warning
-    from runbook.graph import Dag
-    from runbook.journal import JournalError
-    from runbook.plan import load_plan
-    from runbook.render import report, runlog
-    from runbook.runner import (
-        api_target,
-        check_options,
-        forbid_core_dumps,
-        prepare_durable,
-        run_plan,
-        sandbox_target,
-    )
-
-    check_options(
-        sandbox=use_sandbox, scenario=scenario_path, api_url=api_url, token_file=token_file
-    )
-    forbid_core_dumps()  # before the token is read
-    if retrigger_unknown and not resume:
-        raise UsageError("--retrigger-unknown goes with --resume")
-    if resume and use_sandbox:
-        raise UsageError(
-            "--resume cannot use --sandbox: the built-in simulator forgets its executions "
-            "when apply ends; serve one with 'runbook sandbox' and point --api-url at it"
-        )
-    loaded = load_plan(plan_path)
-    dag = Dag(loaded)
-    selection = dag.select(selects, excludes)
-    options = {
-        "api_url": api_url,
-        "sandbox": use_sandbox,
-        "scenario": scenario_path,
-        "max_parallel": max_parallel,
-        "select": list(selects),
-        "exclude": list(excludes),
-    }
-    # the token is read before the plan's lock is taken: a bad token file costs no lock
-    target = None if use_sandbox else api_target(loaded, api_url=api_url, token_file=token_file)
-    warning = token_file_warning(token_file) if token_file else None
-    if warning:
-        _stderr().write(f"runbook: warning: {warning}\n")
-    durable, selection, note = prepare_durable(
-        state_dir,
-        loaded,
-        selection,
+    options = ApplyOptions(
+        plan_path=plan_path,
+        state_dir=state_dir,
         resume=resume,
-        keep_selection=bool(selects or excludes),
         retrigger_unknown=retrigger_unknown,
-        options=options,
+        api_url=api_url,
+        token_file=token_file,
+        sandbox=use_sandbox,
+        scenario=scenario_path,
+        max_parallel=max_parallel,
+        report=report_path,
+        junit=junit_path,
+        quiet=quiet,
+        log_format="json" if log_format == "json" else "text",
+        selects=selects,
+        excludes=excludes,
     )
-    if note:
-        _stderr().write(f"runbook: note: {note}\n")
-    journal, lock = durable.journal, durable.lock
-    stages = dag.stages(selection.steps)
-    resume_command = f"runbook apply {plan_path} --resume" + (
-        f" --state-dir {state_dir}" if state_dir else ""
+    with Runner(options, notice=_notice) as runner:
+        runner.build()
+        run = _execute(runner, options)
+    return _conclude(run, options)
+
+
+def _notice(level: str, text: str) -> None:
+    _stderr().write(f"runbook: {level}: {text}\n")
+
+
+def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
+    """Run with the renderer the options and the terminal call for, and the signal
+    messages on stderr; a second signal ends the process at once."""
+    import os
+
+    from runbook.events import Event, SignalReceived
+    from runbook.render.registry import RUN_RENDERERS, run_renderer_name
+    from runbook.render.runlog import signal_message
+
+    out = _stdout()
+    renderers = (
+        [] if options.quiet else [RUN_RENDERERS[run_renderer_name(options.log_format, out)](out)]
     )
-    with ExitStack() as stack:
-        stack.callback(journal.close)
-        stack.callback(lock.release)
-        if target is None:
-            target = stack.enter_context(sandbox_target(scenario_path))
-        sinks: list[Any] = []
-        live = None
-        out = _stdout()
-        if not quiet:
-            if log_format == "json":
-                sinks.append(runlog.JsonLines(out))
-            elif out.isatty():
-                from rich.console import Console
 
-                from runbook.render.live import LiveView
+    def signals(event: Event) -> None:
+        if isinstance(event, SignalReceived):
+            err = _stderr()
+            err.write(signal_message(event))
+            err.flush()
+            if not event.first:
+                os._exit(130)
 
-                live = LiveView(Console(file=out))
-                sinks.append(live)
-            else:
-                sinks.append(runlog.PlainLines(out))
-        try:
-            run = run_plan(
-                loaded,
-                target,
-                selection,
-                stages,
-                max_parallel=max_parallel,
-                sinks=sinks,
-                durable=durable,
-            )
-        except JournalError as exc:
-            if journal.run_id is None:
-                raise
-            stopped = (
-                f"{exc}\nrunbook: run {journal.run_id} stopped there: nothing was triggered "
-                "after the failed write"
-            )
-            if use_sandbox:  # the simulator ended with the run: nothing to resume
-                raise JournalError(stopped) from None
-            raise JournalError(
-                f"{stopped}; executions triggered before it may still be running. Once the "
-                f"journal can be written, resume with: {resume_command}"
-            ) from None
-        finally:
-            if live is not None:
-                live.stop()
-    if not quiet or run.state != "succeeded":
-        if log_format == "json" and quiet:
+    try:
+        return runner.execute([*renderers, signals])
+    finally:
+        for renderer in renderers:
+            renderer.close()
+
+
+def _conclude(run: RunRecord, options: ApplyOptions) -> int:
+    """The summary, the report and JUnit files, and the exit code."""
+    from runbook.render import report, runlog
+
+    out = _stdout()
+    if not options.quiet or run.state != "succeeded":
+        if options.log_format == "json" and options.quiet:
             runlog.JsonLines(out)(_finished(run))
-        elif log_format != "json":
+        elif options.log_format != "json":
             hint = None
-            if run.state != "succeeded" and run.exit_code is None and not use_sandbox:
-                hint = f"Resume with: {resume_command}"
+            if run.state != "succeeded" and run.exit_code is None and not options.sandbox:
+                hint = f"Resume with: {options.resume_command}"
             runlog.write_summary(out, run, resume_hint=hint)
     # after the summary: a file that cannot be written changes neither what the run
     # did nor its exit code, and says so on stderr
-    for path, write in ((report_path, report.write_report), (junit_path, report.write_junit)):
+    for path, write in ((options.report, report.write_report), (options.junit, report.write_junit)):
         if path:
             try:
                 write(path, run)
@@ -366,7 +318,7 @@ def apply(
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)
 
 
-def _finished(run: Any) -> Any:
+def _finished(run: RunRecord) -> RunFinished:
     from runbook.events import RunFinished
 
     return RunFinished(run, run.ended_at or run.started_at)
@@ -381,11 +333,11 @@ def _finished(run: Any) -> Any:
 def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
     """One run from the journal (default the latest): each step's state, attempts,
     execution ids, times and errors."""
-    from runbook.journal import Journal
+    from runbook.journal import Store
     from runbook.journal import state_dir as resolve
     from runbook.render import journalview
 
-    journal = Journal(resolve(state_dir))
+    journal = Store(resolve(state_dir))
     try:
         row = journal.run_row(run_id)
         if row is None:
@@ -415,11 +367,11 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
 )
 def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) -> int:
     """Past runs, newest first: id, plan, state, start and duration."""
-    from runbook.journal import Journal
+    from runbook.journal import Store
     from runbook.journal import state_dir as resolve
     from runbook.render import journalview
 
-    journal = Journal(resolve(state_dir))
+    journal = Store(resolve(state_dir))
     try:
         journalview.write_history(_stdout(), journal.runs(plan_name, limit), fmt)
     finally:
@@ -443,7 +395,10 @@ def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) 
     help="How workflows behave and which faults to inject (YAML).",
 )
 @click.option(
-    "--token", default="sandbox", show_default=True, help="The Bearer token the simulator accepts."
+    "--token",
+    default=SANDBOX_TOKEN,
+    show_default=True,
+    help="The Bearer token the simulator accepts.",
 )
 def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     """Serve the built-in Nexadata simulator until interrupted (Ctrl-C).
@@ -454,7 +409,8 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     """
     from runbook.api import is_loopback
     from runbook.render.sandboxview import write_banner
-    from runbook.sandbox.app import DEFAULT_TOKEN, create_app
+    from runbook.sandbox import SANDBOX_TOKEN
+    from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import base_url, bind, serve_forever
     from runbook.text import is_token_text
@@ -462,10 +418,10 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     if not is_token_text(token):
         raise UsageError("--token must be one word of printable ASCII")
     local = is_loopback(host.strip("[]"))
-    if not local and token == DEFAULT_TOKEN:
+    if not local and token == SANDBOX_TOKEN:
         raise UsageError(
             f"--host {host} serves beyond this machine: choose a token of your own with "
-            f"--token (everyone knows the default, {DEFAULT_TOKEN!r})"
+            f"--token (everyone knows the default, {SANDBOX_TOKEN!r})"
         )
     scenario = load_scenario(scenario_path) if scenario_path else Scenario()
     try:
@@ -514,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunbookError as exc:
         click.echo(f"runbook: {exc}", err=True)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+    except Exception as exc:
         if "--traceback" in args:
             traceback.print_exc()
         click.echo(

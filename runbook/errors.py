@@ -17,7 +17,7 @@
     │   ├── TriggerOutcomeUnknown   the trigger may or may not have created an execution
     │   └── ApiUnavailable          transient faults outlasted the retries
     ├── LockedError              4  another apply of the same plan is running
-    └── Interrupted            130  SIGINT or SIGTERM; the run can be resumed
+    └── JournalError             5  the run journal cannot be used (state dir, disk, damage)
 
 Messages never contain a token: the API client redacts before raising.
 """
@@ -30,21 +30,21 @@ from dataclasses import dataclass
 __all__ = [
     "ApiError",
     "ApiUnavailable",
-    "ConfigError",
     "AuthError",
+    "ConfigError",
     "ExecutionNotFound",
-    "TriggerOutcomeUnknown",
-    "TriggerRefused",
-    "WorkflowNotFound",
     "InputError",
-    "Interrupted",
+    "JournalError",
     "LockedError",
     "PlanError",
     "Problem",
     "RunbookError",
     "ScenarioError",
     "TlsError",
+    "TriggerOutcomeUnknown",
+    "TriggerRefused",
     "UsageError",
+    "WorkflowNotFound",
 ]
 
 
@@ -143,7 +143,7 @@ class LockedError(RunbookError):
     exit_code = 4
 
 
-class Interrupted(RunbookError):
-    """The run was stopped by a signal; it can be resumed."""
+class JournalError(RunbookError):
+    """The journal cannot be used; runbook will not run without one."""
 
-    exit_code = 130
+    exit_code = 5

@@ -19,6 +19,7 @@ TERMINAL_STATES = frozenset({"succeeded", "failed"})
 """The execution states that end an attempt; any other is polled on."""
 
 __all__ = [
+    "TERMINAL_STATES",
     "AttemptFinished",
     "AttemptRecord",
     "AttemptTriggered",
@@ -30,10 +31,10 @@ __all__ = [
     "RunFinished",
     "RunRecord",
     "RunStarted",
+    "SignalReceived",
     "Sink",
     "StepFinished",
     "StepRecord",
-    "TERMINAL_STATES",
 ]
 
 
@@ -166,6 +167,19 @@ class Notice:
     level: Literal["info", "warning"] = "warning"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalReceived:
+    """A SIGINT or SIGTERM. The first stops the run: no new trigger, and it waits for
+    ``triggers_under_way`` (at most ``grace`` seconds) so that no execution id is lost;
+    a second one asks to exit at once."""
+
+    name: str
+    first: bool
+    triggers_under_way: int
+    grace: float
+    at: float
+
+
 @dataclass(frozen=True, slots=True)
 class RunFinished:
     run: RunRecord
@@ -181,7 +195,9 @@ Event = (
     | RetryScheduled
     | StepFinished
     | Notice
+    | SignalReceived
     | RunFinished
 )
 Sink = Callable[[Event], Awaitable[None] | None]
-"""A sink is called with each event; an awaitable it returns is awaited."""
+"""A sink is called with each event; an awaitable it returns is awaited (except for a
+SignalReceived, told from a signal handler: no sink waits on one)."""

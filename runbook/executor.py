@@ -50,7 +50,7 @@ from runbook.events import (
 from runbook.plan import Plan, Step
 from runbook.schedule import Ending, Rule, Schedule, Update
 
-__all__ = ["Api", "Executor", "POLL_FRACTION", "poll_delay"]
+__all__ = ["POLL_FRACTION", "Api", "Executor", "poll_delay"]
 
 POLL_FRACTION = 0.1
 """Poll every tenth of the time an execution has run so far, within the step's bounds:
@@ -259,15 +259,18 @@ class Executor:
                 and (last.ended_at is None or _outcome_unseen(old, last))
             ):
                 self._reattach[name] = last
-            elif last is not None and (
-                last.state == "unknown" or (last.ended_at is None and last.execution_id is None)
+            elif (
+                last is not None
+                and not retrigger_unknown
+                and (
+                    last.state == "unknown" or (last.ended_at is None and last.execution_id is None)
+                )
             ):
-                if not retrigger_unknown:
-                    self._ambiguous[name] = (
-                        f"the trigger of attempt {last.number} got no answer, so an execution "
-                        "may exist; not triggered again (--resume --retrigger-unknown triggers "
-                        "it anyway, at the risk of running it twice)"
-                    )
+                self._ambiguous[name] = (
+                    f"the trigger of attempt {last.number} got no answer, so an execution "
+                    "may exist; not triggered again (--resume --retrigger-unknown triggers "
+                    "it anyway, at the risk of running it twice)"
+                )
         return sorted(kept, key=self._priority)
 
     # -- the run ----------------------------------------------------------------------
@@ -570,6 +573,12 @@ class Executor:
         else:
             self.run.state = self.core.outcome()
         await self._emit(RunFinished(self.run, self.run.ended_at))
+
+    def tell(self, event: Event) -> None:
+        """Hand ``event`` to every sink from outside the run (a signal handler), without
+        waiting: no sink waits on the events told this way."""
+        for sink in self.sinks:
+            sink(event)
 
     async def _emit(self, event: Event) -> None:
         for sink in self.sinks:

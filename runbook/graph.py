@@ -6,15 +6,12 @@ import time, so that commands that never build a graph start fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runbook.errors import UsageError
 from runbook.text import did_you_mean
-
-if TYPE_CHECKING:
-    from runbook.plan import Plan
 
 __all__ = [
     "Dag",
@@ -111,21 +108,39 @@ class Selection:
 
 
 class Dag:
-    """A plan's steps as a networkx DiGraph, upstream -> downstream."""
+    """A plan's steps as an acyclic graph, upstream -> downstream, with its stages.
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        # the loader built and checked this graph already; never mutated
-        self.g: Any = plan.graph
+    Built by the plan's loader once the graph is known to have no cycle, and never
+    changed after: ``g`` is a networkx DiGraph holding the edges written in
+    ``depends_on`` and the implicit ones of the ``finally`` steps.
+    """
+
+    def __init__(
+        self,
+        g: Any,
+        stages: Sequence[Sequence[str]],
+        *,
+        depends_on: Mapping[str, Sequence[str]],
+        finally_steps: Sequence[str] = (),
+    ) -> None:
+        self.g = g
+        self.generations = tuple(tuple(stage) for stage in stages)
+        """Topological generations, names sorted in each: the order steps start in."""
+        self.depends_on = depends_on
+        self.finally_steps = tuple(finally_steps)
 
     def stages(self, steps: Iterable[str] | None = None) -> list[list[str]]:
         """Topological generations of ``steps`` (default all), names sorted in each."""
         if steps is None:
-            return [list(stage) for stage in self.plan.stages]
+            return [list(stage) for stage in self.generations]
         steps = set(steps)
-        if len(steps) == len(self.plan.steps):
+        if len(steps) == len(self.depends_on):
             return self.stages()
         return generations(self.g.subgraph(steps))
+
+    def successors(self, name: str) -> list[str]:
+        """The steps that wait for ``name`` directly."""
+        return list(self.g.successors(name))
 
     def upstream_of(self, name: str) -> set[str]:
         """Every step ``name`` waits for, directly or not."""
@@ -154,11 +169,10 @@ class Dag:
             spec = parse_spec(text, "--exclude")
             chosen -= self._expand(spec)
             named.add(spec.name)
-        chosen |= set(self.plan.finally_steps) - named
+        chosen |= set(self.finally_steps) - named
         # the steps written in depends_on; a finally step's implicit upstreams are only
         # the selected steps
-        steps = self.plan.steps
-        done = {up for name in chosen for up in steps[name].depends_on} - chosen
+        done = {up for name in chosen for up in self.depends_on[name]} - chosen
         return Selection(steps=frozenset(chosen), assumed_done=frozenset(done))
 
     def _expand(self, spec: Spec) -> set[str]:

@@ -24,7 +24,7 @@ from runbook.schemacheck import checker, show, where
 from runbook.text import did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
-__all__ = ["ApiSettings", "Plan", "Step", "load_plan", "BUILTIN_DEFAULTS"]
+__all__ = ["BUILTIN_DEFAULTS", "ApiSettings", "Plan", "Step", "load_plan"]
 
 
 DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
@@ -80,13 +80,15 @@ class Plan:
     max_parallel: int
     steps: Mapping[str, Step]
     sha256: str
-    stages: tuple[tuple[str, ...], ...]
-    """Topological generations, names sorted in each: the order steps start in."""
-    graph: Any = field(compare=False, repr=False)
-    """The steps as a networkx DiGraph, upstream -> downstream (see runbook.graph), with
-    the implicit edges of the ``finally`` steps."""
+    dag: graph.Dag = field(compare=False, repr=False)
+    """The steps' graph, with the implicit edges of the ``finally`` steps, and its stages."""
     finally_steps: tuple[str, ...] = ()
     """The steps listed in ``finally``, in the file's order."""
+
+    @property
+    def stages(self) -> tuple[tuple[str, ...], ...]:
+        """Topological generations, names sorted in each: the order steps start in."""
+        return self.dag.generations
 
     @property
     def edge_count(self) -> int:
@@ -354,7 +356,11 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         max_parallel=int(data.get("max_parallel", DEFAULT_MAX_PARALLEL)),
         steps=MappingProxyType(steps),
         sha256=source.sha256,
-        stages=tuple(tuple(stage) for stage in stages),
-        graph=dag,
+        dag=graph.Dag(
+            dag,
+            stages,
+            depends_on={name: step.depends_on for name, step in steps.items()},
+            finally_steps=finally_steps,
+        ),
         finally_steps=finally_steps,
     )

@@ -1,8 +1,13 @@
-"""One ``apply``: resolve where the API is and the token, start the sandbox if asked,
-run the executor under signal handlers, and hand back the run's record.
+"""One ``apply``: the options, checked once; the resources it needs, built and owned;
+the run itself, under signal handlers.
 
-The CLI parses and renders; this module owns the wiring between the plan, the API
-client, the sandbox and the executor.
+``cli.py`` parses the command line into :class:`ApplyOptions` (every contradiction is a
+UsageError there, before anything is read), then uses a :class:`Runner`: ``build()``
+loads the plan, reads the token, takes the plan's lock and opens the journal, starts the
+sandbox if asked; ``execute()`` runs the executor and hands back the run's record.
+Everything built is closed by the runner's one ExitStack, however the run ends. The
+runner prints nothing and exits nothing: what a person should hear goes to the
+``notice`` callback or, during the run, to the sinks as events.
 """
 
 from __future__ import annotations
@@ -12,34 +17,84 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal
 
-from runbook.api import NexadataClient, Token, check_base_url
-from runbook.durations import format_duration
-from runbook.errors import UsageError
-from runbook.events import RunRecord, Sink
+from runbook.api import NexadataClient, Token, check_base_url, token_file_warning
+from runbook.errors import JournalError, UsageError
+from runbook.events import RunRecord, SignalReceived, Sink
 from runbook.executor import Executor
 from runbook.graph import Selection
-from runbook.journal import Journal, PlanLock, state_dir
-from runbook.plan import Plan
-from runbook.text import plural
+from runbook.journal import JournalSink, PlanLock, Store, state_dir
+from runbook.plan import Plan, load_plan
+from runbook.sandbox import SANDBOX_TOKEN
 
-__all__ = [
-    "ApiTarget",
-    "forbid_core_dumps",
-    "prepare_durable",
-    "Durable",
-    "api_target",
-    "open_journal",
-    "resumable",
-    "run_plan",
-    "sandbox_target",
-]
+__all__ = ["ApiTarget", "ApplyOptions", "Runner", "api_target", "forbid_core_dumps"]
 
-SANDBOX_TOKEN = "sandbox"
 _PR_SET_DUMPABLE = 4  # linux/prctl.h
+
+Notice = Callable[[str, str], None]
+"""``notice(level, text)``: a ``note`` or ``warning`` for the person at the terminal."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyOptions:
+    """Everything ``apply`` was asked, checked as a whole when it is made: flags that
+    contradict each other are a UsageError (exit 2) before anything is read or sent."""
+
+    plan_path: str
+    state_dir: str | None = None
+    resume: bool = False
+    retrigger_unknown: bool = False
+    api_url: str | None = None
+    token_file: str | None = None
+    sandbox: bool = False
+    scenario: str | None = None
+    max_parallel: int | None = None
+    report: str | None = None
+    junit: str | None = None
+    quiet: bool = False
+    log_format: Literal["text", "json"] = "text"
+    selects: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scenario and not self.sandbox:
+            raise UsageError("--scenario configures the built-in simulator: add --sandbox")
+        if self.sandbox and self.api_url:
+            raise UsageError("--sandbox runs against the built-in simulator: drop --api-url")
+        if self.sandbox and self.token_file:
+            raise UsageError("--sandbox needs no token: drop --token-file")
+        if self.retrigger_unknown and not self.resume:
+            raise UsageError("--retrigger-unknown goes with --resume")
+        if self.resume and self.sandbox:
+            raise UsageError(
+                "--resume cannot use --sandbox: the built-in simulator forgets its executions "
+                "when apply ends; serve one with 'runbook sandbox' and point --api-url at it"
+            )
+        if self.max_parallel is not None and self.max_parallel < 1:
+            raise UsageError("--max-parallel must be at least 1")
+
+    @property
+    def resume_command(self) -> str:
+        """The command that continues this run."""
+        extra = f" --state-dir {self.state_dir}" if self.state_dir else ""
+        return f"runbook apply {self.plan_path} --resume{extra}"
+
+    @property
+    def recorded(self) -> dict[str, object]:
+        """What the journal keeps of the options (never the token or its file)."""
+        return {
+            "api_url": self.api_url,
+            "sandbox": self.sandbox,
+            "scenario": self.scenario,
+            "max_parallel": self.max_parallel,
+            "select": list(self.selects),
+            "exclude": list(self.excludes),
+        }
 
 
 def forbid_core_dumps() -> None:
@@ -82,7 +137,7 @@ def api_target(
 
 
 @contextmanager
-def sandbox_target(scenario_path: str | None) -> Iterator[ApiTarget]:
+def _sandbox_target(scenario_path: str | None) -> Iterator[ApiTarget]:
     """The built-in simulator on a free loopback port, for the length of the block."""
     from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
@@ -93,85 +148,157 @@ def sandbox_target(scenario_path: str | None) -> Iterator[ApiTarget]:
         yield ApiTarget(url, Token(SANDBOX_TOKEN))
 
 
-def check_options(
-    *, sandbox: bool, scenario: str | None, api_url: str | None, token_file: str | None
-) -> None:
-    """Flags that contradict each other are a usage error (exit 2), before anything runs."""
-    if scenario and not sandbox:
-        raise UsageError("--scenario configures the built-in simulator: add --sandbox")
-    if sandbox and api_url:
-        raise UsageError("--sandbox runs against the built-in simulator: drop --api-url")
-    if sandbox and token_file:
-        raise UsageError("--sandbox needs no token: drop --token-file")
-
-
-@dataclass(frozen=True, slots=True)
-class Durable:
-    """The journal side of a run: where it is recorded, and what it resumes."""
-
-    journal: Journal
+@dataclass(slots=True)
+class _Built:
+    plan: Plan
+    selection: Selection
+    stages: list[list[str]]
+    target: ApiTarget
+    store: Store
     lock: PlanLock
     prior: RunRecord | None = None
-    retrigger_unknown: bool = False
-    options: Mapping[str, object] | None = None
+    sinks: list[Sink] = field(default_factory=list)
 
 
-def run_plan(
-    plan: Plan,
-    target: ApiTarget,
-    selection: Selection,
-    stages: Sequence[Sequence[str]],
-    *,
-    max_parallel: int | None,
-    sinks: Sequence[Sink],
-    durable: Durable | None = None,
-) -> RunRecord:
-    """Run the selected steps to the end, or until a signal; return the run's record.
+class Runner:
+    """One ``apply``, used as ``with Runner(options) as runner``: ``build()``, then
+    ``execute()``. Leaving the block closes the journal, releases the lock and stops
+    the sandbox."""
 
-    The first SIGINT or SIGTERM stops the run (no new trigger, polls end, in-flight
-    executions are left to run and recorded as such); a second one exits at once.
-    """
+    def __init__(self, options: ApplyOptions, *, notice: Notice | None = None) -> None:
+        self.options = options
+        self._notice: Notice = notice or (lambda level, text: None)
+        self._stack = ExitStack()
+        self._built: _Built | None = None
 
-    async def main() -> RunRecord:
-        parallel = max_parallel or plan.max_parallel
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def build(self) -> None:
+        """Load and select the plan, read the token, take the lock, open the journal
+        and, with ``--resume``, find the run to go on with; start the sandbox."""
+        o = self.options
+        forbid_core_dumps()  # before the token is read
+        plan = load_plan(o.plan_path)
+        selection = plan.dag.select(o.selects, o.excludes)
+        # the token is read before the plan's lock: a bad token file costs no lock
+        target = None if o.sandbox else api_target(plan, api_url=o.api_url, token_file=o.token_file)
+        warning = token_file_warning(o.token_file) if o.token_file else None
+        if warning:
+            self._notice("warning", warning)
+        directory = state_dir(o.state_dir)
+        store = Store(directory)
+        self._stack.callback(store.close)
+        lock = PlanLock(directory, plan.name)
+        lock.acquire()
+        self._stack.callback(lock.release)
+        prior = None
+        if o.resume:
+            prior, selection = self._resumable(store, plan, selection)
+        if target is None:
+            target = self._stack.enter_context(_sandbox_target(o.scenario))
+        stages = plan.dag.stages(selection.steps)
+        self._built = _Built(plan, selection, stages, target, store, lock, prior)
+
+    def _resumable(
+        self, store: Store, plan: Plan, selection: Selection
+    ) -> tuple[RunRecord, Selection]:
+        """The run ``--resume`` continues, and the selection to run: without selection
+        flags, the earlier run's steps."""
+        row = store.resumable(plan.name)
+        if row is None:
+            raise UsageError(
+                f"nothing to resume: plan {plan.name!r} has no run that did not succeed in "
+                "this state dir"
+            )
+        prior = store.load_run(row)
+        if row.plan_sha256 != plan.sha256:
+            self._notice(
+                "note",
+                f"{plan.path} changed since run {prior.run_id}; its steps are matched by "
+                "name and workflow id",
+            )
+        if not (self.options.selects or self.options.excludes):
+            steps = frozenset(name for name in prior.steps if name in plan.steps)
+            done = {up for name in steps for up in plan.steps[name].depends_on} - steps
+            selection = Selection(steps=steps, assumed_done=frozenset(done))
+        return prior, selection
+
+    def execute(self, sinks: Sequence[Sink]) -> RunRecord:
+        """Run the selected steps to the end, or until a signal; return the run's record.
+
+        The journal is the first sink, so every event is durable before any renderer
+        sees it. The first SIGINT or SIGTERM stops the run (no new trigger, polls end,
+        in-flight executions are left to run and recorded as such); each signal reaches
+        the sinks as a :class:`~runbook.events.SignalReceived` event (the CLI exits at
+        the second).
+        """
+        built = self._built
+        if built is None:  # pragma: no cover - a programming error
+            raise RuntimeError("Runner.execute() before build()")
+        recorded: list[int] = []  # the run's id, once the journal has it
+        try:
+            return asyncio.run(self._main(built, sinks, recorded))
+        except JournalError as exc:
+            if not recorded:
+                raise
+            run_id = recorded[0]
+            stopped = (
+                f"{exc}\nrunbook: run {run_id} stopped there: nothing was triggered after "
+                "the failed write"
+            )
+            if self.options.sandbox:  # the simulator ended with the run: nothing to resume
+                raise JournalError(stopped) from None
+            raise JournalError(
+                f"{stopped}; executions triggered before it may still be running. Once the "
+                f"journal can be written, resume with: {self.options.resume_command}"
+            ) from None
+
+    async def _main(self, built: _Built, sinks: Sequence[Sink], recorded: list[int]) -> RunRecord:
+        o, plan = self.options, built.plan
+        parallel = o.max_parallel or plan.max_parallel
         async with NexadataClient(
-            target.base_url, target.token, max_in_flight=min(64, max(16, parallel))
+            built.target.base_url, built.target.token, max_in_flight=min(64, max(16, parallel))
         ) as api:
-            prior = durable.prior if durable else None
+            prior = built.prior
             executor = Executor(
                 plan,
                 api,
-                steps=selection.steps,
-                stages=stages,
-                assumed_done=selection.assumed_done,
+                steps=built.selection.steps,
+                stages=built.stages,
+                assumed_done=built.selection.assumed_done,
                 max_parallel=parallel,
                 sinks=sinks,
                 run_id=prior.run_id if prior else None,
                 prior=prior,
-                retrigger_unknown=bool(durable and durable.retrigger_unknown),
+                retrigger_unknown=o.retrigger_unknown,
             )
-            if durable is not None:
-                _record(durable, plan, executor)
+            journal = self._record(built, executor)
+            recorded.append(journal.run_id)
+            executor.sinks.insert(0, journal)
             loop = asyncio.get_running_loop()
 
             def on_signal(name: str) -> None:
-                if executor.halted is not None:
-                    sys.stderr.write(f"runbook: second {name}: exiting at once\n")
-                    sys.stderr.flush()
-                    os._exit(130)
-                executor.interrupt(f"interrupted by {name}")
-                waiting = executor.triggers_under_way
-                wait = (
-                    f"; waiting for {plural(waiting, 'trigger')} under way to be answered, so "
-                    "that no execution id is lost (at most "
-                    f"{format_duration(executor.interrupt_grace)})"
-                    if waiting
-                    else ""
+                first = executor.halted is None
+                if first:
+                    executor.interrupt(f"interrupted by {name}")
+                executor.tell(
+                    SignalReceived(
+                        name=name,
+                        first=first,
+                        triggers_under_way=executor.triggers_under_way,
+                        grace=executor.interrupt_grace,
+                        at=time.time(),
+                    )
                 )
-                sys.stderr.write(
-                    f"runbook: {name}: stopping{wait} (a second {name} exits at once)\n"
-                )
-                sys.stderr.flush()
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal, sig.name)
@@ -180,82 +307,20 @@ def run_plan(
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
+                journal.close()
 
-    return asyncio.run(main())
-
-
-def _record(durable: Durable, plan: Plan, executor: Executor) -> None:
-    """Write the run (or take the resumed one over) before anything is sent; the journal
-    becomes the first sink, so every event is durable before any renderer sees it."""
-    journal, run = durable.journal, executor.run
-    if durable.prior is not None and run.run_id is not None:
-        journal.reopen_run(run.run_id, run)
-    else:
-        run.run_id = journal.create_run(
-            run,
-            plan_path=plan.path,
-            plan_sha256=plan.sha256,
-            options=durable.options or {},
-            started_at=time.time(),
-        )
-    journal.run_id = run.run_id
-    durable.lock.note(f"run {run.run_id}")
-    executor.sinks.insert(0, journal)
-
-
-def open_journal(directory: str | None, plan: Plan) -> tuple[Journal, PlanLock]:
-    """The state dir's journal, and this plan's lock held (LockedError, exit 4, if not)."""
-    path = state_dir(directory)
-    journal = Journal(path)
-    lock = PlanLock(path, plan.name)
-    try:
-        lock.acquire()
-    except BaseException:
-        journal.close()
-        raise
-    return journal, lock
-
-
-def resumable(journal: Journal, plan: Plan) -> tuple[RunRecord, bool]:
-    """The run ``--resume`` continues, and whether the plan file changed since."""
-    row = journal.resumable(plan.name)
-    if row is None:
-        raise UsageError(
-            f"nothing to resume: plan {plan.name!r} has no run that did not succeed in this "
-            "state dir"
-        )
-    return journal.load_run(row), row["plan_sha256"] != plan.sha256
-
-
-def prepare_durable(
-    directory: str | None,
-    plan: Plan,
-    selection: Selection,
-    *,
-    resume: bool,
-    keep_selection: bool,
-    retrigger_unknown: bool,
-    options: Mapping[str, object],
-) -> tuple[Durable, Selection, str | None]:
-    """Open the journal and take the plan's lock; with ``resume``, find the run to go on
-    with. Returns the durable side, the selection to run (a resume without selection
-    flags takes the earlier run's steps) and a note for the user, if any."""
-    journal, lock = open_journal(directory, plan)
-    prior, note = None, None
-    if resume:
-        try:
-            prior, changed = resumable(journal, plan)
-        except BaseException:
-            lock.release()
-            journal.close()
-            raise
-        if changed:
-            note = (
-                f"{plan.path} changed since run {prior.run_id}; its steps are matched by "
-                "name and workflow id"
+    def _record(self, built: _Built, executor: Executor) -> JournalSink:
+        """Write the run (or take the resumed one over) before anything is sent."""
+        store, run = built.store, executor.run
+        if built.prior is not None and run.run_id is not None:
+            store.reopen_run(run.run_id, run)
+        else:
+            run.run_id = store.create_run(
+                run,
+                plan_path=built.plan.path,
+                plan_sha256=built.plan.sha256,
+                options=self.options.recorded,
+                started_at=time.time(),
             )
-        if not keep_selection:
-            steps = frozenset(name for name in prior.steps if name in plan.steps)
-            done = {up for name in steps for up in plan.steps[name].depends_on} - steps
-            selection = Selection(steps=steps, assumed_done=frozenset(done))
-    return Durable(journal, lock, prior, retrigger_unknown, options), selection, note
+        built.lock.note(f"run {run.run_id}")
+        return JournalSink(store, run.run_id)

@@ -25,15 +25,11 @@ nothing more and decides nothing more: what has not ended stays pending, for a r
 from __future__ import annotations
 
 import heapq
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-if sys.version_info >= (3, 11):
-    from typing import assert_never
-else:  # pragma: no cover
-    from typing_extensions import assert_never
+from runbook._compat import assert_never
 
 __all__ = [
     "Ended",

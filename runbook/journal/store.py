@@ -1,18 +1,13 @@
-"""The run journal: every run, step and attempt in SQLite, and the per-plan lock.
+"""The journal database of one state dir: its checks, its schema, its queries.
 
-The sacred write (shared/DESIGN.md): an attempt is committed as *triggering* before its
-POST, and its execution id as soon as the answer arrives, before anything else happens.
-The journal is an executor sink, awaited for every event, so the commit has happened
-when the executor goes on. WAL with ``synchronous=FULL``: a commit survives a killed
-process and a lost machine alike.
+WAL with ``synchronous=FULL``: a commit survives a killed process and a lost machine
+alike. Queries return typed records (:class:`RunRow`, :class:`~runbook.events.RunRecord`),
+every row checked as it loads (:mod:`runbook.journal.rows`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -20,34 +15,17 @@ import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import LockedError, RunbookError
-from runbook.events import (
-    TERMINAL_STATES,
-    AttemptFinished,
-    AttemptRecord,
-    AttemptTriggered,
-    AttemptTriggering,
-    Event,
-    ExecutionSeen,
-    RetryScheduled,
-    RunFinished,
-    RunRecord,
-    StepFinished,
-    StepRecord,
-)
-from runbook.journal_rows import BadRow, check_row, json_field
+from runbook.errors import JournalError
+from runbook.events import AttemptRecord, RunRecord, RunState, StepRecord
+from runbook.journal.rows import BadRow, check_row, json_field
 from runbook.text import message_texts, printable
 
-__all__ = ["Journal", "JournalError", "PlanLock", "state_dir"]
-
-_AWAITED = (AttemptTriggering, AttemptTriggered, RetryScheduled, RunFinished)
-"""The events the executor waits on the journal for: before a POST, after its answer,
-before a retry delay (the failed attempt is durable before a wait that may be long),
-at the end."""
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store", "state_dir"]
 
 DB_NAME = "journal.sqlite3"
 MIGRATIONS: list[str] = [
@@ -122,12 +100,6 @@ def _text(value: Any) -> str | None:
     return printable(value) if isinstance(value, str) else None
 
 
-class JournalError(RunbookError):
-    """The journal cannot be used; runbook will not run without one."""
-
-    exit_code = 5
-
-
 def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
     """``--state-dir`` > ``RUNBOOK_STATE_DIR`` > ``$XDG_STATE_HOME/runbook`` >
     ``~/.local/state/runbook``."""
@@ -194,53 +166,26 @@ def _open_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
-class PlanLock:
-    """One ``apply`` per plan name per state dir: an flock the kernel drops with the
-    process, however it ends (no stale lock to clean by hand)."""
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run's own row: who ran it, where, and how it ended."""
 
-    def __init__(self, directory: Path, plan: str) -> None:
-        digest = hashlib.sha256(plan.encode()).hexdigest()[:16]
-        self.path = directory / "locks" / f"{digest}.lock"
-        self.plan = plan
-        self._handle: Any = None
-
-    def acquire(self, run_hint: str = "") -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:  # never through a planted link: it would overwrite the file it points at
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise JournalError(
-                f"the lock file {self.path} cannot be opened: {exc.strerror or exc}; move it aside"
-            ) from None
-        handle = os.fdopen(fd, "r+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise LockedError(
-                f"another apply of plan {self.plan!r} is running ({holder}); wait for it to "
-                "end, or use another --state-dir"
-            ) from None
-        self._handle = handle
-        self.note(run_hint)
-
-    def note(self, text: str) -> None:
-        """Say who holds the lock, for the message the next one gets."""
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()}{', ' + text if text else ''}")
-        self._handle.flush()
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing drops the flock
-            self._handle = None
+    id: int
+    plan: str
+    plan_path: str
+    plan_sha256: str
+    pid: int
+    host: str
+    state: RunState
+    reason: str | None
+    max_parallel: int
+    assumed_done: tuple[str, ...]
+    started_at: float
+    ended_at: float | None
 
 
-class Journal:
-    """The journal database of one state dir; also an executor sink for one run."""
+class Store:
+    """The journal database of one state dir, open until :meth:`close`."""
 
     def __init__(self, directory: Path) -> None:
         _prepare(directory)
@@ -258,18 +203,13 @@ class Journal:
                 f"the journal {self.path} cannot be opened: {exc}; move it aside to start a "
                 "new one (its runs cannot be resumed then)"
             ) from None
-        self.run_id: int | None = None
-        self._queued: list[tuple[str, Any]] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._failure: JournalError | None = None
 
     def close(self) -> None:
-        if self._queued:  # the loop ended before its last writes were flushed
-            self._flush()
         self.db.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a failure is a JournalError."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -306,7 +246,7 @@ class Journal:
         so that processes opening the journal together migrate it once."""
         version = self._version()
         if version < SCHEMA_VERSION:
-            with self._write() as db:
+            with self.write() as db:
                 db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 version = self._version()
                 for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -331,7 +271,7 @@ class Journal:
         options: Mapping[str, Any],
         started_at: float,
     ) -> int:
-        with self._write() as db:
+        with self.write() as db:
             cursor = db.execute(
                 "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, "
                 "max_parallel, assumed_done, options, started_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -354,7 +294,7 @@ class Journal:
 
     def reopen_run(self, run_id: int, run: RunRecord) -> None:
         """A resumed run: this process now owns it; steps new to the plan are added."""
-        with self._write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL "
                 "WHERE id = ?",
@@ -366,23 +306,25 @@ class Journal:
                 _step_rows(run_id, run),
             )
 
-    def resumable(self, plan: str) -> sqlite3.Row | None:
+    def resumable(self, plan: str) -> RunRow | None:
         """The latest run of ``plan`` that did not succeed."""
         row = self._run(
             self.db.execute(
                 "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
             ).fetchone()
         )
-        return row if row is not None and row["state"] != "succeeded" else None
+        return row if row is not None and row.state != "succeeded" else None
 
-    def run_row(self, run_id: int | None = None) -> sqlite3.Row | None:
+    def run_row(self, run_id: int | None = None) -> RunRow | None:
+        """Run ``run_id``, or the latest run."""
         if run_id is None:
             return self._run(
                 self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
             )
         return self._run(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
 
-    def runs(self, plan: str | None, limit: int) -> list[sqlite3.Row]:
+    def runs(self, plan: str | None, limit: int) -> list[RunRow]:
+        """The latest ``limit`` runs (of ``plan``), newest first."""
         if plan is None:
             rows = self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         else:
@@ -391,13 +333,29 @@ class Journal:
             )
         return [row for row in map(self._run, rows) if row is not None]
 
-    def _run(self, row: sqlite3.Row | None) -> sqlite3.Row | None:
+    def _run(self, row: sqlite3.Row | None) -> RunRow | None:
         if row is None:
             return None
         try:
-            return check_row("runs", row, row["id"])
+            check_row("runs", row, row["id"])
+            where = f"runs row {row['id']}: assumed_done"
+            assumed = json_field(row["assumed_done"], list, where)
         except BadRow as exc:
             raise self._damaged(exc) from None
+        return RunRow(
+            id=row["id"],
+            plan=row["plan"],
+            plan_path=row["plan_path"],
+            plan_sha256=row["plan_sha256"],
+            pid=row["pid"],
+            host=row["host"],
+            state=row["state"],
+            reason=row["reason"],
+            max_parallel=row["max_parallel"],
+            assumed_done=tuple(str(name) for name in assumed),
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+        )
 
     def _damaged(self, exc: BadRow) -> JournalError:
         return JournalError(
@@ -405,7 +363,7 @@ class Journal:
             "start a new one (its runs cannot be resumed then), or repair that row"
         )
 
-    def load_run(self, row: sqlite3.Row) -> RunRecord:
+    def load_run(self, row: RunRow) -> RunRecord:
         """A run as the journal has it: steps with every attempt of every invocation.
         A row runbook cannot use is the journal's error (exit 5), never a crash."""
         try:
@@ -413,8 +371,8 @@ class Journal:
         except BadRow as exc:
             raise self._damaged(exc) from None
 
-    def _load_run(self, row: sqlite3.Row) -> RunRecord:
-        run_id = row["id"]
+    def _load_run(self, row: RunRow) -> RunRecord:
+        run_id = row.id
         steps: dict[str, StepRecord] = {}
         for step in self.db.execute(
             "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (run_id,)
@@ -457,142 +415,14 @@ class Journal:
                     ended_at=attempt["ended_at"],
                 )
             )
-        assumed = json_field(row["assumed_done"], list, f"runs row {run_id}: assumed_done")
         return RunRecord(
-            plan=printable(row["plan"]),
+            plan=printable(row.plan),
             run_id=run_id,
-            max_parallel=row["max_parallel"],
+            max_parallel=row.max_parallel,
             steps=steps,
-            assumed_done=tuple(str(name) for name in assumed),
-            state=row["state"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-            reason=_text(row["reason"]),
+            assumed_done=row.assumed_done,
+            state=row.state,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            reason=_text(row.reason),
         )
-
-    # -- the sink -----------------------------------------------------------------------
-
-    def __call__(self, event: Event) -> Awaitable[None] | None:
-        """Record ``event``. For the events the executor must wait on (``_AWAITED``: an
-        attempt *triggering*, its execution id, a retry's wait, the run's end) the
-        awaitable resolves once it, and everything queued before it, is committed.
-
-        Writes are group-committed: every event of one event-loop iteration goes into one
-        transaction, so 500 steps triggered together cost one fsync, not 500. The other
-        writes (a state seen, an attempt's or a step's end) are queued without making
-        the executor wait: commits keep the order of the events, so the next awaited
-        write — at the latest the run's end — is durable only with all of them. A write
-        that fails fails every awaited write after it: nothing is triggered past a
-        journal that no longer records.
-        """
-        if self._failure is not None:
-            raise self._failure
-        statements = self._statements(event)
-        awaited = isinstance(event, _AWAITED)
-        if not statements and not (awaited and self._queued):
-            return None
-        loop = asyncio.get_running_loop()
-        if not self._queued:
-            loop.call_soon(self._flush)  # after every event of this loop iteration
-        self._queued.extend(statements)
-        if not awaited:
-            return None
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(future)
-        return future
-
-    def _flush(self) -> None:
-        """Commit every write queued during one loop iteration in one transaction."""
-        statements, self._queued = self._queued, []
-        waiters, self._waiters = self._waiters, []
-        try:
-            with self._write() as db:
-                for sql, parameters in statements:
-                    db.execute(sql, parameters)
-        except (JournalError, sqlite3.Error) as exc:
-            self._failure = (
-                exc
-                if isinstance(exc, JournalError)
-                else JournalError(f"the journal {self.path} cannot be written: {exc}")
-            )
-            for future in waiters:
-                if not future.done():
-                    future.set_exception(self._failure)
-        else:
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
-
-    def _statements(self, event: Event) -> list[tuple[str, Any]]:
-        run_id = self.run_id
-        if isinstance(event, AttemptTriggering):
-            a, s = event.attempt, event.step
-            return [
-                (
-                    "INSERT INTO attempts (run_id, step, number, phase, state, triggered_at) "
-                    "VALUES (?,?,?,'triggering','triggering',?)",
-                    (run_id, s.name, a.number, a.triggered_at),
-                ),
-                (
-                    "UPDATE steps SET state = ?, started_at = ?, why = ? "
-                    "WHERE run_id = ? AND name = ?",
-                    (s.state, s.started_at, s.why, run_id, s.name),
-                ),
-            ]
-        if isinstance(event, ExecutionSeen) and event.attempt.state in TERMINAL_STATES:
-            return []  # the attempt's end follows at once, in the same transaction
-        if isinstance(event, (AttemptTriggered, ExecutionSeen, AttemptFinished)):
-            a = event.attempt
-            phase = "terminal" if isinstance(event, AttemptFinished) else "in flight"
-            return [
-                (
-                    "UPDATE attempts SET phase = ?, execution_id = ?, state = ?, record = ?, "
-                    "ended_at = ? WHERE run_id = ? AND step = ? AND number = ?",
-                    (
-                        phase,
-                        a.execution_id,
-                        a.state,
-                        json.dumps(a.record),
-                        a.ended_at,
-                        run_id,
-                        event.step.name,
-                        a.number,
-                    ),
-                )
-            ]
-        if isinstance(event, StepFinished):
-            s = event.step
-            return [
-                (
-                    "UPDATE steps SET state = ?, reason = ?, started_at = ?, ended_at = ?, "
-                    "ignored = ?, why = ? WHERE run_id = ? AND name = ?",
-                    (
-                        s.state,
-                        s.reason,
-                        s.started_at,
-                        s.ended_at,
-                        int(s.ignored),
-                        s.why,
-                        run_id,
-                        s.name,
-                    ),
-                )
-            ]
-        if isinstance(event, RunFinished):
-            run = event.run
-            pending = [
-                (
-                    "UPDATE steps SET state = ?, reason = ? WHERE run_id = ? AND name = ?",
-                    (s.state, s.reason, run_id, s.name),
-                )
-                for s in run.steps.values()
-                if s.state == "pending"
-            ]
-            return [
-                *pending,
-                (
-                    "UPDATE runs SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
-                    (run.state, run.reason, run.ended_at, run_id),
-                ),
-            ]
-        return []  # RunStarted: the run and its steps were written before; notices: nothing

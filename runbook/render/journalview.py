@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from runbook.durations import format_duration
 from runbook.events import RunRecord
 from runbook.render.report import report_document
 from runbook.render.runlog import stamp, step_duration
 from runbook.text import printable
+
+if TYPE_CHECKING:
+    from runbook.journal.store import RunRow
 
 __all__ = ["write_history", "write_status"]
 
@@ -20,25 +22,27 @@ def _took(started: float, ended: float | None) -> str:
     return format_duration(ended - started) if ended is not None else "-"
 
 
-def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> None:
+def _status_json(out: TextIO, row: RunRow, run: RunRecord) -> None:
+    """The report's document, with where and by whom the run was made."""
+    document = report_document(run)
+    document.update(
+        plan_path=row.plan_path,
+        plan_sha256=row.plan_sha256,
+        pid=row.pid,
+        host=row.host,
+        reason=run.reason,
+    )
+    json.dump(document, out, indent=2)
+    out.write("\n")
+
+
+def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
     """One run: its header, then each step with every attempt of every invocation."""
-    if fmt == "json":
-        document = report_document(run)
-        document.update(
-            plan_path=row["plan_path"],
-            plan_sha256=row["plan_sha256"],
-            pid=row["pid"],
-            host=row["host"],
-            reason=run.reason,
-        )
-        json.dump(document, out, indent=2)
-        out.write("\n")
-        return
     out.write(
         f"Run {run.run_id} of {run.plan}: {run.state} (started {stamp(run.started_at)}, "
         f"{_took(run.started_at, run.ended_at)})\n"
     )
-    where = f"plan file {printable(row['plan_path'])}, pid {row['pid']} on {printable(row['host'])}"
+    where = f"plan file {printable(row.plan_path)}, pid {row.pid} on {printable(row.host)}"
     out.write(f"  {where}\n")
     if run.reason:
         out.write(f"  {run.reason}\n")
@@ -73,34 +77,36 @@ def write_status(out: TextIO, row: sqlite3.Row, run: RunRecord, fmt: str) -> Non
                 out.write(f"              error: {error}\n")
 
 
-def write_history(out: TextIO, rows: Sequence[sqlite3.Row], fmt: str) -> None:
-    """Past runs, newest first."""
-    if fmt == "json":
-        runs: list[dict[str, Any]] = [
-            {
-                "run_id": row["id"],
-                "plan": row["plan"],
-                "state": row["state"],
-                "started_at": stamp(row["started_at"]),
-                "ended_at": stamp(row["ended_at"]) if row["ended_at"] else None,
-                "duration": (row["ended_at"] - row["started_at"]) if row["ended_at"] else None,
-            }
-            for row in rows
-        ]
-        json.dump(runs, out, indent=2)
-        out.write("\n")
-        return
+def _history_json(out: TextIO, rows: Sequence[RunRow]) -> None:
+    """Past runs, newest first, as a JSON array."""
+    runs: list[dict[str, Any]] = [
+        {
+            "run_id": row.id,
+            "plan": row.plan,
+            "state": row.state,
+            "started_at": stamp(row.started_at),
+            "ended_at": stamp(row.ended_at) if row.ended_at else None,
+            "duration": (row.ended_at - row.started_at) if row.ended_at else None,
+        }
+        for row in rows
+    ]
+    json.dump(runs, out, indent=2)
+    out.write("\n")
+
+
+def _history_text(out: TextIO, rows: Sequence[RunRow]) -> None:
+    """Past runs, newest first, as a table."""
     if not rows:
         out.write("No runs in the journal.\n")
         return
     table = [("ID", "PLAN", "STATE", "STARTED", "DURATION")]
     table += [
         (
-            str(row["id"]),
-            printable(row["plan"]),
-            row["state"],
-            stamp(row["started_at"]),
-            _took(row["started_at"], row["ended_at"]),
+            str(row.id),
+            printable(row.plan),
+            row.state,
+            stamp(row.started_at),
+            _took(row.started_at, row.ended_at),
         )
         for row in rows
     ]
@@ -109,3 +115,23 @@ def write_history(out: TextIO, rows: Sequence[sqlite3.Row], fmt: str) -> None:
         cells = [line[0].rjust(widths[0])]
         cells += [cell.ljust(width) for cell, width in zip(line[1:4], widths[1:], strict=True)]
         out.write("  ".join([*cells, line[4]]) + "\n")
+
+
+STATUS_FORMATS: Mapping[str, Callable[[TextIO, RunRow, RunRecord], None]] = {
+    "text": _status_text,
+    "json": _status_json,
+}
+HISTORY_FORMATS: Mapping[str, Callable[[TextIO, Sequence[RunRow]], None]] = {
+    "text": _history_text,
+    "json": _history_json,
+}
+
+
+def write_status(out: TextIO, row: RunRow, run: RunRecord, fmt: str) -> None:
+    """One run in format ``fmt`` (a key of STATUS_FORMATS)."""
+    STATUS_FORMATS[fmt](out, row, run)
+
+
+def write_history(out: TextIO, rows: Sequence[RunRow], fmt: str) -> None:
+    """Past runs, newest first, in format ``fmt`` (a key of HISTORY_FORMATS)."""
+    HISTORY_FORMATS[fmt](out, rows)

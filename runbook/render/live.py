@@ -16,8 +16,23 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from runbook._compat import assert_never
 from runbook.durations import format_duration
-from runbook.events import Event, RunFinished, RunRecord, RunStarted, StepFinished, StepRecord
+from runbook.events import (
+    AttemptFinished,
+    AttemptTriggered,
+    AttemptTriggering,
+    Event,
+    ExecutionSeen,
+    Notice,
+    RetryScheduled,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    SignalReceived,
+    StepFinished,
+    StepRecord,
+)
 
 __all__ = ["LiveView"]
 
@@ -48,13 +63,30 @@ class LiveView:
         )
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.run = event.run
-            self.live.start()
-        elif isinstance(event, StepFinished):
-            self.recent = [event.step, *[s for s in self.recent if s is not event.step]][:RECENT]
-        elif isinstance(event, RunFinished):
-            self.stop()
+        match event:
+            case RunStarted(run=run):
+                self.run = run
+                self.live.start()
+            case StepFinished(step=step):
+                self.recent = [step, *[s for s in self.recent if s is not step]][:RECENT]
+            case RunFinished():
+                self.stop()
+            case (
+                AttemptTriggering()
+                | AttemptTriggered()
+                | ExecutionSeen()
+                | AttemptFinished()
+                | RetryScheduled()
+                | Notice()
+                | SignalReceived()
+            ):
+                pass  # the frame is drawn from the run's record, refreshed 4 times a second
+            case _:
+                assert_never(event)
+
+    def close(self) -> None:
+        """Leave the last frame on the terminal."""
+        self.stop()
 
     def stop(self) -> None:
         if self.live.is_started:

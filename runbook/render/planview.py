@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runbook.durations import format_duration
@@ -155,7 +155,7 @@ def _edges(plan: Plan) -> list[tuple[str, str, str | None]]:
     ends = [
         name
         for name in sorted(plan.steps)
-        if name not in last and not any(down not in last for down in plan.graph.successors(name))
+        if name not in last and not any(down not in last for down in plan.dag.successors(name))
     ]
     for name in sorted(plan.steps):
         step = plan.steps[name]
@@ -235,3 +235,12 @@ def write_mermaid(out: TextIO, plan: Plan) -> None:
         if styled:
             out.write(f"  classDef {policy} stroke-dasharray: {dashes}\n")
             out.write(f"  class {','.join(styled)} {policy}\n")
+
+
+PlanWriter = Callable[[TextIO, "Plan", Sequence[Sequence[str]], "Selection"], None]
+GraphWriter = Callable[[TextIO, "Plan"], None]
+
+PLAN_FORMATS: Mapping[str, PlanWriter] = {"text": write_plan_text, "json": write_plan_json}
+"""``runbook plan --format``: each format's writer."""
+GRAPH_FORMATS: Mapping[str, GraphWriter] = {"dot": write_dot, "mermaid": write_mermaid}
+"""``runbook graph --format``: each format's writer."""

@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from runbook.api import parse_timestamp
+from runbook._compat import assert_never
 from runbook.durations import format_duration
 from runbook.events import (
     TERMINAL_STATES,
@@ -26,12 +26,21 @@ from runbook.events import (
     RunFinished,
     RunRecord,
     RunStarted,
+    SignalReceived,
     StepFinished,
     StepRecord,
 )
-from runbook.text import plural
+from runbook.text import parse_timestamp, plural
 
-__all__ = ["JsonLines", "PlainLines", "attempt_fields", "stamp", "step_duration", "write_summary"]
+__all__ = [
+    "JsonLines",
+    "PlainLines",
+    "attempt_fields",
+    "signal_message",
+    "stamp",
+    "step_duration",
+    "write_summary",
+]
 
 
 def stamp(epoch: float) -> str:
@@ -66,46 +75,60 @@ def _who(step: StepRecord, attempt: AttemptRecord | None = None) -> str:
 
 def describe(event: Event) -> str | None:
     """One line of text for an event (without its timestamp), or None to say nothing."""
-    if isinstance(event, RunStarted):
-        run = event.run
-        ident = f"run {run.run_id} " if run.run_id is not None else "run "
-        done = f", {len(run.assumed_done)} taken as done" if run.assumed_done else ""
-        return (
-            f"{ident}started: plan {run.plan}, {plural(len(run.steps), 'workflow')}"
-            f"{done}, max_parallel {run.max_parallel}"
-        )
-    if isinstance(event, AttemptTriggering):
-        return f"{_who(event.step)}: triggering (attempt {event.attempt.number})"
-    if isinstance(event, AttemptTriggered):
-        return f"{_who(event.step, event.attempt)}: {event.attempt.state}"
-    if isinstance(event, ExecutionSeen):
-        if event.previous_state == event.attempt.state or event.attempt.state in TERMINAL_STATES:
-            return None  # a terminal state is told by the step's (or the retry's) line
-        return f"{_who(event.step, event.attempt)}: {event.attempt.state}"
-    if isinstance(event, AttemptFinished):
-        if event.outcome in ("succeeded", "failed"):
-            return None  # the step's line says it; a retry says it too
-        return f"{_who(event.step, event.attempt)}: attempt {event.attempt.number} {event.outcome}"
-    if isinstance(event, RetryScheduled):
-        attempt = event.step.attempt
-        errors = f": {'; '.join(attempt.errors)}" if attempt and attempt.errors else ""
-        return (
-            f"{_who(event.step, attempt)}: failed{errors}; retrying in "
-            f"{format_duration(event.delay)}"
-        )
-    if isinstance(event, StepFinished):
-        step = event.step
-        duration = step_duration(step)
-        took = f" in {format_duration(duration)}" if duration is not None else ""
-        if step.state == "succeeded":
-            return f"{_who(step, step.attempt)}: succeeded{took}"
-        failures = step.attempt.errors if step.attempt and step.state == "failed" else ()
-        detail = f" [{'; '.join(failures)}]" if failures else ""
-        return f"{_who(step, step.attempt)}: {shown_state(step)}: {step.reason}{detail}"
-    if isinstance(event, Notice):
-        where = f"{_who(event.step, event.step.attempt)}: " if event.step else ""
-        return f"{where}{'warning: ' if event.level == 'warning' else ''}{event.message}"
-    return None  # RunFinished: the summary follows
+    match event:
+        case RunStarted(run=run):
+            ident = f"run {run.run_id} " if run.run_id is not None else "run "
+            done = f", {len(run.assumed_done)} taken as done" if run.assumed_done else ""
+            return (
+                f"{ident}started: plan {run.plan}, {plural(len(run.steps), 'workflow')}"
+                f"{done}, max_parallel {run.max_parallel}"
+            )
+        case AttemptTriggering(step=step, attempt=attempt):
+            return f"{_who(step)}: triggering (attempt {attempt.number})"
+        case AttemptTriggered(step=step, attempt=attempt):
+            return f"{_who(step, attempt)}: {attempt.state}"
+        case ExecutionSeen(step=step, attempt=attempt, previous_state=previous):
+            if previous == attempt.state or attempt.state in TERMINAL_STATES:
+                return None  # a terminal state is told by the step's (or the retry's) line
+            return f"{_who(step, attempt)}: {attempt.state}"
+        case AttemptFinished(step=step, attempt=attempt, outcome=outcome):
+            if outcome in ("succeeded", "failed"):
+                return None  # the step's line says it; a retry says it too
+            return f"{_who(step, attempt)}: attempt {attempt.number} {outcome}"
+        case RetryScheduled(step=step, delay=delay):
+            last = step.attempt
+            errors = f": {'; '.join(last.errors)}" if last and last.errors else ""
+            return f"{_who(step, last)}: failed{errors}; retrying in {format_duration(delay)}"
+        case StepFinished(step=step):
+            duration = step_duration(step)
+            took = f" in {format_duration(duration)}" if duration is not None else ""
+            if step.state == "succeeded":
+                return f"{_who(step, step.attempt)}: succeeded{took}"
+            failures = step.attempt.errors if step.attempt and step.state == "failed" else ()
+            detail = f" [{'; '.join(failures)}]" if failures else ""
+            return f"{_who(step, step.attempt)}: {shown_state(step)}: {step.reason}{detail}"
+        case Notice(step=step, level=level, message=message):
+            where = f"{_who(step, step.attempt)}: " if step else ""
+            return f"{where}{'warning: ' if level == 'warning' else ''}{message}"
+        case SignalReceived() | RunFinished():
+            return None  # a signal is told on stderr; the summary follows the run's end
+        case _:
+            assert_never(event)
+
+
+def signal_message(event: SignalReceived) -> str:
+    """What a signal does, for stderr: the first stops the run, a second exits."""
+    name = event.name
+    if not event.first:
+        return f"runbook: second {name}: exiting at once\n"
+    wait = (
+        f"; waiting for {plural(event.triggers_under_way, 'trigger')} under way to be "
+        "answered, so that no execution id is lost (at most "
+        f"{format_duration(event.grace)})"
+        if event.triggers_under_way
+        else ""
+    )
+    return f"runbook: {name}: stopping{wait} (a second {name} exits at once)\n"
 
 
 class PlainLines:
@@ -119,6 +142,9 @@ class PlainLines:
         if text is not None:
             self.out.write(f"{stamp(event.at)} {text}\n")
             self.out.flush()
+
+    def close(self) -> None:
+        """Nothing to stop: every line is written as its event comes."""
 
 
 def attempt_fields(attempt: AttemptRecord) -> dict[str, Any]:
@@ -144,50 +170,59 @@ class JsonLines:
         self.out = out
 
     def __call__(self, event: Event) -> None:
-        document: dict[str, Any] = {
-            "time": stamp(event.at),
-            "event": _EVENT_NAMES[type(event).__name__],
-        }
-        step = getattr(event, "step", None)
-        if step is not None:
-            document.update(step=step.name, workflow_id=step.workflow_id)
-        attempt = getattr(event, "attempt", None) or (step.attempt if step else None)
-        if isinstance(event, (RunStarted, RunFinished)):
-            run = event.run
-            document.update(plan=run.plan, run_id=run.run_id, state=run.state)
-            if isinstance(event, RunFinished):
-                document["counts"] = _counts(run)
-                document["reason"] = run.reason
-        elif isinstance(event, StepFinished):
-            document.update(
-                state=event.step.state,
-                reason=event.step.reason,
-                run_if=event.step.run_if,
-                ignored=event.step.ignored,
-                attempt=_attempt_json(attempt),
-            )
-        elif isinstance(event, Notice):
-            document.update(level=event.level, message=event.message)
-        else:
-            document["attempt"] = _attempt_json(attempt)
-            if isinstance(event, AttemptFinished):
-                document["outcome"] = event.outcome
-            if isinstance(event, RetryScheduled):
-                document["delay"] = event.delay
+        document: dict[str, Any] = {"time": stamp(event.at), "event": _EVENT_NAMES[type(event)]}
+        match event:
+            case RunStarted(run=run):
+                document.update(plan=run.plan, run_id=run.run_id, state=run.state)
+            case RunFinished(run=run):
+                document.update(plan=run.plan, run_id=run.run_id, state=run.state)
+                document.update(counts=_counts(run), reason=run.reason)
+            case StepFinished(step=step):
+                document.update(
+                    step=step.name,
+                    workflow_id=step.workflow_id,
+                    state=step.state,
+                    reason=step.reason,
+                    run_if=step.run_if,
+                    ignored=step.ignored,
+                    attempt=_attempt_json(step.attempt),
+                )
+            case Notice(step=step, level=level, message=message):
+                if step is not None:
+                    document.update(step=step.name, workflow_id=step.workflow_id)
+                document.update(level=level, message=message)
+            case SignalReceived(name=name, first=first, triggers_under_way=waiting):
+                document.update(signal=name, first=first, triggers_under_way=waiting)
+            case AttemptTriggering() | AttemptTriggered() | ExecutionSeen():
+                document.update(_attempt_fields(event.step, event.attempt))
+            case AttemptFinished(step=step, attempt=attempt, outcome=outcome):
+                document.update(_attempt_fields(step, attempt), outcome=outcome)
+            case RetryScheduled(step=step, delay=delay):
+                document.update(_attempt_fields(step, step.attempt), delay=delay)
+            case _:
+                assert_never(event)
         self.out.write(json.dumps(document, separators=(",", ":")) + "\n")
         self.out.flush()
 
+    def close(self) -> None:
+        """Nothing to stop: every line is written as its event comes."""
 
-_EVENT_NAMES = {
-    "RunStarted": "run_started",
-    "AttemptTriggering": "attempt_triggering",
-    "AttemptTriggered": "attempt_triggered",
-    "ExecutionSeen": "execution_seen",
-    "AttemptFinished": "attempt_finished",
-    "RetryScheduled": "retry_scheduled",
-    "StepFinished": "step_finished",
-    "Notice": "notice",
-    "RunFinished": "run_finished",
+
+def _attempt_fields(step: StepRecord, attempt: AttemptRecord | None) -> dict[str, Any]:
+    return {"step": step.name, "workflow_id": step.workflow_id, "attempt": _attempt_json(attempt)}
+
+
+_EVENT_NAMES: dict[type[Event], str] = {
+    RunStarted: "run_started",
+    AttemptTriggering: "attempt_triggering",
+    AttemptTriggered: "attempt_triggered",
+    ExecutionSeen: "execution_seen",
+    AttemptFinished: "attempt_finished",
+    RetryScheduled: "retry_scheduled",
+    StepFinished: "step_finished",
+    Notice: "notice",
+    SignalReceived: "signal",
+    RunFinished: "run_finished",
 }
 
 

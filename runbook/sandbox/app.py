@@ -28,11 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runbook.sandbox import SANDBOX_TOKEN
 from runbook.sandbox.scenario import Behaviour, Scenario
 
-__all__ = ["SandboxState", "create_app", "DEFAULT_TOKEN"]
-
-DEFAULT_TOKEN = "sandbox"
+__all__ = ["SandboxState", "create_app"]
 TRIGGER = "POST /api/v1/workflows/{id}/execute"
 POLL = "GET /api/v1/workflows/executions/{id}"
 PIPELINE = "POST /api/v1/pipelines/{id}/execute"
@@ -197,7 +196,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def create_app(
     scenario: Scenario | None = None,
     *,
-    token: str = DEFAULT_TOKEN,
+    token: str = SANDBOX_TOKEN,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
     private_stats: bool = False,
@@ -222,9 +221,12 @@ def create_app(
             return _error(429, "too many requests", {"Retry-After": state.retry_after(wait)})
         if faults.unavailable_rate and state.rng.random() < faults.unavailable_rate:
             return _error(503, "service unavailable", {"Retry-After": state.retry_after(1)})
-        if faults.error_rate and kind in faults.errors_on:
-            if state.rng.random() < faults.error_rate:
-                return _error(500, "internal server error (simulated)")
+        if (
+            faults.error_rate
+            and kind in faults.errors_on
+            and state.rng.random() < faults.error_rate
+        ):
+            return _error(500, "internal server error (simulated)")
         return None
 
     def answer(route: str, response: Response) -> Response:

@@ -11,18 +11,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-
-TOKEN = "durable-token-Xy7-distinct"
-PLAN = """\
-version: 1
-name: night
-defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}
-workflows:
-  extract: {workflow_id: 1}
-  load: {workflow_id: 2, depends_on: extract}
-  side: {workflow_id: 3}
-  report: {workflow_id: 4, depends_on: [load, side]}
-"""
+from tests.helpers import PLAN, TOKEN
 
 
 @pytest.fixture
@@ -50,8 +39,3 @@ def plan(tmp_path: Path) -> Path:
     path = tmp_path / "night.yaml"
     path.write_text(PLAN)
     return path
-
-
-def executions(app) -> dict[str, int]:
-    """Executions per workflow id, as the sandbox counted them."""
-    return dict(app.state.sandbox.stats()["executions"])

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from runbook.sandbox.scenario import Scenario
-from tests.cli.conftest import executions
-from tests.conftest import entry_point
+from tests.helpers import entry_point, executions
 
 FAST = {"queue": 0.0, "duration": 0.05}
 PLAN = """\

@@ -17,8 +17,7 @@ from pathlib import Path
 from runbook.journal import PlanLock
 from runbook.sandbox.app import POLL, TRIGGER
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.cli.conftest import PLAN, TOKEN, executions
-from tests.conftest import entry_point
+from tests.helpers import PLAN, TOKEN, entry_point, executions
 
 
 def apply_until(plan: Path, marker: str | set[str], *extra: str) -> subprocess.Popen[str]:

@@ -18,8 +18,7 @@ import pytest
 
 import runbook.api
 from runbook.sandbox.scenario import Scenario
-from tests.cli.conftest import executions
-from tests.conftest import entry_point, without_coverage_hook
+from tests.helpers import entry_point, executions, without_coverage_hook
 from tests.proxy import Proxy
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT, run_entry
+from tests.helpers import DATA, ROOT, run_entry
 
 MINIMAL = str(ROOT / "examples" / "minimal.yaml")
 NIGHTLY = str(ROOT / "examples" / "nightly.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, entry_point, run_entry
+from tests.helpers import DATA, entry_point, run_entry
 
 
 def start(*argv: str) -> tuple[subprocess.Popen[str], list[str]]:

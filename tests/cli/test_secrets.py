@@ -13,7 +13,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.conftest import run_entry
+from tests.helpers import run_entry
 
 TOKEN = "tok-5ecret-Q9z7-runbook-distinct"
 WRONG = "wrong-5ecret-K3p1-distinct"  # a token the API refuses: it must not show either

@@ -25,7 +25,6 @@ from runbook.events import (
     StepFinished,
 )
 from runbook.executor import TIMEOUT_REASON, Executor, poll_delay
-from runbook.graph import Dag
 from runbook.plan import load_plan
 from runbook.sandbox.app import TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
@@ -84,7 +83,7 @@ def execute(
 ):
     app = app or create_app(scenario or Scenario(default=QUICK), token="t")
     recorder = recorder or Recorder()
-    selection = Dag(plan).select(selects, excludes)
+    selection = plan.dag.select(selects, excludes)
 
     async def main():
         async with NexadataClient(
@@ -98,7 +97,7 @@ def execute(
                 plan,
                 api,
                 steps=selection.steps,
-                stages=Dag(plan).stages(selection.steps),
+                stages=plan.dag.stages(selection.steps),
                 assumed_done=selection.assumed_done,
                 max_parallel=max_parallel,
                 sinks=[recorder],
@@ -183,7 +182,7 @@ def test_stop_policy(tmp_path: Path) -> None:
             7: {"duration": 0.3},
         },
     )
-    run, rec, stats = execute(plan_of(tmp_path, body), scenario)
+    run, _rec, stats = execute(plan_of(tmp_path, body), scenario)
     states = {name: step.state for name, step in run.steps.items()}
     assert states == {
         "bad": "failed",
@@ -377,7 +376,7 @@ def test_sinks_see_triggering_before_the_post_and_the_id_before_any_poll(tmp_pat
 
         recorder.hook = on_event
 
-    run, rec, _ = execute(plan, app=app, executor_hook=hook)
+    _run, rec, _ = execute(plan, app=app, executor_hook=hook)
     assert posts_when_triggering == [0]
     kinds = [type(e) for e in rec.events]
     assert kinds.index(AttemptTriggered) < kinds.index(ExecutionSeen)
@@ -414,7 +413,7 @@ def test_plan_order_is_kept_when_no_stages_are_given(tmp_path: Path) -> None:
 @pytest.mark.parametrize("count", [0])
 def test_empty_selection_succeeds_at_once(tmp_path: Path, count: int) -> None:
     plan = plan_of(tmp_path, "  a: {workflow_id: 1}\n")
-    run, rec, stats = execute(plan, selects=("a",), excludes=("a",))
+    run, _rec, stats = execute(plan, selects=("a",), excludes=("a",))
     assert run.state == "succeeded" and run.steps == {}
     assert stats["requests_total"] == count
 

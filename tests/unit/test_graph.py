@@ -6,7 +6,7 @@ import pytest
 
 from runbook.errors import UsageError
 from runbook.graph import Dag, digraph, find_cycles, parse_spec, stages_or_cycles
-from runbook.plan import load_plan
+from runbook.plan import Plan, load_plan
 
 DIAMOND = """\
 version: 1
@@ -20,10 +20,14 @@ workflows:
 """
 
 
-def dag_of(tmp_path: Path, text: str) -> Dag:
+def plan_of(tmp_path: Path, text: str) -> Plan:
     path = tmp_path / "plan.yaml"
     path.write_text(text)
-    return Dag(load_plan(path))
+    return load_plan(path)
+
+
+def dag_of(tmp_path: Path, text: str) -> Dag:
+    return plan_of(tmp_path, text).dag
 
 
 @pytest.fixture
@@ -118,8 +122,9 @@ def last(tmp_path: Path) -> Dag:
     return dag_of(tmp_path, FINALLY)
 
 
-def test_finally_steps_come_last_and_wait_for_every_selected_step(last: Dag) -> None:
-    plan = last.plan
+def test_finally_steps_come_last_and_wait_for_every_selected_step(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, FINALLY)
+    last = plan.dag
     assert last.stages() == [["extract", "side"], ["load"], ["release"], ["page"]]
     assert plan.edge_count == 2  # only the written edges
     assert plan.steps["release"].run_if == "always" and plan.steps["page"].run_if == "failure"

@@ -25,7 +25,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.journal import Journal, JournalError, PlanLock, state_dir
+from runbook.journal import JournalError, JournalSink, PlanLock, Store, state_dir
 from runbook.render.journalview import write_history, write_status
 
 
@@ -41,20 +41,20 @@ def a_run() -> RunRecord:
     )
 
 
-def recorded_run(journal: Journal, options: dict | None = None) -> RunRecord:
-    """A fresh run, written to ``journal`` and made the run its sink records."""
+def recorded_run(journal: Store, options: dict | None = None) -> tuple[RunRecord, JournalSink]:
+    """A fresh run, written to ``journal``, and the sink that records its events."""
     run = a_run()
-    run.run_id = journal.run_id = journal.create_run(
+    run.run_id = journal.create_run(
         run,
         plan_path="p.yaml",
         plan_sha256="abc",
         options=options or {},
         started_at=run.started_at,
     )
-    return run
+    return run, JournalSink(journal, run.run_id)
 
 
-def record_events(journal: Journal, run: RunRecord) -> None:
+def record_events(journal: JournalSink, run: RunRecord) -> None:
     a = run.steps["a"]
     attempt = AttemptRecord(1, 1_800_000_001.0)
     a.attempts.append(attempt)
@@ -85,17 +85,17 @@ def record_events(journal: Journal, run: RunRecord) -> None:
 
 
 def test_a_run_round_trips(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "state")
-    run = recorded_run(journal, {"x": 1})
-    record_events(journal, run)
+    journal = Store(tmp_path / "state")
+    run, sink = recorded_run(journal, {"x": 1})
+    record_events(sink, run)
     row = journal.run_row()
     loaded = journal.load_run(row)
     assert (loaded.run_id, loaded.state, loaded.assumed_done) == (1, "failed", ("z",))
     (attempt,) = loaded.steps["a"].attempts
     assert (attempt.execution_id, attempt.state, attempt.errors) == (77, "failed", ("bad rows",))
     assert loaded.steps["b"].state == "pending" and loaded.steps["b"].attempts == []
-    assert journal.resumable("p")["id"] == 1
-    assert [r["id"] for r in journal.runs("p", 5)] == [1] and journal.runs("q", 5) == []
+    assert journal.resumable("p").id == 1
+    assert [r.id for r in journal.runs("p", 5)] == [1] and journal.runs("q", 5) == []
     out = io.StringIO()
     write_status(out, row, loaded, "text")
     text = out.getvalue()
@@ -116,8 +116,8 @@ def test_a_run_round_trips(tmp_path: Path) -> None:
 
 
 def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> None:
-    Journal(tmp_path).close()
-    journal = Journal(tmp_path)
+    Store(tmp_path).close()
+    journal = Store(tmp_path)
     rows = journal.db.execute("SELECT version FROM schema_version").fetchall()
     assert [tuple(row) for row in rows] == [(1,), (2,)]
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -127,7 +127,7 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
 def test_a_journal_of_the_first_schema_is_migrated_and_its_runs_still_load(
     tmp_path: Path,
 ) -> None:
-    from runbook.journal import MIGRATIONS
+    from runbook.journal.store import MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     db.executescript(MIGRATIONS[0])
@@ -140,7 +140,7 @@ def test_a_journal_of_the_first_schema_is_migrated_and_its_runs_still_load(
     )
     db.commit()
     db.close()
-    journal = Journal(tmp_path)
+    journal = Store(tmp_path)
     run = journal.load_run(journal.run_row(1))
     step = run.steps["a"]
     assert (step.state, step.run_if, step.on_failure, step.ignored, step.why) == (
@@ -154,8 +154,8 @@ def test_a_journal_of_the_first_schema_is_migrated_and_its_runs_still_load(
 
 
 def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    run = recorded_run(journal)
+    journal = Store(tmp_path)
+    run, sink = recorded_run(journal)
     a, b = run.steps["a"], run.steps["b"]
     first, second = AttemptRecord(1, 1.0), AttemptRecord(1, 2.0)
     a.attempts.append(first)
@@ -166,19 +166,19 @@ def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path)
         return dict(reader.execute("SELECT name, state FROM steps ORDER BY name").fetchall())
 
     async def main():
-        await journal(AttemptTriggering(a, first, 0))
+        await sink(AttemptTriggering(a, first, 0))
         first.state, first.ended_at = "succeeded", 3.0
         a.state, a.ended_at = "succeeded", 3.0
-        assert journal(AttemptFinished(a, first, "succeeded", 0)) is None
-        assert journal(StepFinished(a, 0)) is None
+        assert sink(AttemptFinished(a, first, "succeeded", 0)) is None
+        assert sink(StepFinished(a, 0)) is None
         assert states()["a"] == "pending"  # queued, not yet committed
-        await journal(RetryScheduled(a, 60.0, 0))  # a barrier before a wait: flushes
+        await sink(RetryScheduled(a, 60.0, 0))  # a barrier before a wait: flushes
         assert states()["a"] == "succeeded"
-        assert journal(RetryScheduled(a, 60.0, 0)) is None  # nothing queued: nothing to wait
+        assert sink(RetryScheduled(a, 60.0, 0)) is None  # nothing queued: nothing to wait
         a.state, a.reason = "failed", "changed its mind"
-        assert journal(StepFinished(a, 0)) is None
+        assert sink(StepFinished(a, 0)) is None
         b.state = "running"
-        await journal(AttemptTriggering(b, second, 0))  # commits what was queued before it
+        await sink(AttemptTriggering(b, second, 0))  # commits what was queued before it
         assert states() == {"a": "failed", "b": "running"}
 
     asyncio.run(main())
@@ -187,26 +187,27 @@ def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path)
 
 
 def test_a_queued_write_left_at_the_end_is_committed_on_close(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    run = recorded_run(journal)
+    journal = Store(tmp_path)
+    run, sink = recorded_run(journal)
     a = run.steps["a"]
     a.state, a.reason = "failed", "gone"
 
     async def main():
-        assert journal(StepFinished(a, 0)) is None  # the loop ends before its flush
+        assert sink(StepFinished(a, 0)) is None  # the loop ends before its flush
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(main())
     loop.close()
+    sink.close()
     journal.close()
-    reopened = Journal(tmp_path)
+    reopened = Store(tmp_path)
     assert reopened.load_run(reopened.run_row()).steps["a"].reason == "gone"
     reopened.close()
 
 
 def test_a_failed_queued_write_fails_the_next_one(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.run_id = 999  # a run whose step rows a trigger refuses to update
+    journal = Store(tmp_path)
+    sink = JournalSink(journal, 999)  # a run whose step rows a trigger refuses to update
     step = StepRecord("a", 1, 1)
     attempt = AttemptRecord(1, 0.0)
     failures = []
@@ -225,11 +226,11 @@ def test_a_failed_queued_write_fails_the_next_one(tmp_path: Path) -> None:
             "INSERT INTO steps (run_id, name, workflow_id, stage, state) "
             "VALUES (999, 'a', 1, 1, 'pending')"
         )
-        assert journal(StepFinished(step, 0)) is None
+        assert sink(StepFinished(step, 0)) is None
         await asyncio.sleep(0)  # the flush runs, and fails
         for event in (Notice("x", 0), AttemptTriggering(step, attempt, 0)):
             try:
-                journal(event)
+                sink(event)
             except JournalError as error:
                 failures.append(str(error))
 
@@ -239,13 +240,13 @@ def test_a_failed_queued_write_fails_the_next_one(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_is_a_journal_error(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.run_id = 999  # no such run: the foreign key refuses the attempt row
+    journal = Store(tmp_path)
+    sink = JournalSink(journal, 999)  # no such run: the foreign key refuses the attempt row
     step = StepRecord("a", 1, 1)
     attempt = AttemptRecord(1, 0.0)
 
     async def main():
-        await journal(AttemptTriggering(step, attempt, 0))
+        await sink(AttemptTriggering(step, attempt, 0))
 
     with pytest.raises(JournalError, match="cannot be written"):
         asyncio.run(main())
@@ -272,7 +273,7 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 def test_corrupt_database(tmp_path: Path) -> None:
     (tmp_path / "journal.sqlite3").write_bytes(b"garbage" * 1000)
     with pytest.raises(JournalError, match="cannot be opened"):
-        Journal(tmp_path)
+        Store(tmp_path)
     assert sqlite3.sqlite_version  # the stdlib's SQLite, nothing else
 
 
@@ -284,12 +285,12 @@ def test_a_state_dir_of_another_user_or_writable_by_others_is_refused(tmp_path: 
     else:  # a directory root owns
         foreign = Path("/")
     with pytest.raises(JournalError, match=r"belongs to another user \(uid \d+\)"):
-        Journal(foreign)
+        Store(foreign)
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     with pytest.raises(JournalError) as caught:
-        Journal(shared)
+        Store(shared)
     assert str(caught.value) == (
         f"the state dir {shared} can be written by other users (mode 0777); make it yours "
         f"alone (chmod go-w {shared}) or choose another with --state-dir"
@@ -307,9 +308,9 @@ def test_a_planted_journal_or_links_are_refused_and_nothing_is_overwritten(
     with pytest.raises(
         JournalError, match=r"journal .* can be written by other users \(mode 0666\)"
     ):
-        Journal(state)
+        Store(state)
     journal.chmod(0o644)  # readable by others: made private, then used
-    Journal(state).close()
+    Store(state).close()
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     victim = tmp_path / "victim"
     victim.write_text("precious")
@@ -317,22 +318,22 @@ def test_a_planted_journal_or_links_are_refused_and_nothing_is_overwritten(
     lock = PlanLock(state, "p")
     lock.path.parent.mkdir(mode=0o700)
     lock.path.symlink_to(victim)
-    Journal(state).close()
-    with pytest.raises(JournalError, match="the lock file .* cannot be opened"):
+    Store(state).close()
+    with pytest.raises(JournalError, match=r"the lock file .* cannot be opened"):
         lock.acquire()
     assert victim.read_text() == "precious"
     link = tmp_path / "linked"
     link.mkdir(mode=0o700)
     (link / "journal.sqlite3").symlink_to(victim)
     with pytest.raises(JournalError, match="is not a regular file"):
-        Journal(link)
+        Store(link)
     assert victim.read_text() == "precious"
 
 
 def _open_journal(directory: str, barrier, results) -> None:
     barrier.wait()
     try:
-        Journal(Path(directory)).close()
+        Store(Path(directory)).close()
         results.put("")
     except JournalError as exc:
         results.put(str(exc))
@@ -381,14 +382,14 @@ def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) ->
     ],
 )
 def test_a_damaged_row_is_the_journals_error_not_a_crash(tmp_path: Path, damage, message) -> None:
-    journal = Journal(tmp_path)
-    run = recorded_run(journal)
+    journal = Store(tmp_path)
+    run, sink = recorded_run(journal)
     a = run.steps["a"]
     attempt = AttemptRecord(1, 1.0)
     a.attempts.append(attempt)
 
     async def main():
-        await journal(AttemptTriggering(a, attempt, 1.0))
+        await sink(AttemptTriggering(a, attempt, 1.0))
 
     asyncio.run(main())
     journal.db.execute("PRAGMA foreign_keys=OFF")
@@ -404,7 +405,7 @@ def test_status_history_and_resume_on_a_damaged_journal_exit_5(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NEXADATA_TOKEN", "t")
-    journal = Journal(tmp_path)
+    journal = Store(tmp_path)
     recorded_run(journal)
     journal.db.execute("UPDATE runs SET ended_at = 'soon', state = 'failed'")
     journal.close()
@@ -421,7 +422,7 @@ def test_status_history_and_resume_on_a_damaged_journal_exit_5(
 
 
 def test_strings_from_the_journal_are_printed_escaped(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+    journal = Store(tmp_path)
     recorded_run(journal)
     journal.db.execute(
         "UPDATE runs SET plan = 'p\x1b]0;x\x07', host = 'h\x1b[2J', reason = 'r\x1b[31m'"

@@ -7,7 +7,7 @@ import pytest
 
 from runbook.errors import PlanError
 from runbook.plan import BUILTIN_DEFAULTS, load_plan
-from tests.conftest import DATA, ROOT
+from tests.helpers import DATA, ROOT
 
 INVALID = sorted((DATA / "plans" / "invalid").glob("*.yaml"))
 VALID = sorted((DATA / "plans" / "valid").glob("*.yaml"))
@@ -136,7 +136,7 @@ workflows:
         )
     )
     assert plan.stages == (("a", "z"), ("m",))
-    assert sorted(plan.graph.edges) == [("a", "m"), ("z", "m")]
+    assert sorted(plan.dag.g.edges) == [("a", "m"), ("z", "m")]
     assert list(plan.steps) == ["z", "a", "m"]  # the file's order
 
 

@@ -16,12 +16,13 @@ from runbook.errors import (
     TriggerOutcomeUnknown,
     WorkflowNotFound,
 )
+from runbook.sandbox import SANDBOX_TOKEN
 from runbook.sandbox.app import POLL, TRIGGER
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.wire.conftest import closed_port, raw_server
+from tests.helpers import closed_port, raw_server
 
 
-def make_client(url: str, clock, token: str = "sandbox", **kwargs) -> NexadataClient:
+def make_client(url: str, clock, token: str = SANDBOX_TOKEN, **kwargs) -> NexadataClient:
     kwargs.setdefault("budget", RateBudget(rate=None, clock=clock, sleep=clock.sleep))
     return NexadataClient(url, Token(token), sleep=clock.sleep, rng=random.Random(1), **kwargs)
 
@@ -171,7 +172,7 @@ def test_default_client_settings_reach_the_sandbox(sandbox_server, clock) -> Non
     url, app = sandbox_server()
 
     async def main():
-        async with NexadataClient(url, Token("sandbox")) as api:
+        async with NexadataClient(url, Token(SANDBOX_TOKEN)) as api:
             created = await api.trigger(7)
             results = await asyncio.gather(*(api.get_execution(created.id) for _ in range(50)))
             return results

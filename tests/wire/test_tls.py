@@ -13,7 +13,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.conftest import run_entry
+from tests.helpers import run_entry
 
 TOKEN = "tls-test-token-93ab"
 PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"

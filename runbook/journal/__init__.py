@@ -1,0 +1,18 @@
+"""The run journal: every run, step and attempt in SQLite, and the per-plan lock.
+
+- :mod:`~runbook.journal.store`: the database of one state dir (the dir's checks,
+  migrations, typed queries);
+- :mod:`~runbook.journal.sink`: the executor sink that turns events into
+  group-committed writes;
+- :mod:`~runbook.journal.lock`: one ``apply`` per plan at a time;
+- :mod:`~runbook.journal.rows`: what a row must hold before runbook acts on it.
+"""
+
+from __future__ import annotations
+
+from runbook.errors import JournalError
+from runbook.journal.lock import PlanLock
+from runbook.journal.sink import JournalSink
+from runbook.journal.store import RunRow, Store, state_dir
+
+__all__ = ["JournalError", "JournalSink", "PlanLock", "RunRow", "Store", "state_dir"]

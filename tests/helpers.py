@@ -1,0 +1,148 @@
+"""What the tests share that is not a fixture: a fake clock, the real entry point, the
+plan and token of the apply tests, and raw TCP servers that misbehave on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+
+
+class Clock:
+    """A clock that moves only when told; sleeping on it moves it (and is recorded)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def without_coverage_hook() -> dict[str, str]:
+    """This environment minus coverage's subprocess hook: for children whose coverage
+    would change what they test (load, or a file-size limit its data file would hit)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+
+
+def entry_point() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).parent / "runbook"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runbook"]
+
+
+def run_entry(*argv: str, cwd: Path | None = None, timeout: float = 60) -> Result:
+    """Run the real ``runbook`` executable in a subprocess."""
+    done = subprocess.run(
+        [*entry_point(), *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+# -- apply against a sandbox in this process (tests/cli) --------------------------
+
+TOKEN = "durable-token-Xy7-distinct"
+PLAN = """\
+version: 1
+name: night
+defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}
+workflows:
+  extract: {workflow_id: 1}
+  load: {workflow_id: 2, depends_on: extract}
+  side: {workflow_id: 3}
+  report: {workflow_id: 4, depends_on: [load, side]}
+"""
+
+
+def executions(app) -> dict[str, int]:
+    """Executions per workflow id, as the sandbox counted them."""
+    return dict(app.state.sandbox.stats()["executions"])
+
+
+# -- raw servers on loopback (tests/wire) ---------------------------------------
+
+
+@contextmanager
+def raw_server(mode: str, answer: bytes = b"") -> Iterator[tuple[str, list[bytes]]]:
+    """A TCP server on loopback that reads each request and then misbehaves.
+
+    ``drop``: closes the connection without answering. ``silent``: never answers.
+    ``answer``: sends ``answer`` as it is, then closes. ``drip``: sends ``answer`` a
+    byte every 0.1 s.
+    Yields the base URL and the list of requests it read.
+    """
+    received: list[bytes] = []
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    state: dict = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            received.append(await reader.readuntil(b"\r\n\r\n"))
+            if mode == "silent":
+                await reader.read()  # until the client gives up and closes
+            elif mode == "answer":
+                writer.write(answer)
+                await writer.drain()
+            elif mode == "drip":
+                for byte in answer:
+                    if state["stop"].is_set():
+                        break
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        state["port"] = server.sockets[0].getsockname()[1]
+        state["stop"] = asyncio.Event()
+        ready.set()
+        async with server:
+            await state["stop"].wait()
+            await asyncio.sleep(0.15)  # a dripping handler sees the stop and closes
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{state['port']}/api/v1", received
+    finally:
+        loop.call_soon_threadsafe(state["stop"].set)
+        thread.join(10)
+        loop.close()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
