@@ -271,7 +271,11 @@ def create_app(
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
-        return answer(OTHER, _error(status, "not found" if status == 404 else "not allowed"))
+        # a 405 names the methods the route takes (RFC 9110, 15.5.6): Starlette puts
+        # them in the exception's Allow header
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
+        message = "not found" if status == 404 else "method not allowed"
+        return answer(OTHER, _error(status, message, headers))
 
     app = Starlette(
         routes=[

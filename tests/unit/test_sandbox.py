@@ -101,6 +101,8 @@ def test_404s_and_the_deprecated_pipeline_endpoint() -> None:
     assert pipeline.status_code == 404
     assert "deprecated" in pipeline.json()["error"]
     assert other.status_code == 404 and wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"  # RFC 9110: a 405 names what is allowed
+    assert wrong_method.json() == {"error": "method not allowed"}
     assert app.state.sandbox.stats()["requests"] == {
         OTHER: {"404": 1, "405": 1},
         PIPELINE: {"404": 1},
