@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import math
 import os
 import random
@@ -49,6 +48,7 @@ from runbook.errors import (
     WorkflowNotFound,
 )
 from runbook.events import TERMINAL_STATES
+from runbook.netenv import is_loopback
 from runbook.text import is_token_text, message_texts, parse_timestamp, printable
 
 __all__ = [
@@ -209,16 +209,6 @@ def check_base_url(url: str) -> str:
 MAX_TOKEN_FILE = 64 * 1024
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class Execution:
     """An execution record. Unknown fields are kept in ``raw``, never rejected."""
@@ -376,7 +366,9 @@ class NexadataClient:
         max_in_flight: int = 16,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        proxy: str | None = None,
     ) -> None:
+        """``proxy``: with the default transport, the proxy URL requests go through."""
         self.base_url = check_base_url(base_url)
         self._token = token
         self.retry = retry or RetryPolicy()
@@ -395,6 +387,7 @@ class NexadataClient:
                 connect_timeout=self.retry.connect_timeout,
                 read_timeout=self.retry.read_timeout,
                 request_timeout=self.retry.request_timeout,
+                proxy=proxy,
             )
         self._transport = transport
         common = {"Authorization": f"Bearer {token.reveal()}", "User-Agent": USER_AGENT}

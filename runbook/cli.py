@@ -407,7 +407,7 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
     404 for unknown workflows and executions. Without --scenario every workflow waits
     200 ms in created, runs 1-3 s (fixed per workflow id) and succeeds.
     """
-    from runbook.api import is_loopback
+    from runbook.netenv import is_loopback
     from runbook.render.sandboxview import write_banner
     from runbook.sandbox import SANDBOX_TOKEN
     from runbook.sandbox.app import create_app

@@ -9,7 +9,8 @@
     │   └── ScenarioError        2  an invalid sandbox scenario
     ├── ConfigError              3  API configuration: no token, a non-HTTPS remote URL
     │   ├── AuthError            3  the API refused the token (401/403)
-    │   └── TlsError             3  the API's TLS certificate failed verification
+    │   ├── TlsError             3  the API's TLS certificate failed verification
+    │   └── ProxyError           3  the proxy refused the tunnel for good (403, 407)
     ├── ApiError                 1  an API answer that fails a step (the run goes on)
     │   ├── WorkflowNotFound        404 on trigger: no such workflow in this organization
     │   ├── ExecutionNotFound       404 on poll: the execution is not visible to this token
@@ -38,6 +39,7 @@ __all__ = [
     "LockedError",
     "PlanError",
     "Problem",
+    "ProxyError",
     "RunbookError",
     "ScenarioError",
     "TlsError",
@@ -111,6 +113,10 @@ class AuthError(ConfigError):
 
 class TlsError(ConfigError):
     """The API's TLS certificate could not be verified (verification is never off)."""
+
+
+class ProxyError(ConfigError):
+    """The proxy refused to open a tunnel, and will refuse again (403, 407)."""
 
 
 class ApiError(RunbookError):

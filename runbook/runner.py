@@ -29,6 +29,7 @@ from runbook.events import RunRecord, SignalReceived, Sink
 from runbook.executor import Executor
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
+from runbook.netenv import ProxySettings, ca_bundle
 from runbook.plan import Plan, load_plan
 from runbook.sandbox import SANDBOX_TOKEN
 
@@ -113,10 +114,11 @@ def forbid_core_dumps() -> None:
 
 @dataclass(frozen=True, slots=True)
 class ApiTarget:
-    """Where requests go, and with which token."""
+    """Where requests go, through which proxy (None: directly), and with which token."""
 
     base_url: str
     token: Token
+    proxy: str | None = None
 
 
 def api_target(
@@ -126,14 +128,18 @@ def api_target(
     token_file: str | None,
     environ: Mapping[str, str] | None = None,
 ) -> ApiTarget:
-    """The URL (flag > NEXADATA_API_URL > plan) and the token (file > plan's env var).
+    """The URL (flag > NEXADATA_API_URL > plan), the proxy the environment names for it
+    (netenv) and the token (file > plan's env var).
 
-    Both are checked before anything is sent: a ConfigError (exit 3) otherwise.
+    All are checked before anything is sent: a ConfigError (exit 3) otherwise.
     """
     env = os.environ if environ is None else environ
     url = check_base_url(api_url or env.get("NEXADATA_API_URL") or plan.api.base_url)
+    proxy = ProxySettings.from_env(env).for_url(url)
+    if url.startswith("https:"):
+        ca_bundle(env)
     token = Token.from_file(token_file) if token_file else Token.from_env(plan.api.token_env, env)
-    return ApiTarget(url, token)
+    return ApiTarget(url, token, proxy)
 
 
 @contextmanager
@@ -265,8 +271,12 @@ class Runner:
     async def _main(self, built: _Built, sinks: Sequence[Sink], recorded: list[int]) -> RunRecord:
         o, plan = self.options, built.plan
         parallel = o.max_parallel or plan.max_parallel
+        target = built.target
         async with NexadataClient(
-            built.target.base_url, built.target.token, max_in_flight=min(64, max(16, parallel))
+            target.base_url,
+            target.token,
+            max_in_flight=min(64, max(16, parallel)),
+            proxy=target.proxy,
         ) as api:
             prior = built.prior
             executor = Executor(

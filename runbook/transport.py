@@ -11,6 +11,12 @@ error while *connecting* (nothing was sent) becomes ``httpx.ConnectError`` or
 ``httpx.ConnectTimeout``; anything after that — a dropped connection, a read timeout,
 a malformed answer — becomes ``httpx.ReadError``/``ReadTimeout``/``RemoteProtocolError``,
 which the client treats as "the request may have arrived".
+
+Through a proxy (:mod:`runbook.netenv`), an https:// request is a ``CONNECT`` tunnel.
+A proxy that cannot be reached, or that refuses the tunnel, has sent nothing to the
+API: ``httpx.ConnectError`` again (or a ProxyError, exit 3, for a proxy that wants
+credentials or forbids the host). Once the tunnel is up, a drop is like any other
+drop after sending.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import aiohttp
 import httpx
 import yarl
 
-from runbook.errors import TlsError
+from runbook.errors import ProxyError, TlsError
+from runbook.netenv import describe_proxy, tls_context
 
 __all__ = ["MAX_ANSWER_BYTES", "AiohttpTransport"]
 
@@ -43,8 +50,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         read_timeout: float = 30.0,
         request_timeout: float | None = None,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        proxy: str | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
+        """``proxy``: the proxy URL every request goes through (None: directly);
+        ``resolver``: how host names are resolved (tests map names to loopback)."""
         self._max_connections = max_connections
+        self._proxy = proxy
+        self._resolver = resolver
         self._max_answer = max_answer_bytes
         self._timeout = aiohttp.ClientTimeout(
             total=request_timeout,
@@ -56,14 +69,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._urls: dict[str, yarl.URL] = {}  # polls repeat URLs: parse each once
 
     def _open(self, secure: bool) -> aiohttp.ClientSession:
-        # verification always on: the system's (or certifi's) CA bundle, as httpx does;
+        # verification always on: SSL_CERT_FILE/SSL_CERT_DIR, else certifi's bundle;
         # loading it costs ~40 ms, so only when the API is reached over TLS
-        tls: ssl.SSLContext | bool = httpx.create_ssl_context() if secure else False
+        tls: ssl.SSLContext | bool = tls_context() if secure else False
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
             limit_per_host=self._max_connections,
             ssl=tls,
             enable_cleanup_closed=False,
+            resolver=self._resolver,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -90,6 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=request.content or None,
                 allow_redirects=False,
                 compress=None,
+                proxy=self._proxy,
             ) as answer:
                 body = await self._read(answer, request)
                 status, headers = answer.status, answer.raw_headers
@@ -103,6 +118,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 "always verifies the API's certificate (for a private CA, point "
                 "SSL_CERT_FILE at its bundle)"
             ) from None
+        except aiohttp.ClientHttpProxyError as exc:  # the tunnel was refused: nothing sent
+            raise self._refused_tunnel(exc, request) from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise httpx.ConnectError(
+                f"cannot connect to the proxy {describe_proxy(self._proxy or '')}: "
+                f"{_text(exc.os_error) if exc.os_error else 'no answer'}",
+                request=request,
+            ) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(_text(exc), request=request) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -114,6 +137,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise httpx.ReadError(_text(exc), request=request) from exc
         return httpx.Response(status, headers=list(headers), content=body, request=request)
+
+    def _refused_tunnel(
+        self, exc: aiohttp.ClientHttpProxyError, request: httpx.Request
+    ) -> Exception:
+        """A proxy's answer to CONNECT other than 200. 407 (credentials) and 403 (the
+        host is not allowed) will not change by trying again: exit 3. Any other answer
+        (502, 503: the proxy could not reach the API) is a connection that never
+        reached the API, retried like one."""
+        proxy = describe_proxy(self._proxy or "")
+        text = f"the proxy {proxy} refused to tunnel to {request.url.host}: HTTP {exc.status}"
+        if exc.status in (403, 407):
+            hint = (
+                "check the user and password in HTTPS_PROXY"
+                if exc.status == 407
+                else "ask for the API's host to be allowed, or list it in NO_PROXY"
+            )
+            return ProxyError(f"{text}; {hint}")
+        return httpx.ConnectError(text, request=request)
 
     async def _read(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
         """The body, refused as soon as it passes the limit."""

@@ -146,3 +146,33 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+API_HOST = "api.nexadata.test"
+"""A name for the API that nothing resolves: through a proxy runbook never looks it up,
+and tests that go directly map it to loopback themselves."""
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A private CA's bundle, and a server certificate it signed (chain and key)."""
+
+    ca: Path
+    chain: Path
+    key: Path
+
+
+def make_certificate(directory: Path) -> Certificate:
+    """A CA (trustme) and a certificate for 127.0.0.1 and API_HOST, as PEM files."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", API_HOST)
+    files = Certificate(directory / "ca.pem", directory / "chain.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.ca))
+    server.private_key_pem.write_to_path(str(files.key))
+    for index, blob in enumerate(server.cert_chain_pems):
+        blob.write_to_path(str(files.chain), append=index > 0)
+    return files

@@ -8,7 +8,7 @@ from runbook.sandbox import SANDBOX_TOKEN
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import Clock
+from tests.helpers import Certificate, Clock, make_certificate
 
 
 @pytest.fixture
@@ -31,3 +31,9 @@ def sandbox_server(clock: Clock):
     yield start
     for context in reversed(stack):
         context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A private CA and a server certificate for 127.0.0.1 and api.nexadata.test."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))

@@ -1,10 +1,9 @@
-"""TLS: runbook verifies the API's certificate, always. A self-signed certificate on a
-loopback HTTPS sandbox is refused at once (exit 3, before any request reaches the app),
-whatever the environment says; trusting it takes an explicit CA bundle."""
+"""TLS: runbook verifies the API's certificate, always. A certificate from a private CA
+on a loopback HTTPS sandbox is refused at once (exit 3, before any request reaches the
+app), whatever the environment says; trusting it takes an explicit CA bundle."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,31 +12,18 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import run_entry
+from tests.helpers import Certificate, run_entry
 
 TOKEN = "tls-test-token-93ab"
 PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (openssl, as an operator would make one)."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture
-def https_sandbox(certificate: tuple[Path, Path]) -> Iterator[tuple[str, object]]:
-    cert, key = certificate
+def https_sandbox(certificate: Certificate) -> Iterator[tuple[str, object]]:
     app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=TOKEN)
-    with serve_in_thread(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+    with serve_in_thread(
+        app, ssl_certfile=str(certificate.chain), ssl_keyfile=str(certificate.key)
+    ) as url:
         yield url, app
 
 
@@ -74,6 +60,6 @@ def test_a_private_ca_is_trusted_only_when_named(
     tmp_path: Path, https_sandbox, certificate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, app = https_sandbox
-    result = apply(tmp_path, url, monkeypatch, SSL_CERT_FILE=str(certificate[0]))
+    result = apply(tmp_path, url, monkeypatch, SSL_CERT_FILE=str(certificate.ca))
     assert result.code == 0, result.out + result.err
     assert app.state.sandbox.stats()["executions"] == {"1": 1}

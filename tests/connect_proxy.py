@@ -1,0 +1,107 @@
+"""An HTTP proxy on loopback, in a thread, that only tunnels: ``CONNECT host:port``.
+
+It routes each tunnel by the name asked for to a port on 127.0.0.1 (a name runbook
+never resolves itself), records every request head and every byte it carries, and can
+refuse tunnels with a status of its own or cut one once ``trip()`` says so."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+
+class ConnectProxy:
+    def __init__(
+        self,
+        routes: Mapping[str, int],
+        *,
+        refuse: int | None = None,
+        trip: Callable[[], bool] | None = None,
+    ) -> None:
+        """``routes``: ``{"host:port": loopback port}``; ``refuse``: answer every CONNECT
+        with this status; ``trip()``: checked before each chunk the server sends back
+        through a tunnel; True cuts the tunnel instead of forwarding it."""
+        self.routes = dict(routes)
+        self.refuse = refuse
+        self.trip = trip
+        self.heads: list[bytes] = []  # each request head as it came, headers and all
+        self.carried = bytearray()  # every byte tunnelled, both ways
+        self.cut = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    @property
+    def request_lines(self) -> list[str]:
+        return [head.split(b"\r\n", 1)[0].decode() for head in self.heads]
+
+    def _call(self, coroutine: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=30)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        self.heads.append(head)
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        port = self.routes.get(target)
+        if method != "CONNECT" or port is None or self.refuse is not None:
+            status = self.refuse or (405 if method != "CONNECT" else 502)
+            writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, back: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if back and self.trip is not None and self.trip():
+                        self.cut += 1
+                        writer.transport.abort()
+                        upstream_writer.transport.abort()
+                        return
+                    self.carried.extend(data)
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer, False), pump(upstream_reader, writer, True)
+        )
