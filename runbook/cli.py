@@ -44,9 +44,24 @@ def _selection_options(command: Any) -> Any:
     )(command)
 
 
+def _files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers file names here (click asks the shell for them)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _dirs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers directory names here."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
 _state_dir_option = click.option(
     "--state-dir",
     metavar="DIR",
+    shell_complete=_dirs,
     envvar="RUNBOOK_STATE_DIR",
     help="Where the run journal lives (env RUNBOOK_STATE_DIR; default "
     "$XDG_STATE_HOME/runbook, i.e. ~/.local/state/runbook).",
@@ -76,7 +91,7 @@ def cli(show_traceback: bool) -> None:
 
 
 @cli.command()
-@click.argument("plans", nargs=-1, required=True, metavar="PLAN...")
+@click.argument("plans", nargs=-1, required=True, metavar="PLAN...", shell_complete=_files)
 def validate(plans: tuple[str, ...]) -> int:
     """Check plans without sending anything.
 
@@ -100,7 +115,7 @@ def validate(plans: tuple[str, ...]) -> int:
 
 
 @cli.command()
-@click.argument("plan_path", metavar="PLAN")
+@click.argument("plan_path", metavar="PLAN", shell_complete=_files)
 @click.option(
     "--format",
     "fmt",
@@ -126,7 +141,7 @@ def plan(plan_path: str, fmt: str, selects: tuple[str, ...], excludes: tuple[str
 
 
 @cli.command()
-@click.argument("plan_path", metavar="PLAN")
+@click.argument("plan_path", metavar="PLAN", shell_complete=_files)
 @click.option(
     "--format",
     "fmt",
@@ -150,7 +165,7 @@ def graph(plan_path: str, fmt: str) -> int:
 
 
 @cli.command()
-@click.argument("plan_path", metavar="PLAN")
+@click.argument("plan_path", metavar="PLAN", shell_complete=_files)
 @click.option(
     "--api-url",
     metavar="URL",
@@ -159,6 +174,7 @@ def graph(plan_path: str, fmt: str) -> int:
 @click.option(
     "--token-file",
     metavar="PATH",
+    shell_complete=_files,
     help="Read the Bearer token from this file instead of the plan's api.token_env.",
 )
 @click.option(
@@ -171,6 +187,7 @@ def graph(plan_path: str, fmt: str) -> int:
     "--scenario",
     "scenario_path",
     metavar="FILE",
+    shell_complete=_files,
     help="With --sandbox: the simulator's scenario (YAML).",
 )
 @click.option(
@@ -179,9 +196,19 @@ def graph(plan_path: str, fmt: str) -> int:
     metavar="N",
     help="Executions in flight at once (overrides the plan's max_parallel).",
 )
-@click.option("--report", "report_path", metavar="FILE", help="Write the run report as JSON.")
 @click.option(
-    "--junit", "junit_path", metavar="FILE", help="Write a JUnit XML file: one test case per step."
+    "--report",
+    "report_path",
+    metavar="FILE",
+    shell_complete=_files,
+    help="Write the run report as JSON.",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    metavar="FILE",
+    shell_complete=_files,
+    help="Write a JUnit XML file: one test case per step.",
 )
 @click.option(
     "--quiet",
@@ -392,6 +419,7 @@ def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) 
     "--scenario",
     "scenario_path",
     metavar="FILE",
+    shell_complete=_files,
     help="How workflows behave and which faults to inject (YAML).",
 )
 @click.option(

@@ -16,6 +16,8 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
+REAL_PIP_CACHE = Path(os.environ.get("PIP_CACHE_DIR") or Path.home() / ".cache" / "pip")
+"""pip's cache, as it was before the tests made HOME a scratch dir."""
 
 
 class Clock:
