@@ -4,7 +4,7 @@ The sandbox runs under uvicorn in its own process (``runbook sandbox --port 0``,
 execution running forever); this process triggers a few executions, then N concurrent
 pollers poll them through one ``NexadataClient`` for a fixed number of requests.
 Prints requests/s (what the sandbox served) and this process's CPU per request.
-Targets (issue 3): the sandbox serves >= 2,000 requests/s; client CPU <= 0.5 ms/request.
+Targets: the sandbox serves >= 2,000 requests/s; client CPU <= 0.5 ms/request.
 
     python benchmarks/api_throughput.py [--pollers 64] [--requests 20000] [--repeat 3]
 """

@@ -1,6 +1,6 @@
 """``runbook apply`` at scale against the sandbox in a separate process.
 
-Two seeded workloads (issue 4):
+Two seeded workloads:
 
 - layered: 200 steps = 10 layers x 20; each step of layer k > 0 depends on 2 distinct
   random steps of layer k-1; run time uniform 0.5-2.0 s; 0.1 s in created; all

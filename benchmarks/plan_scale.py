@@ -4,7 +4,7 @@ Generates seeded random DAG plans (about two upstreams a step) of 1,000, 10,000 
 50,000 steps and prints, per size, the median time of ``load_plan`` + ``Dag`` +
 ``stages`` in-process, the median of a bare ``yaml.load(..., Loader=CSafeLoader)`` of
 the same file, and their ratio; then the 50k/10k growth and ``runbook --version``'s
-wall time. Targets (issue 2): 10k <= 1.0 s and <= 3x the bare parse; 50k <= 6x 10k;
+wall time. Targets: 10k <= 1.0 s and <= 3x the bare parse; 50k <= 6x 10k;
 ``runbook --version`` <= 0.25 s.
 
     python benchmarks/plan_scale.py [--repeat 5] [--sizes 1000,10000,50000]

@@ -1,4 +1,4 @@
-"""The soaks in their long form (issue 6); ``tests/soak`` runs a bounded form in CI.
+"""The soaks in their long form; ``tests/soak`` runs a bounded form in CI.
 
 - fault: the *wide* workload (2,000 steps, 4 layers x 500, runs of 1-3 s, max_parallel
   500) against a sandbox answering 500 to 5 % of polls, 503 to 1 % of requests, 429

@@ -8,7 +8,7 @@ machinery (a urllib cookie jar, auth and redirect flows, header merging) was a t
 the client's CPU, and none of it is wanted here: no cookies, no redirects followed, one
 fixed Authorization header.
 
-Every gap of nexadata-api.md ("Not stated") is decided here, at one boundary: foreign
+Every gap the API leaves (docs/nexadata-api.md) is decided here, at one boundary: foreign
 errors become :mod:`runbook.errors` classes and nothing else escapes.
 
 The rule that matters most: a ``POST`` is re-sent only when it provably created

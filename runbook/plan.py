@@ -1,6 +1,6 @@
 """Plan files: YAML -> JSON Schema -> semantic checks -> frozen dataclasses.
 
-Every rule of plan-format.md is checked and every violation collected in one pass;
+Every rule of docs/plan-format.md is checked and every violation collected in one pass;
 :func:`load_plan` raises :class:`~runbook.errors.PlanError` with all of them, each at
 ``FILE:LINE:COLUMN``. A plan that loads has every default resolved.
 """

@@ -17,7 +17,7 @@ __all__ = ["report_document", "write_junit", "write_report"]
 
 
 def report_document(run: RunRecord) -> dict[str, Any]:
-    """The report's keys, exactly as cli.md states them."""
+    """The report's keys, exactly as docs/cli.md states them."""
     return {
         "plan": run.plan,
         "run_id": run.run_id,

@@ -148,7 +148,7 @@ class PlainLines:
 
 
 def attempt_fields(attempt: AttemptRecord) -> dict[str, Any]:
-    """An attempt as the report (cli.md) shows it."""
+    """An attempt as the report (docs/cli.md) shows it."""
     return {
         "execution_id": attempt.execution_id,
         "state": attempt.state,

@@ -1,4 +1,4 @@
-"""The Nexadata simulator: one Starlette app, the API exactly as nexadata-api.md states it.
+"""The Nexadata simulator: one Starlette app, the API exactly as docs/nexadata-api.md states it.
 
 Routes under ``/api/v1``: trigger (``POST /workflows/{id}/execute``), poll (``GET
 /workflows/executions/{id}``) and the deprecated pipeline trigger, which answers 404.

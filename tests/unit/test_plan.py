@@ -23,7 +23,7 @@ def expected_problems(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda path: path.stem)
 def test_each_invalid_plan_reports_exactly_its_problems(path: Path) -> None:
-    """Each file breaks one rule of plan-format.md; its header says what must be reported."""
+    """Each file breaks one rule of docs/plan-format.md; its header says what must be reported."""
     expected = expected_problems(path)
     assert expected, f"{path.name} has no '# expect:' lines"
     with pytest.raises(PlanError) as caught:

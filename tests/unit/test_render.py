@@ -130,3 +130,74 @@ def test_summary_counts_ignored_failures_apart() -> None:
         "Run 3 of p succeeded in 2s: 1 succeeded, 1 failure ignored\n"
         "  IGNORED   b  workflow 2: execution 2 failed\n"
     )
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_run_renderer_is_chosen_by_format_and_terminal() -> None:
+    from runbook.render.registry import RUN_RENDERERS, run_renderer_name
+    from runbook.render.runlog import JsonLines, PlainLines
+
+    assert run_renderer_name("json", Terminal()) == "json"
+    assert run_renderer_name("text", Terminal()) == "live"
+    assert run_renderer_name("text", io.StringIO()) == "plain"
+    assert isinstance(RUN_RENDERERS["json"](io.StringIO()), JsonLines)
+    assert isinstance(RUN_RENDERERS["plain"](io.StringIO()), PlainLines)
+    live = RUN_RENDERERS["live"](Terminal())
+    assert isinstance(live, LiveView)
+    live.close()  # never started: nothing to stop, nothing raised
+
+
+def test_a_signal_is_told_on_stderr_and_as_a_json_line() -> None:
+    import json
+
+    from runbook.events import SignalReceived
+    from runbook.render.runlog import JsonLines, PlainLines, signal_message
+
+    def received(first: bool, waiting: int) -> SignalReceived:
+        return SignalReceived(
+            name="SIGTERM", first=first, triggers_under_way=waiting, grace=30.0, at=0.0
+        )
+
+    assert signal_message(received(True, 0)) == (
+        "runbook: SIGTERM: stopping (a second SIGTERM exits at once)\n"
+    )
+    assert signal_message(received(True, 2)) == (
+        "runbook: SIGTERM: stopping; waiting for 2 triggers under way to be answered, so "
+        "that no execution id is lost (at most 30s) (a second SIGTERM exits at once)\n"
+    )
+    assert signal_message(received(False, 2)) == "runbook: second SIGTERM: exiting at once\n"
+    out = io.StringIO()
+    JsonLines(out)(received(True, 1))
+    assert json.loads(out.getvalue()) == {
+        "time": "1970-01-01T00:00:00Z",
+        "event": "signal",
+        "signal": "SIGTERM",
+        "first": True,
+        "triggers_under_way": 1,
+    }
+    plain = io.StringIO()
+    PlainLines(plain)(received(True, 1))  # stderr carries it: no line on stdout
+    assert plain.getvalue() == ""
+
+
+def test_a_notice_about_a_step_names_it_in_json_lines() -> None:
+    import json
+
+    from runbook.events import Notice
+    from runbook.render.runlog import JsonLines
+
+    step = StepRecord("load", 72, 1)
+    out = io.StringIO()
+    JsonLines(out)(Notice("odd state", 0.0, step))
+    assert json.loads(out.getvalue()) == {
+        "time": "1970-01-01T00:00:00Z",
+        "event": "notice",
+        "step": "load",
+        "workflow_id": 72,
+        "level": "warning",
+        "message": "odd state",
+    }

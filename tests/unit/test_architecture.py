@@ -1,0 +1,86 @@
+"""The arrows of docs/architecture.md, checked on the source: which module may import
+which, and what the light commands load."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "runbook"
+
+
+def imports_of(path: Path, *, typing_only: bool = False) -> set[str]:
+    """The modules ``path`` imports; imports under ``if TYPE_CHECKING:`` are left out
+    unless ``typing_only`` (they cost nothing at run time and make no arrow)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            skip |= {id(child) for child in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in skip and not typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_the_module_list_is_what_the_architecture_doc_describes() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for name in MODULES:
+        shown = name.replace(".", "/")
+        assert f"`{shown}" in doc, f"{shown} is not described in docs/architecture.md"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_arrows_point_one_way(name: str) -> None:
+    imported = imports_of(MODULES[name])
+    ours = {m for m in imported if m == "runbook" or m.startswith("runbook.")}
+    if name != "runbook.__main__":
+        assert "runbook.cli" not in ours, "nothing imports the CLI"
+    if name != "runbook.cli":
+        assert "click" not in imported, "only the CLI imports click"
+    if name.startswith("runbook.render"):
+        assert not ours & {"runbook.api", "runbook.transport", "runbook.executor"}
+        assert not any(m.startswith("runbook.journal") for m in ours), "renderers know no SQL"
+    if name == "runbook.graph":
+        assert "runbook.plan" not in imports_of(MODULES[name], typing_only=True)
+    if name.startswith("runbook.sandbox"):
+        # the file-loading helpers are shared; the runtime is not
+        runtime = {"api", "transport", "executor", "schedule", "plan", "runner", "events"}
+        assert not {m.split(".")[1] for m in ours if "." in m} & (runtime | {"journal", "render"})
+    if name in ("runbook.schedule", "runbook.events", "runbook.errors"):
+        assert not imported & {"asyncio", "httpx", "aiohttp", "sqlite3"}
+
+
+def test_status_and_history_load_no_http_client(tmp_path: Path) -> None:
+    """The journal's commands start without the HTTP stack (nor rich, nor networkx)."""
+    code = (
+        "import sys\n"
+        "from runbook.cli import main\n"
+        f"main(['history', '--state-dir', {str(tmp_path)!r}])\n"
+        f"main(['status', '--state-dir', {str(tmp_path)!r}])\n"
+        "heavy = {'httpx', 'aiohttp', 'rich', 'networkx', 'runbook.api', 'starlette'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -1,0 +1,46 @@
+"""apply's options, checked as a whole the moment they are made."""
+
+from __future__ import annotations
+
+import pytest
+
+from runbook.errors import UsageError
+from runbook.runner import ApplyOptions
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"scenario": "s.yaml"}, "--scenario configures the built-in simulator: add --sandbox"),
+        ({"sandbox": True, "api_url": "http://x"}, "--sandbox runs against the built-in"),
+        ({"sandbox": True, "token_file": "t"}, "--sandbox needs no token: drop --token-file"),
+        ({"retrigger_unknown": True}, "--retrigger-unknown goes with --resume"),
+        ({"resume": True, "sandbox": True}, "--resume cannot use --sandbox"),
+        ({"max_parallel": 0}, "--max-parallel must be at least 1"),
+    ],
+)
+def test_contradictions_are_usage_errors(flags: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        ApplyOptions(plan_path="p.yaml", **flags)
+
+
+def test_the_resume_command_and_what_the_journal_keeps() -> None:
+    options = ApplyOptions(
+        plan_path="plans/n.yaml",
+        state_dir="/srv/state",
+        token_file="/etc/runbook/token",
+        max_parallel=8,
+        selects=("+report",),
+    )
+    assert options.resume_command == "runbook apply plans/n.yaml --resume --state-dir /srv/state"
+    assert ApplyOptions(plan_path="p.yaml").resume_command == "runbook apply p.yaml --resume"
+    assert options.recorded == {
+        "api_url": None,
+        "sandbox": False,
+        "scenario": None,
+        "max_parallel": 8,
+        "select": ["+report"],
+        "exclude": [],
+    }  # never the token file: it says where a secret is
+    with pytest.raises(AttributeError):
+        options.resume = True  # type: ignore[misc]
