@@ -1,14 +1,13 @@
-"""The executor against the in-process sandbox (httpx.ASGITransport).
-
-Executions last tens of milliseconds and steps poll every 10-30 ms, so each run takes
-a fraction of a second; the assertions are about order and outcome, never about how
-long something took, so a loaded machine only makes them slower.
+"""The executor against the in-process sandbox (httpx.ASGITransport), on a virtual
+clock: executions last tens of milliseconds and steps poll every 10-30 ms of a time
+that jumps whenever every task waits on a timer. A run takes what its CPU takes, a
+loaded machine changes no outcome, and how long something took on that clock is an
+exact figure to assert.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,9 +27,16 @@ from runbook.executor import TIMEOUT_REASON, Executor, poll_delay
 from runbook.plan import load_plan
 from runbook.sandbox.app import TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
+from tests.helpers import VirtualClock
 
+CLOCK = VirtualClock()
 FAST = "defaults: {poll_interval: 10ms, max_poll_interval: 30ms, retry_delay: 10ms}\n"
 QUICK = {"queue": 0.0, "duration": 0.05}
+
+
+def sandbox_app(scenario: Scenario | None = None):
+    """The in-process sandbox, on the tests' virtual clock."""
+    return create_app(scenario or Scenario(default=QUICK), token="t", clock=CLOCK, wall=CLOCK.wall)
 
 
 def plan_of(tmp_path: Path, body: str, max_parallel: int = 4):
@@ -81,7 +87,7 @@ def execute(
     wall=None,
     prior=None,
 ):
-    app = app or create_app(scenario or Scenario(default=QUICK), token="t")
+    app = app or sandbox_app(scenario)
     recorder = recorder or Recorder()
     selection = plan.dag.select(selects, excludes)
 
@@ -90,7 +96,7 @@ def execute(
             "http://127.0.0.1/api/v1",
             Token("t"),
             transport=transport or httpx.ASGITransport(app=app),
-            budget=RateBudget(rate=None),
+            budget=RateBudget(rate=None, clock=CLOCK),
             retry=retry or RetryPolicy(backoff_base=0.005),
         ) as api:
             executor = Executor(
@@ -102,13 +108,14 @@ def execute(
                 max_parallel=max_parallel,
                 sinks=[recorder],
                 prior=prior,
-                **({"wall": wall} if wall else {}),
+                clock=CLOCK,
+                wall=wall or CLOCK.wall,
             )
             if executor_hook:
                 executor_hook(executor, recorder)
             return await executor.execute()
 
-    run = asyncio.run(main())
+    run = CLOCK.run(main())
     return run, recorder, app.state.sandbox.stats()
 
 
@@ -323,7 +330,7 @@ def test_selection_runs_only_selected_steps(tmp_path: Path) -> None:
 def test_authentication_failure_mid_run_stops_everything(tmp_path: Path) -> None:
     body = "".join(f"  s{i}: {{workflow_id: {i + 1}}}\n" for i in range(4))
     body += "  after: {workflow_id: 9, depends_on: [s0, s1]}\n"
-    app = create_app(Scenario(default={"queue": 0.0, "duration": 0.2}), token="t")
+    app = sandbox_app(Scenario(default={"queue": 0.0, "duration": 0.2}))
     inner = httpx.ASGITransport(app=app)
     seen = {"count": 0}
 
@@ -366,7 +373,7 @@ def test_interrupt_leaves_in_flight_steps_pending_and_triggers_nothing_new(tmp_p
 
 def test_sinks_see_triggering_before_the_post_and_the_id_before_any_poll(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, "  a: {workflow_id: 5}\n")
-    app = create_app(Scenario(default=QUICK), token="t")
+    app = sandbox_app()
     posts_when_triggering = []
 
     def hook(executor, recorder):
@@ -401,11 +408,11 @@ def test_plan_order_is_kept_when_no_stages_are_given(tmp_path: Path) -> None:
         async with NexadataClient(
             "http://127.0.0.1/api/v1",
             Token("t"),
-            transport=httpx.ASGITransport(app=create_app(Scenario(default=QUICK), token="t")),
+            transport=httpx.ASGITransport(app=sandbox_app()),
         ) as api:
-            return await Executor(plan, api).execute()
+            return await Executor(plan, api, clock=CLOCK, wall=CLOCK.wall).execute()
 
-    run = asyncio.run(main())
+    run = CLOCK.run(main())
     assert [s.stage for s in run.steps.values()] == [1, 2]
     assert run.state == "succeeded"
 
@@ -455,7 +462,7 @@ def test_an_interrupt_during_a_retry_delay_leaves_the_step_pending(tmp_path: Pat
 
 def test_a_poll_answering_404_fails_the_step(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, "  a: {workflow_id: 5, retries: 2}\n")
-    app = create_app(Scenario(default={"queue": 0.0, "duration": 0.2}), token="t")
+    app = sandbox_app(Scenario(default={"queue": 0.0, "duration": 0.2}))
     inner = httpx.ASGITransport(app=app)
 
     class Forgetful(httpx.AsyncBaseTransport):
@@ -492,7 +499,7 @@ def test_wall_clock_jumps_change_no_timeout_poll_or_retry(tmp_path: Path) -> Non
     offset = 0.0
 
     def wall() -> float:
-        return time.time() + offset
+        return CLOCK.wall() + offset
 
     def leap(event) -> None:
         nonlocal offset
@@ -516,7 +523,7 @@ def test_wall_clock_jumps_change_no_timeout_poll_or_retry(tmp_path: Path) -> Non
 
 def test_a_trigger_refused_for_the_token_is_not_ambiguous_on_resume(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, "  a: {workflow_id: 1}\n")
-    app = create_app(Scenario(default=QUICK), token="t")
+    app = sandbox_app()
     refused = httpx.MockTransport(lambda request: httpx.Response(401, request=request))
     first, _, _ = execute(plan, app=app, transport=refused)
     assert first.exit_code == 3
@@ -604,9 +611,9 @@ def test_a_steps_timeout_bounds_its_requests_and_their_waits(
 ) -> None:
     plan = plan_of(tmp_path, "  a: {workflow_id: 5, timeout: 300ms, retries: 2}\n")
     app = slow_app(**app_options)
-    started = time.monotonic()
+    started = CLOCK()
     run, _, _ = execute(plan, app=app, transport=httpx.ASGITransport(app=app))
-    assert time.monotonic() - started < 10  # not 60 s, not 120 s
+    assert CLOCK() - started == pytest.approx(0.3, abs=0.005)  # its 300 ms: not 60 s, not 120 s
     step = run.steps["a"]
     assert step.state == "failed" and step.reason.startswith(reason)
     assert [a.state for a in step.attempts] == [state]  # never retried
@@ -625,9 +632,9 @@ def test_an_interrupt_waits_for_a_trigger_under_way_only_so_long(tmp_path: Path)
 
         recorder.hook = on_event
 
-    started = time.monotonic()
+    started = CLOCK()
     run, _, _ = execute(plan, app=app, transport=httpx.ASGITransport(app=app), executor_hook=hook)
-    assert time.monotonic() - started < 10
+    assert CLOCK() - started == pytest.approx(0.25, abs=0.005)  # 50 ms, then a 200 ms grace
     assert run.state == "interrupted"
     step = run.steps["a"]
     assert (step.state, step.reason) == ("pending", "interrupted while triggering")
