@@ -295,7 +295,20 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
     messages on stderr; a second signal ends the process at once."""
     import os
 
-    from runbook.events import Event, SignalReceived
+    from runbook._compat import assert_never
+    from runbook.events import (
+        AttemptFinished,
+        AttemptTriggered,
+        AttemptTriggering,
+        Event,
+        ExecutionSeen,
+        Notice,
+        RetryScheduled,
+        RunFinished,
+        RunStarted,
+        SignalReceived,
+        StepFinished,
+    )
     from runbook.render.registry import RUN_RENDERERS, run_renderer_name
     from runbook.render.runlog import signal_message
 
@@ -305,12 +318,27 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
     )
 
     def signals(event: Event) -> None:
-        if isinstance(event, SignalReceived):
-            err = _stderr()
-            err.write(signal_message(event))
-            err.flush()
-            if not event.first:
-                os._exit(130)
+        match event:
+            case SignalReceived(first=first):
+                err = _stderr()
+                err.write(signal_message(event))
+                err.flush()
+                if not first:
+                    os._exit(130)
+            case (
+                RunStarted()
+                | AttemptTriggering()
+                | AttemptTriggered()
+                | ExecutionSeen()
+                | AttemptFinished()
+                | RetryScheduled()
+                | StepFinished()
+                | Notice()
+                | RunFinished()
+            ):
+                pass  # the renderer shows these
+            case _:
+                assert_never(event)
 
     try:
         return runner.execute([*renderers, signals])
