@@ -7,13 +7,12 @@ refuse tunnels with a status of its own or cut one once ``trip()`` says so."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from typing import Any
+
+from tests.helpers import LoopThread
 
 
-class ConnectProxy:
+class ConnectProxy(LoopThread):
     def __init__(
         self,
         routes: Mapping[str, int],
@@ -24,6 +23,7 @@ class ConnectProxy:
         """``routes``: ``{"host:port": loopback port}``; ``refuse``: answer every CONNECT
         with this status; ``trip()``: checked before each chunk the server sends back
         through a tunnel; True cuts the tunnel instead of forwarding it."""
+        super().__init__()
         self.routes = dict(routes)
         self.refuse = refuse
         self.trip = trip
@@ -31,20 +31,14 @@ class ConnectProxy:
         self.carried = bytearray()  # every byte tunnelled, both ways
         self.cut = 0
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
     def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        self._call(self._listen())
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._call(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
+        self.stop()
 
     def url(self, credentials: str = "") -> str:
         return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
@@ -53,11 +47,7 @@ class ConnectProxy:
     def request_lines(self) -> list[str]:
         return [head.split(b"\r\n", 1)[0].decode() for head in self.heads]
 
-    def _call(self, coroutine: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result(timeout=30)
-
-    async def _listen(self) -> None:
+    async def _open(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -219,6 +219,17 @@ class Certificate:
     key: Path
 
 
+@contextmanager
+def serve_https(app: Any, certificate: Certificate) -> Iterator[str]:
+    """``app`` under uvicorn on loopback over TLS with ``certificate``: its base URL."""
+    from runbook.sandbox.server import serve_in_thread
+
+    with serve_in_thread(
+        app, ssl_certfile=str(certificate.chain), ssl_keyfile=str(certificate.key)
+    ) as url:
+        yield url
+
+
 def make_certificate(directory: Path) -> Certificate:
     """A CA (trustme) and a certificate for 127.0.0.1 and API_HOST, as PEM files."""
     import trustme
@@ -231,3 +242,36 @@ def make_certificate(directory: Path) -> Certificate:
     for index, blob in enumerate(server.cert_chain_pems):
         blob.write_to_path(str(files.chain), append=index > 0)
     return files
+
+
+# -- servers of our own, on loopback ------------------------------------------------
+
+
+class LoopThread:
+    """A server's event loop in a daemon thread: ``start()`` runs ``_open()`` in it,
+    ``stop()`` runs ``_close()`` and ends the thread. Subclasses define both."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.call(self._open())
+
+    def stop(self) -> None:
+        self.call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    def call(self, coroutine: Any) -> Any:
+        """Run ``coroutine`` in the server's loop and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout=30)
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError

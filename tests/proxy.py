@@ -7,54 +7,45 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
+
+from tests.helpers import LoopThread
 
 
-class Proxy:
+class Proxy(LoopThread):
     def __init__(self, target_port: int, trip: Callable[[bytes], bool] | None = None) -> None:
         """``trip(data)`` sees each chunk a client sends; True takes the proxy down at
         once, before that chunk is forwarded."""
+        super().__init__()
         self.target_port = target_port
         self.trip = trip
         self.port = 0
         self.is_down = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> Proxy:
-        self._thread.start()
-        self._call(self._listen())
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._call(self._down())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
+        self.stop()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
     def up(self) -> None:
-        self._call(self._listen())
+        self.call(self._open())
 
     def down(self) -> None:
-        self._call(self._down())
+        self.call(self._close())
 
-    def _call(self, coroutine: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result(timeout=30)
-
-    async def _listen(self) -> None:
+    async def _open(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self.is_down.clear()
 
-    async def _down(self) -> None:
+    async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -77,7 +68,7 @@ class Proxy:
             try:
                 while data := await source.read(65536):
                     if out and self.trip is not None and self.trip(data):
-                        await self._down()
+                        await self._close()
                         return
                     sink.write(data)
                     await sink.drain()

@@ -20,10 +20,9 @@ from runbook.errors import ApiUnavailable, ProxyError, TriggerOutcomeUnknown
 from runbook.netenv import ProxySettings
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
-from runbook.sandbox.server import serve_in_thread
 from runbook.transport import AiohttpTransport
 from tests.connect_proxy import ConnectProxy
-from tests.helpers import API_HOST, Certificate, run_entry
+from tests.helpers import API_HOST, Certificate, run_entry, serve_https
 
 TOKEN = "proxy-test-token-5e1f9a"
 PLAN = """\
@@ -40,9 +39,7 @@ URL = f"https://{API_HOST}/api/v1"
 def sandbox(certificate: Certificate) -> Iterator[tuple[int, Any]]:
     """The TLS sandbox on loopback: its port and its app."""
     app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=TOKEN)
-    with serve_in_thread(
-        app, ssl_certfile=str(certificate.chain), ssl_keyfile=str(certificate.key)
-    ) as url:
+    with serve_https(app, certificate) as url:
         yield int(url.split(":")[2].split("/")[0]), app
 
 

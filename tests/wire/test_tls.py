@@ -11,8 +11,7 @@ import pytest
 
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
-from runbook.sandbox.server import serve_in_thread
-from tests.helpers import Certificate, run_entry
+from tests.helpers import Certificate, run_entry, serve_https
 
 TOKEN = "tls-test-token-93ab"
 PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"
@@ -21,9 +20,7 @@ PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"
 @pytest.fixture
 def https_sandbox(certificate: Certificate) -> Iterator[tuple[str, object]]:
     app = create_app(Scenario(default={"queue": 0.0, "duration": 0.05}), token=TOKEN)
-    with serve_in_thread(
-        app, ssl_certfile=str(certificate.chain), ssl_keyfile=str(certificate.key)
-    ) as url:
+    with serve_https(app, certificate) as url:
         yield url, app
 
 
