@@ -9,8 +9,9 @@
   (every host), a domain (``example.com`` or ``.example.com``: it and its subdomains),
   an IP address, or a network (``10.0.0.0/8``). Loopback (``localhost``, 127.0.0.0/8,
   ::1) is never proxied, whatever the variables say.
-- ``SSL_CERT_FILE`` (a PEM bundle) or ``SSL_CERT_DIR`` (a hashed directory) replace
-  the bundled CA certificates, for a company CA; verification is never turned off.
+- ``SSL_CERT_FILE`` (a PEM bundle) and ``SSL_CERT_DIR`` (a hashed directory), one or
+  both, replace the bundled CA certificates, for a company CA; verification is never
+  turned off.
 
 Everything here is decided before anything is sent: a variable runbook cannot use is a
 ConfigError (exit 3) that names it.
@@ -27,7 +28,14 @@ from urllib.parse import urlsplit
 
 from runbook.errors import ConfigError
 
-__all__ = ["ProxySettings", "ca_bundle", "describe_proxy", "is_loopback", "tls_context"]
+__all__ = [
+    "CaBundle",
+    "ProxySettings",
+    "ca_bundle",
+    "describe_proxy",
+    "is_loopback",
+    "tls_context",
+]
 
 _PROXY_SCHEMES = ("http", "https")
 
@@ -129,11 +137,20 @@ class ProxySettings:
         return False
 
 
-def ca_bundle(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """``("cafile", path)`` for ``SSL_CERT_FILE``, ``("capath", path)`` for
-    ``SSL_CERT_DIR``, None when neither is set; a ConfigError when the one set names
-    nothing usable (checked before anything is sent)."""
+@dataclass(frozen=True, slots=True)
+class CaBundle:
+    """The CA certificates the environment names: a PEM file, a hashed directory, or
+    both (OpenSSL loads both when both are set)."""
+
+    cafile: str | None = None
+    capath: str | None = None
+
+
+def ca_bundle(environ: Mapping[str, str] | None = None) -> CaBundle | None:
+    """What ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` name, or None when neither is set; a
+    ConfigError when one names nothing usable (checked before anything is sent)."""
     env = os.environ if environ is None else environ
+    found: dict[str, str | None] = {"cafile": None, "capath": None}
     for variable, option in (("SSL_CERT_FILE", "cafile"), ("SSL_CERT_DIR", "capath")):
         path = env.get(variable, "").strip()
         if not path:
@@ -142,25 +159,29 @@ def ca_bundle(environ: Mapping[str, str] | None = None) -> tuple[str, str] | Non
         if not exists:
             kind = "file" if option == "cafile" else "directory"
             raise ConfigError(f"{variable} names {path}, which is not a {kind}")
-        return option, path
-    return None
+        found[option] = path
+    if found["cafile"] is None and found["capath"] is None:
+        return None
+    return CaBundle(cafile=found["cafile"], capath=found["capath"])
 
 
 def tls_context(environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
-    """A verifying TLS context: the CA certificates ``SSL_CERT_FILE`` or
+    """A verifying TLS context: the CA certificates ``SSL_CERT_FILE`` and
     ``SSL_CERT_DIR`` name, else the bundled ones (certifi's, as httpx uses)."""
     bundle = ca_bundle(environ)
     if bundle is None:
         import certifi
 
         return ssl.create_default_context(cafile=certifi.where())
-    option, path = bundle
-    variable = "SSL_CERT_FILE" if option == "cafile" else "SSL_CERT_DIR"
     try:
-        if option == "cafile":
-            return ssl.create_default_context(cafile=path)
-        return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=bundle.cafile, capath=bundle.capath)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"{variable}: the CA certificates in {path} cannot be loaded ({exc})"
-        ) from None
+        named = " and ".join(
+            f"{variable} ({path})"
+            for variable, path in (
+                ("SSL_CERT_FILE", bundle.cafile),
+                ("SSL_CERT_DIR", bundle.capath),
+            )
+            if path
+        )
+        raise ConfigError(f"the CA certificates in {named} cannot be loaded ({exc})") from None

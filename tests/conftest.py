@@ -19,8 +19,18 @@ def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
-    for name in ("NEXADATA_TOKEN", "NEXADATA_API_URL", "RUNBOOK_STATE_DIR"):
+    # nor what the machine says of its network: a test sets the proxy or CA it means
+    network = (
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    )
+    for name in ("NEXADATA_TOKEN", "NEXADATA_API_URL", "RUNBOOK_STATE_DIR", *network):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     yield
     assert REAL_STATE.exists() == existed, "a test touched the real runbook state dir"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runbook.errors import ConfigError
-from runbook.netenv import ProxySettings, ca_bundle, describe_proxy, tls_context
+from runbook.netenv import CaBundle, ProxySettings, ca_bundle, describe_proxy, tls_context
 
 API = "https://app.nexadata.com/api/v1"
 
@@ -82,13 +82,15 @@ def test_a_ca_bundle_is_a_file_or_a_directory_that_exists(tmp_path: Path) -> Non
     assert ca_bundle({}) is None
     pem = tmp_path / "ca.pem"
     pem.write_text("not a certificate\n")
-    assert ca_bundle({"SSL_CERT_FILE": str(pem)}) == ("cafile", str(pem))
-    assert ca_bundle({"SSL_CERT_DIR": str(tmp_path)}) == ("capath", str(tmp_path))
+    assert ca_bundle({"SSL_CERT_FILE": str(pem)}) == CaBundle(cafile=str(pem))
+    assert ca_bundle({"SSL_CERT_DIR": str(tmp_path)}) == CaBundle(capath=str(tmp_path))
+    both = {"SSL_CERT_FILE": str(pem), "SSL_CERT_DIR": str(tmp_path)}
+    assert ca_bundle(both) == CaBundle(str(pem), str(tmp_path))  # OpenSSL loads both
     with pytest.raises(ConfigError, match=r"SSL_CERT_FILE names /nowhere/ca\.pem, which is not"):
         ca_bundle({"SSL_CERT_FILE": "/nowhere/ca.pem"})
     with pytest.raises(ConfigError, match=r"SSL_CERT_DIR names .*, which is not a directory"):
         ca_bundle({"SSL_CERT_DIR": str(pem)})
-    with pytest.raises(ConfigError, match=r"SSL_CERT_FILE: the CA certificates in .* cannot be"):
+    with pytest.raises(ConfigError, match=r"the CA certificates in SSL_CERT_FILE \(.*\) cannot"):
         tls_context({"SSL_CERT_FILE": str(pem)})
     assert tls_context({}).verify_mode.name == "CERT_REQUIRED"
 
