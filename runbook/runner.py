@@ -37,7 +37,7 @@ __all__ = ["ApiTarget", "ApplyOptions", "Runner", "api_target", "forbid_core_dum
 
 _PR_SET_DUMPABLE = 4  # linux/prctl.h
 
-Notice = Callable[[str, str], None]
+Tell = Callable[[str, str], None]
 """``notice(level, text)``: a ``note`` or ``warning`` for the person at the terminal."""
 
 
@@ -171,9 +171,9 @@ class Runner:
     ``execute()``. Leaving the block closes the journal, releases the lock and stops
     the sandbox."""
 
-    def __init__(self, options: ApplyOptions, *, notice: Notice | None = None) -> None:
+    def __init__(self, options: ApplyOptions, *, notice: Tell | None = None) -> None:
         self.options = options
-        self._notice: Notice = notice or (lambda level, text: None)
+        self._notice: Tell = notice or (lambda level, text: None)
         self._stack = ExitStack()
         self._built: _Built | None = None
 
