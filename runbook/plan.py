@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, cast
 
 from runbook import graph, yamldoc
 from runbook.durations import DurationError, format_duration, parse_duration
@@ -24,7 +24,18 @@ from runbook.schemacheck import checker, show, where
 from runbook.text import did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
-__all__ = ["BUILTIN_DEFAULTS", "ApiSettings", "Plan", "Step", "load_plan"]
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "ApiSettings",
+    "HealthchecksSettings",
+    "NotifyEvent",
+    "NotifyTarget",
+    "Plan",
+    "Step",
+    "load_plan",
+]
+
+NotifyEvent = Literal["succeeded", "failed", "interrupted", "recovered", "late", "at_risk"]
 
 
 DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
@@ -70,6 +81,23 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """One ``notify`` entry: the variable that holds a webhook's URL, the events it is
+    told of, and the payload's format."""
+
+    webhook_env: str
+    on: tuple[NotifyEvent, ...] = ("failed",)
+    format: Literal["json", "slack"] = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthchecksSettings:
+    """The ``healthchecks`` entry: the variable that holds the check's ping URL."""
+
+    ping_url_env: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A valid plan. ``steps`` keeps the file's order; ``sha256`` is of the file's bytes."""
 
@@ -84,6 +112,10 @@ class Plan:
     """The steps' graph, with the implicit edges of the ``finally`` steps, and its stages."""
     finally_steps: tuple[str, ...] = ()
     """The steps listed in ``finally``, in the file's order."""
+    deadline: float | None = None
+    """Seconds after the run's start by which it should be over."""
+    notify: tuple[NotifyTarget, ...] = ()
+    healthchecks: HealthchecksSettings | None = None
 
     @property
     def stages(self) -> tuple[tuple[str, ...], ...]:
@@ -263,6 +295,11 @@ class _Semantics:
 
     def _durations(self) -> None:
         parsed: dict[YamlPath, float] = {}
+        if "deadline" in self.data and ("deadline",) not in self.bad:
+            try:
+                parse_duration(self.data["deadline"])
+            except DurationError as exc:
+                self.report(("deadline",), str(exc))
         for base, settings in self._settings():
             for key in DURATION_KEYS:
                 path = (*base, key)
@@ -345,6 +382,7 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         )
     api = data.get("api", {})
     source = doc.source
+    checks = data.get("healthchecks")
     return Plan(
         path=source.name,
         name=data.get("name") or PurePath(source.name).stem,
@@ -363,4 +401,17 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
             finally_steps=finally_steps,
         ),
         finally_steps=finally_steps,
+        deadline=parse_duration(data["deadline"]) if "deadline" in data else None,
+        notify=tuple(_target(entry) for entry in data.get("notify", ())),
+        healthchecks=HealthchecksSettings(checks["ping_url_env"]) if checks else None,
+    )
+
+
+def _target(entry: dict[str, Any]) -> NotifyTarget:
+    on = entry.get("on", ["failed"])  # the schema allowed only events here
+    events = cast("tuple[NotifyEvent, ...]", (on,) if isinstance(on, str) else tuple(on))
+    return NotifyTarget(
+        webhook_env=entry["webhook_env"],
+        on=events,
+        format=entry.get("format", "json"),
     )

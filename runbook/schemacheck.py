@@ -40,6 +40,14 @@ _KEY_HINTS = {
     "run_if": "run_if belongs to each step, not to defaults: say on each clean-up, rollback "
     "or alert step when it runs",
 }
+_URL_HINT = (
+    "a plan never holds a {what} URL (it is a secret): put it in an environment variable "
+    "and name that variable with {key}"
+)
+for _key in ("url", "webhook", "webhook_url"):
+    _KEY_HINTS[_key] = _URL_HINT.format(what="webhook", key="webhook_env")
+for _key in ("ping_url",):
+    _KEY_HINTS[_key] = _URL_HINT.format(what="ping", key="ping_url_env")
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,60}")

@@ -125,6 +125,13 @@ class Document:
         return Problem(self.source.name, mark.line + 1, mark.column + 1, message)
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_STR = "tag:yaml.org,2002:str"
+_BOOLEANS = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+"""YAML 1.2's booleans. PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes`` and
+``no`` are booleans too: a ``notify`` entry's ``on:`` key would read as True."""
+
+
 class _Loader(_BaseLoader):
     """The safe loader, remembering how each plain scalar resolved.
 
@@ -143,7 +150,10 @@ class _Loader(_BaseLoader):
         key = (value, implicit)
         tag = self._tags.get(key)
         if tag is None:
-            tag = self._tags[key] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            if tag == _BOOL and value not in _BOOLEANS:
+                tag = _STR  # YAML 1.2: on, off, yes, no are text (notify's "on:" key)
+            self._tags[key] = tag
         return tag
 
 

@@ -39,6 +39,8 @@ def test_every_property_has_editor_help() -> None:
     check(schema["properties"]["api"]["properties"])
     check(schema["properties"]["defaults"]["properties"])
     check(defs["step"]["properties"])
+    check(defs["notify_target"]["properties"])
+    check(schema["properties"]["healthchecks"]["properties"])
 
 
 def test_examples_carry_the_schema_comment() -> None:

@@ -16,8 +16,11 @@ def doc_of(text: str):
     return document, [str(p) for p in problems]
 
 
-def test_plain_data_with_yaml_1_1_scalars() -> None:
-    document, problems = doc_of("a: 017\nb: 0x1f\nc: 1_000\nd: 2024-01-01\ne: ~\nf: yes\ng: 1.5\n")
+def test_plain_data_with_yaml_1_1_numbers_and_yaml_1_2_booleans() -> None:
+    document, problems = doc_of(
+        "a: 017\nb: 0x1f\nc: 1_000\nd: 2024-01-01\ne: ~\nf: yes\ng: 1.5\n"
+        "h: true\ni: False\non: [off, No, Y]\n"
+    )
     assert problems == []
     assert document.data == {
         "a": 15,
@@ -25,8 +28,11 @@ def test_plain_data_with_yaml_1_1_scalars() -> None:
         "c": 1000,
         "d": "2024-01-01",
         "e": None,
-        "f": True,
+        "f": "yes",  # YAML 1.2: only true and false are booleans
         "g": 1.5,
+        "h": True,
+        "i": False,
+        "on": ["off", "No", "Y"],  # so notify's "on:" is a key, as in GitHub Actions
     }
 
 
