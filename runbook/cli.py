@@ -233,6 +233,14 @@ def graph(plan_path: str, fmt: str) -> int:
     help="With --resume: trigger again the steps whose earlier trigger got no "
     "answer (their workflow may then run twice).",
 )
+@click.option(
+    "--metrics-dir",
+    metavar="DIR",
+    envvar="RUNBOOK_METRICS_DIR",
+    shell_complete=_dirs,
+    help="Write Prometheus textfile metrics of the run there, for node_exporter's textfile "
+    "collector (env RUNBOOK_METRICS_DIR).",
+)
 @_selection_options
 def apply(
     plan_path: str,
@@ -248,6 +256,7 @@ def apply(
     junit_path: str | None,
     quiet: bool,
     log_format: str,
+    metrics_dir: str | None,
     selects: tuple[str, ...],
     excludes: tuple[str, ...],
 ) -> int:
@@ -277,6 +286,7 @@ def apply(
         junit=junit_path,
         quiet=quiet,
         log_format="json" if log_format == "json" else "text",
+        metrics_dir=metrics_dir or None,
         selects=selects,
         excludes=excludes,
     )
@@ -303,21 +313,25 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
         Event,
         ExecutionSeen,
         Notice,
+        NotificationSent,
         RetryScheduled,
         RunFinished,
+        RunLate,
         RunStarted,
         SignalReceived,
         StepFinished,
     )
     from runbook.render.registry import RUN_RENDERERS, run_renderer_name
-    from runbook.render.runlog import signal_message
+    from runbook.render.runlog import delivery_text, signal_message
 
     out = _stdout()
     renderers = (
         [] if options.quiet else [RUN_RENDERERS[run_renderer_name(options.log_format, out)](out)]
     )
 
-    def signals(event: Event) -> None:
+    def on_stderr(event: Event) -> None:
+        """Signals, and deliveries that failed (which --quiet does not print, and JSON
+        lines carry themselves)."""
         match event:
             case SignalReceived(first=first):
                 err = _stderr()
@@ -325,6 +339,9 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
                 err.flush()
                 if not first:
                     os._exit(130)
+            case NotificationSent(record=record):
+                if not record.ok and not options.quiet and options.log_format == "text":
+                    _notice("warning", delivery_text(record))
             case (
                 RunStarted()
                 | AttemptTriggering()
@@ -334,6 +351,7 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
                 | RetryScheduled()
                 | StepFinished()
                 | Notice()
+                | RunLate()
                 | RunFinished()
             ):
                 pass  # the renderer shows these
@@ -341,7 +359,7 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
                 assert_never(event)
 
     try:
-        return runner.execute([*renderers, signals])
+        return runner.execute([*renderers, on_stderr])
     finally:
         for renderer in renderers:
             renderer.close()

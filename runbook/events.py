@@ -27,8 +27,11 @@ __all__ = [
     "Event",
     "ExecutionSeen",
     "Notice",
+    "NotificationRecord",
+    "NotificationSent",
     "RetryScheduled",
     "RunFinished",
+    "RunLate",
     "RunRecord",
     "RunStarted",
     "SignalReceived",
@@ -78,6 +81,22 @@ class StepRecord:
         return self.attempts[-1] if self.attempts else None
 
 
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    """One delivery tried: a webhook's notification or a healthchecks ping. ``target``
+    is the receiver's host, never its URL (a URL's path and query are secrets)."""
+
+    kind: Literal["webhook", "healthchecks"]
+    event: str
+    """A notification's event (succeeded, failed, ..., late), or a ping's: start, or
+    the run's end state."""
+    target: str
+    ok: bool
+    error: str | None
+    attempts: int
+    at: float  # epoch seconds, when the delivery ended
+
+
 @dataclass(slots=True)
 class RunRecord:
     """The whole run: what the report, the JUnit file and the summary are made of."""
@@ -93,6 +112,11 @@ class RunRecord:
     reason: str | None = None
     exit_code: int | None = None
     """Set when the run was cut short by an error with an exit code of its own (3)."""
+    deadline: float | None = None
+    """Seconds after the run's (first invocation's) start by which it should be over."""
+    late: bool = False
+    """It was still going past its deadline."""
+    notifications: list[NotificationRecord] = field(default_factory=list)
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)
@@ -181,6 +205,22 @@ class SignalReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RunLate:
+    """The run is still going ``run.deadline`` seconds after it started."""
+
+    run: RunRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSent:
+    """A delivery ended, delivered or not; it changes nothing of the run."""
+
+    record: NotificationRecord
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     run: RunRecord
     at: float
@@ -196,6 +236,8 @@ Event = (
     | StepFinished
     | Notice
     | SignalReceived
+    | RunLate
+    | NotificationSent
     | RunFinished
 )
 Sink = Callable[[Event], Awaitable[None] | None]

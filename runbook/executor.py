@@ -41,6 +41,7 @@ from runbook.events import (
     Notice,
     RetryScheduled,
     RunFinished,
+    RunLate,
     RunRecord,
     RunStarted,
     Sink,
@@ -170,8 +171,14 @@ class Executor:
         prior: RunRecord | None = None,
         retrigger_unknown: bool = False,
         interrupt_grace: float = INTERRUPT_GRACE,
+        deadline_from: float | None = None,
     ) -> None:
+        """``deadline_from``: when the run's first invocation started (epoch seconds),
+        which the plan's ``deadline`` counts from; default, this invocation's start."""
         self.plan = plan
+        self._deadline_from = deadline_from
+        self._deadline: asyncio.TimerHandle | None = None
+        self._late_task: asyncio.Task[None] | None = None
         self.interrupt_grace = interrupt_grace
         self._grace: asyncio.TimerHandle | None = None
         self.api = api
@@ -196,6 +203,7 @@ class Executor:
                 for name in stage
             },
             assumed_done=tuple(sorted(assumed_done)),
+            deadline=plan.deadline,
         )
         self.sinks = list(sinks)
         self._clock, self._wall, self._sleep = clock, wall, sleep
@@ -279,6 +287,7 @@ class Executor:
         """Run to the end (or to a halt) and return the run's record."""
         self.run.started_at = self._wall()
         await self._emit(RunStarted(self.run, self.run.started_at))
+        await self._watch_deadline()
         for name in sorted(self._reattach, key=self._priority):
             self._start(name)
         await self._settle(self.core.begin())
@@ -288,6 +297,25 @@ class Executor:
             raise self._bug  # an unexpected exception in a step task: surface it
         await self._finish()
         return self.run
+
+    async def _watch_deadline(self) -> None:
+        """At the deadline, if the run still goes, tell RunLate (at once for a resume
+        that starts after it)."""
+        if self.run.deadline is None:
+            return
+        start = self._deadline_from if self._deadline_from is not None else self.run.started_at
+        delay = start + self.run.deadline - self._wall()
+        if delay <= 0:
+            await self._late()
+        else:
+            self._deadline = asyncio.get_running_loop().call_later(delay, self._passed)
+
+    def _passed(self) -> None:
+        self._late_task = asyncio.get_running_loop().create_task(self._late())
+
+    async def _late(self) -> None:
+        self.run.late = True
+        await self._emit(RunLate(self.run, self._wall()))
 
     @property
     def triggers_under_way(self) -> int:
@@ -559,6 +587,10 @@ class Executor:
         await self._emit(StepFinished(record, record.ended_at))
 
     async def _finish(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._late_task is not None:
+            await self._late_task  # told before the run's end
         if self.halted is None and self.core.unfinished:  # pragma: no cover - invariant
             raise AssertionError(f"the run ended with steps undecided: {self.core.unfinished}")
         for record in self.run.ordered():

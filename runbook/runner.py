@@ -59,6 +59,7 @@ class ApplyOptions:
     junit: str | None = None
     quiet: bool = False
     log_format: Literal["text", "json"] = "text"
+    metrics_dir: str | None = None
     selects: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
 

@@ -40,6 +40,17 @@ _COLUMNS: Mapping[str, Mapping[str, tuple[tuple[type, ...], bool, frozenset[str]
         "assumed_done": (_TEXT, False, None),
         "started_at": (_NUMBER, False, None),
         "ended_at": (_NUMBER, True, None),
+        "late": (_INT, False, None),
+    },
+    "notifications": {
+        "id": (_INT, False, None),
+        "kind": (_TEXT, False, frozenset({"webhook", "healthchecks"})),
+        "event": (_TEXT, False, None),
+        "target": (_TEXT, False, None),
+        "ok": (_INT, False, None),
+        "error": (_TEXT, True, None),
+        "attempts": (_INT, False, None),
+        "at": (_NUMBER, False, None),
     },
     "steps": {
         "name": (_TEXT, False, None),

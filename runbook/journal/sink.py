@@ -25,8 +25,10 @@ from runbook.events import (
     Event,
     ExecutionSeen,
     Notice,
+    NotificationSent,
     RetryScheduled,
     RunFinished,
+    RunLate,
     RunStarted,
     SignalReceived,
     StepFinished,
@@ -165,6 +167,16 @@ class JournalSink:
                         (run.state, run.reason, run.ended_at, run_id),
                     ),
                 ], True
+            case RunLate():
+                return [("UPDATE runs SET late = 1 WHERE id = ?", (run_id,))], False
+            case NotificationSent(record=n):
+                return [
+                    (
+                        "INSERT INTO notifications (run_id, kind, event, target, ok, error, "
+                        "attempts, at) VALUES (?,?,?,?,?,?,?,?)",
+                        (run_id, n.kind, n.event, n.target, int(n.ok), n.error, n.attempts, n.at),
+                    )
+                ], False
             case RunStarted() | Notice() | SignalReceived():
                 # the run and its steps were written before it started; notices and
                 # signals change nothing (the run's end says how it ended)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.errors import JournalError
-from runbook.events import AttemptRecord, RunRecord, RunState, StepRecord
+from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
 from runbook.journal.rows import BadRow, check_row, json_field
 from runbook.text import message_texts, printable
 
@@ -78,6 +78,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';
     ALTER TABLE steps ADD COLUMN ignored INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE steps ADD COLUMN why TEXT;
+    """,
+    # deadlines and notifications: whether the run was late, and every delivery tried
+    # (status shows them; a resume does not send 'late' twice)
+    """
+    ALTER TABLE runs ADD COLUMN late INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id),
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        target TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        attempts INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX notifications_by_run ON notifications (run_id, id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -182,6 +199,7 @@ class RunRow:
     assumed_done: tuple[str, ...]
     started_at: float
     ended_at: float | None
+    late: bool = False
 
 
 class Store:
@@ -306,13 +324,47 @@ class Store:
                 _step_rows(run_id, run),
             )
 
-    def resumable(self, plan: str) -> RunRow | None:
-        """The latest run of ``plan`` that did not succeed."""
-        row = self._run(
+    def latest(self, plan: str) -> RunRow | None:
+        """The latest run of ``plan``, however it went."""
+        return self._run(
             self.db.execute(
                 "SELECT * FROM runs WHERE plan = ? ORDER BY id DESC LIMIT 1", (plan,)
             ).fetchone()
         )
+
+    def last_finished(self, plan: str) -> RunRow | None:
+        """The latest run of ``plan`` whose last invocation ended (not one that is
+        running, or whose process died)."""
+        return self._run(
+            self.db.execute(
+                "SELECT * FROM runs WHERE plan = ? AND state != 'running' "
+                "AND ended_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (plan,),
+            ).fetchone()
+        )
+
+    def last_success_end(self, plan: str) -> float | None:
+        """When the latest run of ``plan`` that succeeded ended."""
+        row = self.db.execute(
+            "SELECT max(ended_at) FROM runs WHERE plan = ? AND state = 'succeeded'", (plan,)
+        ).fetchone()
+        value = row[0] if row is not None else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def late_notified(self, run_id: int) -> bool:
+        """Whether an invocation of run ``run_id`` already tried its 'late' notifications."""
+        return (
+            self.db.execute(
+                "SELECT 1 FROM notifications WHERE run_id = ? AND kind = 'webhook' "
+                "AND event = 'late' LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            is not None
+        )
+
+    def resumable(self, plan: str) -> RunRow | None:
+        """The latest run of ``plan`` that did not succeed."""
+        row = self.latest(plan)
         return row if row is not None and row.state != "succeeded" else None
 
     def run_row(self, run_id: int | None = None) -> RunRow | None:
@@ -355,6 +407,7 @@ class Store:
             assumed_done=tuple(str(name) for name in assumed),
             started_at=row["started_at"],
             ended_at=row["ended_at"],
+            late=bool(row["late"]),
         )
 
     def _damaged(self, exc: BadRow) -> JournalError:
@@ -415,6 +468,22 @@ class Store:
                     ended_at=attempt["ended_at"],
                 )
             )
+        notifications = []
+        for note in self.db.execute(
+            "SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,)
+        ):
+            check_row("notifications", note, f"{run_id}/{note['id']}")
+            notifications.append(
+                NotificationRecord(
+                    kind=note["kind"],
+                    event=printable(note["event"]),
+                    target=printable(note["target"]),
+                    ok=bool(note["ok"]),
+                    error=_text(note["error"]),
+                    attempts=note["attempts"],
+                    at=note["at"],
+                )
+            )
         return RunRecord(
             plan=printable(row.plan),
             run_id=run_id,
@@ -425,4 +494,6 @@ class Store:
             started_at=row.started_at,
             ended_at=row.ended_at,
             reason=_text(row.reason),
+            late=row.late,
+            notifications=notifications,
         )

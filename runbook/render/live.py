@@ -25,8 +25,10 @@ from runbook.events import (
     Event,
     ExecutionSeen,
     Notice,
+    NotificationSent,
     RetryScheduled,
     RunFinished,
+    RunLate,
     RunRecord,
     RunStarted,
     SignalReceived,
@@ -79,6 +81,8 @@ class LiveView:
                 | RetryScheduled()
                 | Notice()
                 | SignalReceived()
+                | RunLate()
+                | NotificationSent()
             ):
                 pass  # the frame is drawn from the run's record, refreshed 4 times a second
             case _:
@@ -103,6 +107,11 @@ class LiveView:
             (f"{run.plan}", "bold"),
             f"  {len(steps)} steps: ",
             *[(f"{count} {state}  ", _STYLES[state]) for state, count in counts.items() if count],
+            *(
+                [(f"late: past its {format_duration(run.deadline or 0.0)} deadline", "bold red")]
+                if run.late
+                else []
+            ),
         )
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         for column in ("stage", "step", "state", "attempt", "execution", "elapsed", "why"):

@@ -24,7 +24,19 @@ def report_document(run: RunRecord) -> dict[str, Any]:
         "state": run.state,
         "started_at": stamp(run.started_at),
         "ended_at": stamp(run.ended_at) if run.ended_at is not None else None,
+        "late": run.late,
         "steps": [_step(step) for step in run.ordered()],
+        "notifications": [
+            {
+                "kind": record.kind,
+                "event": record.event,
+                "target": record.target,
+                "ok": record.ok,
+                "error": record.error,
+                "attempts": record.attempts,
+            }
+            for record in run.notifications
+        ],
     }
 
 

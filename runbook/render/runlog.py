@@ -22,8 +22,11 @@ from runbook.events import (
     Event,
     ExecutionSeen,
     Notice,
+    NotificationRecord,
+    NotificationSent,
     RetryScheduled,
     RunFinished,
+    RunLate,
     RunRecord,
     RunStarted,
     SignalReceived,
@@ -36,6 +39,9 @@ __all__ = [
     "JsonLines",
     "PlainLines",
     "attempt_fields",
+    "count_text",
+    "delivery_text",
+    "late_text",
     "signal_message",
     "stamp",
     "step_duration",
@@ -110,10 +116,35 @@ def describe(event: Event) -> str | None:
         case Notice(step=step, level=level, message=message):
             where = f"{_who(step, step.attempt)}: " if step else ""
             return f"{where}{'warning: ' if level == 'warning' else ''}{message}"
-        case SignalReceived() | RunFinished():
-            return None  # a signal is told on stderr; the summary follows the run's end
+        case RunLate(run=run):
+            return f"warning: {late_text(run)}"
+        case SignalReceived() | NotificationSent() | RunFinished():
+            # a signal and a failed delivery are told on stderr; the summary follows
+            # the run's end
+            return None
         case _:
             assert_never(event)
+
+
+def late_text(run: RunRecord) -> str:
+    """``run 12 is late: still going past its 1h30m deadline``"""
+    ident = f"run {run.run_id}" if run.run_id is not None else "the run"
+    deadline = format_duration(run.deadline or 0.0)
+    return f"{ident} is late: still going past its {deadline} deadline"
+
+
+def delivery_text(record: NotificationRecord) -> str:
+    """``the 'failed' notification to hooks.example.com was not delivered: HTTP 500
+    (3 attempts)``, or, for a ping, ``the healthchecks 'start' ping ...``"""
+    what = (
+        f"the {record.event!r} notification"
+        if record.kind == "webhook"
+        else f"the healthchecks {record.event!r} ping"
+    )
+    if record.ok:
+        return f"{what} to {record.target} was delivered"
+    tries = f" ({plural(record.attempts, 'attempt')})" if record.attempts > 1 else ""
+    return f"{what} to {record.target} was not delivered: {record.error}{tries}"
 
 
 def signal_message(event: SignalReceived) -> str:
@@ -193,6 +224,20 @@ class JsonLines:
                 document.update(level=level, message=message)
             case SignalReceived(name=name, first=first, triggers_under_way=waiting):
                 document.update(signal=name, first=first, triggers_under_way=waiting)
+            case RunLate(run=run):
+                document.update(plan=run.plan, run_id=run.run_id, level="warning")
+                document.update(deadline=run.deadline, message=late_text(run))
+            case NotificationSent(record=record):
+                document.update(
+                    level="info" if record.ok else "warning",
+                    kind=record.kind,
+                    notification=record.event,
+                    target=record.target,
+                    ok=record.ok,
+                    error=record.error,
+                    attempts=record.attempts,
+                    message=delivery_text(record),
+                )
             case AttemptTriggering() | AttemptTriggered() | ExecutionSeen():
                 document.update(_attempt_fields(event.step, event.attempt))
             case AttemptFinished(step=step, attempt=attempt, outcome=outcome):
@@ -222,6 +267,8 @@ _EVENT_NAMES: dict[type[Event], str] = {
     StepFinished: "step_finished",
     Notice: "notice",
     SignalReceived: "signal",
+    RunLate: "late",
+    NotificationSent: "notification",
     RunFinished: "run_finished",
 }
 
@@ -250,16 +297,26 @@ def _label(step: StepRecord) -> str:
     return "ignored" if step.ignored else step.state
 
 
+def count_text(run: RunRecord) -> str:
+    """``9 succeeded, 1 failed, 1 skipped``"""
+    return (
+        ", ".join(_count_text(state, count) for state, count in _counts(run).items()) or "no steps"
+    )
+
+
 def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None) -> None:
     """The run's outcome in a few lines: counts, then every step that did not succeed."""
     took = format_duration((run.ended_at or run.started_at) - run.started_at)
-    counts = (
-        ", ".join(_count_text(state, count) for state, count in _counts(run).items()) or "no steps"
-    )
+    counts = count_text(run)
     ident = f"Run {run.run_id} of" if run.run_id is not None else "Run of"
     out.write(f"{ident} {run.plan} {run.state} in {took}: {counts}\n")
     if run.reason and run.state != "succeeded":
         out.write(f"  {run.reason}\n")
+    if run.late:
+        out.write(f"  late: it passed its {format_duration(run.deadline or 0.0)} deadline\n")
+    for record in run.notifications:
+        if not record.ok:
+            out.write(f"  {delivery_text(record)}\n")
     problems = [step for step in run.steps.values() if step.state != "succeeded"]
     problems.sort(key=lambda s: (_SUMMARY_ORDER.index(_label(s)), s.stage, s.name))
     width = max((len(step.name) for step in problems), default=0)

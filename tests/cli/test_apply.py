@@ -123,7 +123,17 @@ def test_report_and_junit(cli, plan: Path, tmp_path: Path) -> None:
     )
     assert result.code == 1
     document = json.loads(report.read_text())
-    assert set(document) == {"plan", "run_id", "state", "started_at", "ended_at", "steps"}
+    assert set(document) == {
+        "plan",
+        "run_id",
+        "state",
+        "started_at",
+        "ended_at",
+        "late",
+        "steps",
+        "notifications",
+    }
+    assert document["late"] is False and document["notifications"] == []
     assert document["plan"] == "t" and document["state"] == "failed"
     assert re.fullmatch(STAMP, document["started_at"]) and re.fullmatch(STAMP, document["ended_at"])
     steps = {s["name"]: s for s in document["steps"]}
