@@ -25,11 +25,14 @@ from typing import Literal
 
 from runbook.api import NexadataClient, Token, check_base_url, token_file_warning
 from runbook.errors import JournalError, UsageError
-from runbook.events import RunRecord, SignalReceived, Sink
+from runbook.events import Notice, RunRecord, SignalReceived, Sink
 from runbook.executor import Executor
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
 from runbook.netenv import ProxySettings, ca_bundle
+from runbook.notify.metrics import MetricsFile, check_metrics_dir
+from runbook.notify.notifier import Notifier, Webhook, targets_of
+from runbook.notify.urls import SecretUrl
 from runbook.plan import Plan, load_plan
 from runbook.sandbox import SANDBOX_TOKEN
 
@@ -164,7 +167,10 @@ class _Built:
     store: Store
     lock: PlanLock
     prior: RunRecord | None = None
-    sinks: list[Sink] = field(default_factory=list)
+    webhooks: list[Webhook] = field(default_factory=list)
+    ping: SecretUrl | None = None
+    previous_succeeded: bool | None = None
+    """How the plan's previous invocation ended (None: this is its first run)."""
 
 
 class Runner:
@@ -194,10 +200,13 @@ class Runner:
         and, with ``--resume``, find the run to go on with; start the sandbox."""
         o = self.options
         forbid_core_dumps()  # before the token is read
+        if o.metrics_dir:
+            check_metrics_dir(o.metrics_dir)
         plan = load_plan(o.plan_path)
         selection = plan.dag.select(o.selects, o.excludes)
         # the token is read before the plan's lock: a bad token file costs no lock
         target = None if o.sandbox else api_target(plan, api_url=o.api_url, token_file=o.token_file)
+        webhooks, ping = targets_of(plan)
         warning = token_file_warning(o.token_file) if o.token_file else None
         if warning:
             self._notice("warning", warning)
@@ -210,10 +219,16 @@ class Runner:
         prior = None
         if o.resume:
             prior, selection = self._resumable(store, plan, selection)
+            previous: bool | None = prior.state == "succeeded"
+        else:
+            latest = store.latest(plan.name)
+            previous = None if latest is None else latest.state == "succeeded"
         if target is None:
             target = self._stack.enter_context(_sandbox_target(o.scenario))
         stages = plan.dag.stages(selection.steps)
-        self._built = _Built(plan, selection, stages, target, store, lock, prior)
+        self._built = _Built(
+            plan, selection, stages, target, store, lock, prior, webhooks, ping, previous
+        )
 
     def _resumable(
         self, store: Store, plan: Plan, selection: Selection
@@ -291,10 +306,12 @@ class Runner:
                 run_id=prior.run_id if prior else None,
                 prior=prior,
                 retrigger_unknown=o.retrigger_unknown,
+                deadline_from=prior.started_at if prior else None,
             )
             journal = self._record(built, executor)
             recorded.append(journal.run_id)
             executor.sinks.insert(0, journal)
+            executor.sinks.extend(self._operations(built, executor, journal.run_id))
             loop = asyncio.get_running_loop()
 
             def on_signal(name: str) -> None:
@@ -319,6 +336,40 @@ class Runner:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
                 journal.close()
+
+    def _operations(self, built: _Built, executor: Executor, run_id: int) -> list[Sink]:
+        """The sinks that tell the monitoring: the metrics file, then the webhooks and
+        pings (last: the end of the run waits for them, up to 30 s)."""
+        sinks: list[Sink] = []
+        o, store, plan = self.options, built.store, built.plan
+        first_started = built.prior.started_at if built.prior else None
+
+        def warn(text: str) -> None:
+            executor.tell(Notice(text, time.time()))
+
+        if o.metrics_dir:
+            last_row = store.last_finished(plan.name)
+            sinks.append(
+                MetricsFile(
+                    o.metrics_dir,
+                    plan.name,
+                    last=store.load_run(last_row) if last_row else None,
+                    last_success_end=store.last_success_end(plan.name),
+                    first_started=first_started,
+                    warn=warn,
+                )
+            )
+        if built.webhooks or built.ping:
+            sinks.append(
+                Notifier(
+                    built.webhooks,
+                    built.ping,
+                    tell=executor.tell,
+                    recovered=built.previous_succeeded is False,
+                    late_told=built.prior is not None and store.late_notified(run_id),
+                )
+            )
+        return sinks
 
     def _record(self, built: _Built, executor: Executor) -> JournalSink:
         """Write the run (or take the resumed one over) before anything is sent."""

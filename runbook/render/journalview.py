@@ -10,7 +10,7 @@ from runbook.durations import format_duration
 from runbook.events import RunRecord
 from runbook.render.report import report_document
 from runbook.render.runlog import stamp, step_duration
-from runbook.text import printable
+from runbook.text import plural, printable
 
 if TYPE_CHECKING:
     from runbook.journal.store import RunRow
@@ -46,6 +46,8 @@ def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
     out.write(f"  {where}\n")
     if run.reason:
         out.write(f"  {run.reason}\n")
+    if run.late:
+        out.write("  late: it passed its deadline\n")
     for step in run.ordered():
         duration = step_duration(step)
         took = f" in {format_duration(duration)}" if duration is not None else ""
@@ -75,6 +77,14 @@ def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
             )
             for error in attempt.errors:
                 out.write(f"              error: {error}\n")
+    for record in run.notifications:
+        outcome = "delivered" if record.ok else f"not delivered: {record.error}"
+        what = "notification" if record.kind == "webhook" else "healthchecks ping"
+        tries = f" ({plural(record.attempts, 'attempt')})" if record.attempts > 1 else ""
+        out.write(
+            f"  {what} {record.event!r} to {record.target} at {stamp(record.at)}: "
+            f"{outcome}{tries}\n"
+        )
 
 
 def _history_json(out: TextIO, rows: Sequence[RunRow]) -> None:

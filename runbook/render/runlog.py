@@ -314,9 +314,10 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
         out.write(f"  {run.reason}\n")
     if run.late:
         out.write(f"  late: it passed its {format_duration(run.deadline or 0.0)} deadline\n")
-    for record in run.notifications:
-        if not record.ok:
-            out.write(f"  {delivery_text(record)}\n")
+    if run.state != "succeeded":  # for a cron mail: the warnings went to stderr
+        for record in run.notifications:
+            if not record.ok:
+                out.write(f"  {delivery_text(record)}\n")
     problems = [step for step in run.steps.values() if step.state != "succeeded"]
     problems.sort(key=lambda s: (_SUMMARY_ORDER.index(_label(s)), s.stage, s.name))
     width = max((len(step.name) for step in problems), default=0)

@@ -1,0 +1,345 @@
+"""Notifications and healthchecks pings end to end: ``runbook apply`` against a sandbox
+on loopback, telling a real loopback receiver. One test per row of the event table,
+the pings, the payloads, and every way a receiver or a configuration can go wrong."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runbook.sandbox.scenario import Scenario
+from tests.helpers import Receiver, entry_point, executions
+
+FAST = {"queue": 0.0, "duration": 0.05}
+
+
+def plan_file(tmp_path: Path, body: str = "", *, steps: str = "", name: str = "n") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"version: 1\nname: {name}\n"
+        "defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}\n"
+        f"{body}"
+        "workflows:\n" + (steps or "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n")
+    )
+    return path
+
+
+NOTIFY_ALL = """\
+notify:
+  - on: [succeeded, failed, interrupted, recovered, late]
+    webhook_env: HOOK
+"""
+
+
+def events_of(receiver: Receiver) -> list[str]:
+    return [request.json()["event"] for request in receiver.received if request.body]
+
+
+def test_succeeded_sends_the_report_with_its_event(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST))
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url("/hooks/T0/B1/s3cr3t?sig=abc"))
+        result = cli(
+            "apply", str(plan_file(tmp_path, NOTIFY_ALL)), "--report", str(tmp_path / "r.json")
+        )
+    assert result.code == 0, result.err
+    (request,) = receiver.received
+    assert (request.method, request.target) == ("POST", "/hooks/T0/B1/s3cr3t?sig=abc")
+    assert request.headers["content-type"] == "application/json"
+    assert "authorization" not in request.headers  # the Nexadata token is not theirs
+    payload = request.json()
+    assert payload["event"] == "succeeded" and payload["state"] == "succeeded"
+    assert payload["plan"] == "n" and [s["name"] for s in payload["steps"]] == ["a", "b"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["notifications"] == [
+        {
+            "kind": "webhook",
+            "event": "succeeded",
+            "target": "127.0.0.1",
+            "ok": True,
+            "error": None,
+            "attempts": 1,
+        }
+    ]
+    assert report["late"] is False
+
+
+def test_failed_in_slack_format_lists_each_failed_step(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST, workflows={1: {"outcome": "failed", "errors": ["Row count"]}}))
+    body = "notify:\n  - {webhook_env: SLACK, format: slack}\n"  # on: default [failed]
+    with Receiver() as receiver:
+        monkeypatch.setenv("SLACK", receiver.url("/services/T/B/x"))
+        result = cli("apply", str(plan_file(tmp_path, body)))
+    assert result.code == 1
+    (request,) = receiver.received
+    assert request.json() == {
+        "text": "runbook: run 1 of plan n failed: 1 failed, 1 skipped\n"
+        "• a (workflow 1, execution 1): execution 1 failed"
+    }
+
+
+def test_a_success_sends_nothing_to_a_target_of_failures_only(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST))
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        result = cli("apply", str(plan_file(tmp_path, "notify: [{webhook_env: HOOK}]\n")))
+    assert result.code == 0 and receiver.received == []
+
+
+def test_recovered_after_a_failed_run_and_after_a_resume_never_on_a_first_run(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # workflow 1 fails its first two executions: run 1 fails, run 2 succeeds (a new run),
+    # run 3 succeeds (nothing to recover from); then run 4 fails and its resume succeeds
+    app = api(Scenario(default=FAST, workflows={1: {"fail_first": 2}}))
+    plan = plan_file(tmp_path, NOTIFY_ALL)
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        assert cli("apply", str(plan)).code == 1
+        assert events_of(receiver) == ["failed"]  # a first run: never recovered
+        assert cli("apply", str(plan)).code == 1  # the second failure of workflow 1
+        assert cli("apply", str(plan)).code == 0
+        assert events_of(receiver)[2:] == ["succeeded", "recovered"]
+        assert cli("apply", str(plan)).code == 0
+        assert events_of(receiver)[4:] == ["succeeded"]  # the run before succeeded
+    assert executions(app) == {"1": 4, "2": 2}
+
+
+def test_recovered_when_a_resume_succeeds(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST, workflows={2: {"fail_first": 1}}))
+    plan = plan_file(tmp_path, NOTIFY_ALL)
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        assert cli("apply", str(plan)).code == 1
+        assert cli("apply", str(plan), "--resume").code == 0
+    assert events_of(receiver) == ["failed", "succeeded", "recovered"]
+    assert [r.json()["run_id"] for r in receiver.received] == [1, 1, 1]
+
+
+def test_late_arrives_while_the_run_is_still_going(
+    api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 2.0}))
+    plan = plan_file(tmp_path, "deadline: 300ms\n" + NOTIFY_ALL, steps="  a: {workflow_id: 1}\n")
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        process = subprocess.Popen(
+            [*entry_point(), "apply", str(plan), "--report", str(tmp_path / "r.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        (late,) = receiver.wait_for(1)
+        still_going = process.poll() is None
+        out, err = process.communicate(timeout=60)
+    assert still_going, "the late notification came after the run's end"
+    assert process.returncode == 0, err
+    assert late.json()["event"] == "late" and late.json()["state"] == "running"
+    assert late.json()["late"] is True
+    assert events_of(receiver) == ["late", "succeeded"]
+    assert "warning: run 1 is late: still going past its 300ms deadline" in out
+    assert "  late: it passed its 300ms deadline" in out  # the summary says it too
+    assert json.loads((tmp_path / "r.json").read_text())["late"] is True
+
+
+def test_a_resume_after_the_deadline_sends_late_once_per_run(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST, workflows={2: {"fail_first": 1}}))
+    plan = plan_file(tmp_path, "deadline: 200ms\n" + NOTIFY_ALL)
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        assert cli("apply", str(plan)).code == 1  # over in time: not late
+        time.sleep(0.25)  # the deadline passes between the two invocations
+        resumed = cli("apply", str(plan), "--resume", "--log-format", "json")
+        assert resumed.code == 0
+        assert events_of(receiver) == ["failed", "late", "succeeded", "recovered"]
+        lines = [json.loads(line) for line in resumed.out.splitlines()]
+        (late,) = [line for line in lines if line["event"] == "late"]
+        assert late["level"] == "warning" and late["deadline"] == 0.2
+    status = json.loads(cli("status", "--format", "json").out)
+    assert status["late"] is True
+    assert [n["event"] for n in status["notifications"]] == [
+        "failed",
+        "late",
+        "succeeded",
+        "recovered",
+    ]
+
+
+def test_interrupted_and_the_fail_ping(
+    api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": None}))  # runs forever
+    body = NOTIFY_ALL + "healthchecks: {ping_url_env: HC}\n"
+    plan = plan_file(tmp_path, body, steps="  a: {workflow_id: 1}\n")
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url("/hook"))
+        monkeypatch.setenv("HC", receiver.url("/ping/5f2c?rid=night"))
+        process = subprocess.Popen(
+            [*entry_point(), "apply", str(plan)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert receiver.wait_for(1)[0].target == "/ping/5f2c/start?rid=night"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    by_target = {request.target: request for request in receiver.received}
+    assert set(by_target) == {"/ping/5f2c/start?rid=night", "/hook", "/ping/5f2c/fail?rid=night"}
+    assert by_target["/hook"].json()["event"] == "interrupted"
+    ping = by_target["/ping/5f2c/fail?rid=night"]
+    assert ping.headers["content-type"] == "text/plain; charset=utf-8"
+    assert ping.body.decode().startswith("Run 1 of n interrupted in ")
+
+
+def test_the_success_ping_carries_the_summary_after_its_start(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST))
+    with Receiver() as receiver:
+        monkeypatch.setenv("HC", receiver.url("/ping/abc"))
+        result = cli(
+            "apply", str(plan_file(tmp_path, "healthchecks: {ping_url_env: HC}\n")), "--quiet"
+        )
+    assert (result.code, result.out, result.err) == (0, "", "")  # --quiet: still pinged
+    start, end = receiver.received
+    assert (start.target, start.body) == ("/ping/abc/start", b"")
+    assert end.target == "/ping/abc"
+    assert end.body.decode().startswith("Run 1 of n succeeded in ")
+    assert end.body.decode().endswith(": 2 succeeded\n")
+
+
+@pytest.mark.parametrize(
+    ("answers", "received", "error"),
+    [
+        ([500], 3, "HTTP 500 (3 attempts)"),
+        (["reset"], 3, "the connection failed (Server disconnected) (3 attempts)"),
+        (["redirect"], 1, "HTTP 302: a redirect, not followed"),
+        ([404], 1, "HTTP 404"),
+    ],
+    ids=["500", "reset", "redirect", "404"],
+)
+def test_a_failing_receiver_is_a_warning_and_changes_nothing(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers, received, error
+) -> None:
+    api(Scenario(default=FAST))
+    with Receiver(default=answers[0]) as receiver:
+        monkeypatch.setenv("HOOK", receiver.url("/secret/path?key=k3y"))
+        result = cli(
+            "apply", str(plan_file(tmp_path, NOTIFY_ALL)), "--report", str(tmp_path / "r.json")
+        )
+    assert result.code == 0  # the run's, not the delivery's
+    assert len(receiver.received) == received
+    expected = f"the 'succeeded' notification to 127.0.0.1 was not delivered: {error}"
+    assert f"runbook: warning: {expected}\n" in result.err
+    assert f"  {expected}\n" not in result.out  # a run that succeeded prints no such line
+    report = json.loads((tmp_path / "r.json").read_text())
+    (entry,) = report["notifications"]
+    assert (entry["ok"], entry["attempts"]) == (False, received)
+    for text in (result.out, result.err, (tmp_path / "r.json").read_text()):
+        assert "secret" not in text and "k3y" not in text
+
+
+def test_a_busy_receiver_is_tried_again(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST))
+    with Receiver(answers=[429, 503]) as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        result = cli("apply", str(plan_file(tmp_path, NOTIFY_ALL)), "--log-format", "json")
+    assert result.code == 0 and result.err == ""
+    assert len(receiver.received) == 3
+    (line,) = [json.loads(x) for x in result.out.splitlines() if '"notification"' in x]
+    assert (line["ok"], line["attempts"], line["level"]) == (True, 3, "info")
+
+
+def test_a_failed_run_under_quiet_lists_what_was_not_delivered(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST, workflows={1: {"outcome": "failed"}}))
+    with Receiver(default=500) as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        result = cli("apply", str(plan_file(tmp_path, NOTIFY_ALL)), "--quiet")
+    assert result.code == 1 and result.err == ""  # --quiet: only the summary
+    assert (
+        "  the 'failed' notification to 127.0.0.1 was not delivered: HTTP 500 (3 attempts)\n"
+        in result.out
+    )
+    status = cli("status").out
+    assert "notification 'failed' to 127.0.0.1 at " in status
+    assert ": not delivered: HTTP 500 (3 attempts)" in status
+
+
+def test_a_receiver_that_never_answers_holds_the_end_30_s_at_most(
+    api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default=FAST))
+    body = NOTIFY_ALL + "healthchecks: {ping_url_env: HC}\n"
+    plan = plan_file(tmp_path, body, steps="  a: {workflow_id: 1}\n")
+    with Receiver(answers=["ok"], default="hang") as receiver:  # /start answered, then none
+        monkeypatch.setenv("HOOK", receiver.url("/hook"))
+        monkeypatch.setenv("HC", receiver.url("/ping"))
+        started = time.monotonic()
+        done = subprocess.run(
+            [*entry_point(), "apply", str(plan), "--log-format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    finished = next(line for line in lines if line["event"] == "run_finished")
+    assert finished["state"] == "succeeded"
+    failed = {
+        line["kind"]: line["error"]
+        for line in lines
+        if line["event"] == "notification" and not line["ok"]
+    }
+    assert failed == {
+        "webhook": "not delivered within the 30s the end of a run waits",  # 3 tries of 10 s
+        "healthchecks": "no answer within 10s",  # a ping is tried once
+    }
+    assert 30 <= took < 40, took  # the run itself takes well under a second
+
+
+def test_unusable_targets_are_exit_3_before_anything_is_triggered(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = api(Scenario(default=FAST))
+    plan = plan_file(tmp_path, NOTIFY_ALL + "healthchecks: {ping_url_env: HC}\n")
+    monkeypatch.setenv("HC", "https://hc-ping.com/uuid")
+    unset = cli("apply", str(plan))
+    assert unset.code == 3
+    assert unset.err == "runbook: notify[0]: the environment variable HOOK is not set or empty\n"
+    monkeypatch.setenv("HOOK", "  ")
+    assert cli("apply", str(plan)).err.endswith("HOOK is not set or empty\n")
+    monkeypatch.setenv("HOOK", "http://hooks.example.com/services/T/B/s3cr3t")
+    insecure = cli("apply", str(plan))
+    assert insecure.code == 3
+    assert insecure.err == (
+        "runbook: notify[0]: the URL in HOOK must use https:// (plain http:// is allowed only "
+        "to a loopback host): it is a secret, and so is what runbook sends it\n"
+    )
+    monkeypatch.setenv("HOOK", "https://hooks.example.com/x")
+    monkeypatch.delenv("HC")
+    assert cli("apply", str(plan)).err == (
+        "runbook: healthchecks: the environment variable HC is not set or empty\n"
+    )
+    assert app.state.sandbox.stats()["requests_total"] == 0
+    assert cli("history").out == "No runs in the journal.\n"  # not even a run was written
