@@ -216,6 +216,12 @@ class Notifier:
                 max(1, len(tried)),
                 f"not delivered within the {self._end_budget:g}s the end of a run waits",
             )
+        except Exception as exc:  # a notification never changes the run, a bug included
+            delivery = Delivery(
+                False,
+                max(1, len(tried)),
+                f"an unexpected error in runbook ({type(exc).__name__}); please report it",
+            )
         record = NotificationRecord(
             kind=kind,
             event=event,

@@ -33,10 +33,9 @@ class SecretUrl:
         self.proxy = proxy
         secret = urlunsplit(("", "", parts.path, parts.query, ""))
         forms = {url, secret, quote(url, safe=""), quote(secret, safe="")}
-        if parts.path not in ("", "/"):
-            forms.add(parts.path)
-        if parts.query:
-            forms.add(parts.query)
+        for piece in (parts.path, parts.query):
+            if piece not in ("", "/"):
+                forms |= {piece, quote(piece, safe="")}
         self._forms = sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
 
     def reveal(self) -> str:

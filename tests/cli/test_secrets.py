@@ -183,3 +183,85 @@ def test_a_token_the_api_echoes_in_any_field_or_form_shows_nowhere(
             data = path.read_bytes()
             assert form.encode() not in data, (form, path)
             assert json.dumps(form).encode()[1:-1] not in data, (form, path)
+
+
+HOOK_SECRET = "hook-5ecret-P4th"
+QUERY_SECRET = "qu3ry-5ecret"
+PING_SECRET = "ping-5ecret-uuid"
+
+
+def test_no_webhook_or_ping_url_shows_and_no_receiver_sees_the_token(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook's path and query, a ping URL's check id: in no output, report, JUnit
+    file, journal byte or traceback, whether the receiver answers or fails; and the
+    Nexadata token in no request a receiver gets."""
+    from tests.helpers import Receiver
+
+    plan = tmp_path / "notified.yaml"
+    plan.write_text(
+        PLAN.replace(
+            "workflows:",
+            "notify:\n  - {on: [succeeded, failed], webhook_env: HOOK}\n"
+            "  - {on: [failed], webhook_env: SLACK, format: slack}\n"
+            "healthchecks: {ping_url_env: HC}\nworkflows:",
+        )
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+    scenario = Scenario(
+        default={"queue": 0.0, "duration": 0.05}, workflows={3: {"outcome": "failed"}}
+    )
+    outputs: list[str] = []
+    seen = []
+    with serve_in_thread(create_app(scenario, token=TOKEN)) as url:
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        for answer in ("ok", 404, "reset"):
+            with Receiver(default=answer) as receiver:
+                monkeypatch.setenv("HOOK", receiver.url(f"/{HOOK_SECRET}/x?sig={QUERY_SECRET}"))
+                monkeypatch.setenv("SLACK", receiver.url(f"/services/{HOOK_SECRET}"))
+                monkeypatch.setenv("HC", receiver.url(f"/{PING_SECRET}"))
+                for argv in (
+                    [
+                        "apply",
+                        str(plan),
+                        "--report",
+                        str(out / f"{answer}.json"),
+                        "--junit",
+                        str(out / f"{answer}.xml"),
+                    ],
+                    ["--traceback", "apply", str(plan), "--log-format", "json"],
+                    ["apply", str(plan), "-q"],
+                )[: 1 if answer == "reset" else 3]:  # fmt: skip (a reset is tried 3 times)
+                    result = run_entry(*argv)
+                    assert result.code == 1, result.err
+                    outputs += [result.out, result.err]
+                seen += receiver.received
+        for argv in (["status"], ["status", "--format", "json"], ["history"]):
+            result = run_entry(*argv)
+            outputs += [result.out, result.err]
+
+        # a bug inside a delivery, with the URL in scope: recorded, the run unchanged
+        async def broken_attempt(transport, url, *args):
+            raise RuntimeError(f"delivery bug at {url!r}")
+
+        monkeypatch.setattr("runbook.notify.delivery._attempt", broken_attempt)
+        monkeypatch.setenv("HOOK", f"http://127.0.0.1:9/{HOOK_SECRET}")
+        crashed = cli("--traceback", "apply", str(plan), "--report", str(out / "bug.json"))
+        assert crashed.code == 1
+        assert "an unexpected error in runbook (RuntimeError); please report it" in crashed.err
+        outputs += [crashed.out, crashed.err]
+    assert len(seen) >= 7 * 3  # every apply: the webhooks and the pings
+    assert any(r.target.startswith(f"/{HOOK_SECRET}/x?sig=") for r in seen)
+    for request in seen:
+        raw = request.target + json.dumps(request.headers) + request.body.decode()
+        assert TOKEN not in raw and "authorization" not in request.headers
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert {p.name for p in files} >= {"ok.json", "404.xml", "journal.sqlite3", "bug.json"}
+    for secret in (HOOK_SECRET, QUERY_SECRET, PING_SECRET):
+        for number, text in enumerate(outputs):
+            assert secret not in text, (secret, number, text[:2000])
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), (secret, path)

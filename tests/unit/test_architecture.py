@@ -60,6 +60,11 @@ def test_arrows_point_one_way(name: str) -> None:
     if name.startswith("runbook.render"):
         assert not ours & {"runbook.api", "runbook.transport", "runbook.executor"}
         assert not any(m.startswith("runbook.journal") for m in ours), "renderers know no SQL"
+    if name.startswith("runbook.notify"):
+        forbidden = {"runbook.executor", "runbook.runner", "runbook.schedule"}
+        assert not ours & forbidden and not any(m.startswith("runbook.journal") for m in ours)
+    if name.startswith(("runbook.render", "runbook.journal", "runbook.sandbox")):
+        assert not any(m.startswith("runbook.notify") for m in ours)
     if name == "runbook.graph":
         assert "runbook.plan" not in imports_of(MODULES[name], typing_only=True)
     if name.startswith("runbook.sandbox"):

@@ -45,7 +45,7 @@ def anchors(path: Path) -> set[str]:
 
 def test_the_docs_exist_and_are_found() -> None:
     names = {path.relative_to(ROOT).as_posix() for path in MARKDOWN}
-    for doc in ("plan-format", "cli", "nexadata-api", "architecture"):
+    for doc in ("plan-format", "cli", "nexadata-api", "architecture", "operations"):
         assert f"docs/{doc}.md" in names
     assert "README.md" in names and len(MARKDOWN) >= 8
 
@@ -78,7 +78,7 @@ def yaml_blocks(path: Path) -> list[str]:
     return re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/plan-format.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/plan-format.md", "docs/operations.md"])
 def test_the_plans_the_docs_show_are_valid(doc: str, tmp_path: Path) -> None:
     plans = [block for block in yaml_blocks(ROOT / doc) if block.find("version: 1") >= 0]
     assert plans

@@ -1,0 +1,203 @@
+"""The notifier's rules and the secret URLs, in-process on the virtual clock: which
+deliveries each event makes, and how long the end of a run waits for them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from runbook.errors import ConfigError
+from runbook.events import (
+    NotificationSent,
+    RunFinished,
+    RunLate,
+    RunRecord,
+    RunStarted,
+    StepRecord,
+)
+from runbook.notify.delivery import Delivery
+from runbook.notify.notifier import END_BUDGET, Notifier, Webhook
+from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_payload
+from runbook.notify.urls import SecretUrl, secret_url
+from tests.helpers import VirtualClock
+
+CLOCK = VirtualClock()
+
+
+def a_run(state: str = "succeeded") -> RunRecord:
+    step = StepRecord("load", 72, 1, state="succeeded")
+    run = RunRecord(plan="night", run_id=3, max_parallel=4, steps={"load": step})
+    run.state = state  # type: ignore[assignment]
+    run.deadline = 60.0
+    return run
+
+
+class Sends:
+    """A fake ``post``: records each call, answers with ``delivery`` or waits ``hang``
+    seconds (of the virtual clock) first."""
+
+    def __init__(self, delivery: Delivery | None = None, hang: float = 0.0) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.delivery = delivery or Delivery(True, 1)
+        self.hang = hang
+
+    async def __call__(self, url, body, content_type, *, tried, attempts=3):
+        self.calls.append((url.reveal(), body))
+        tried.append(1)
+        await asyncio.sleep(self.hang)
+        return self.delivery
+
+
+def hook(events, url: str = "https://hooks.example.com/T/B/s", fmt="json") -> Webhook:
+    return Webhook(SecretUrl(url), tuple(events), fmt)
+
+
+def drive(notifier: Notifier, *events) -> list:
+    """Feed ``events`` to the notifier in a loop on the virtual clock, as the executor
+    would (awaiting what it returns); the NotificationSent it tells come back."""
+    told: list = []
+    notifier._tell = told.append
+
+    async def main() -> None:
+        for event in events:
+            result = notifier(event)
+            if result is not None:
+                await result
+
+    CLOCK.run(main())
+    return told
+
+
+def test_each_target_is_told_only_its_events_and_recovered_comes_with_success() -> None:
+    sends = Sends()
+    run = a_run()
+    notifier = Notifier(
+        [hook(["succeeded", "recovered"]), hook(["failed"]), hook(["recovered"], fmt="slack")],
+        None,
+        tell=lambda event: None,
+        recovered=True,
+        send=sends,
+    )
+    told = drive(notifier, RunStarted(run, 0), RunFinished(run, 1))
+    bodies = [json.loads(body) for _, body in sends.calls]
+    assert [body.get("event") for body in bodies] == ["succeeded", "recovered", None]
+    assert bodies[2] == {
+        "text": "runbook: run 3 of plan night succeeded again after an invocation that did "
+        "not: 1 succeeded"
+    }
+    assert [(e.record.event, e.record.ok) for e in told] == [
+        ("succeeded", True),
+        ("recovered", True),
+        ("recovered", True),
+    ]
+    assert all(isinstance(e, NotificationSent) for e in told)
+    assert [r.event for r in run.notifications] == ["succeeded", "recovered", "recovered"]
+
+
+def test_late_is_sent_once_and_not_again_when_an_earlier_invocation_sent_it() -> None:
+    sends = Sends()
+    run = a_run("failed")
+    first = Notifier([hook(["late", "failed"])], None, tell=print, send=sends)
+    drive(first, RunStarted(run, 0), RunLate(run, 1), RunLate(run, 2), RunFinished(run, 3))
+    assert [json.loads(body)["event"] for _, body in sends.calls] == ["late", "failed"]
+    resumed = Notifier([hook(["late"])], None, tell=print, late_told=True, send=sends)
+    drive(resumed, RunStarted(run, 4), RunLate(run, 5), RunFinished(run, 6))
+    assert len(sends.calls) == 2
+
+
+def test_the_end_waits_for_what_it_sends_30_s_at_most_in_all() -> None:
+    sends = Sends(hang=3600.0)  # receivers that never answer
+    run = a_run("failed")
+    notifier = Notifier(
+        [hook(["failed", "late"]), hook(["failed"])],
+        SecretUrl("https://hc-ping.com/uuid"),
+        tell=print,
+        send=sends,
+    )
+    started = None
+
+    async def main() -> float:
+        nonlocal started
+        notifier(RunStarted(run, 0))
+        notifier(RunLate(run, 1))  # a late notification still under way at the end
+        started = CLOCK()
+        await notifier(RunFinished(run, 2))  # type: ignore[misc]
+        return CLOCK() - started
+
+    waited = CLOCK.run(main())
+    assert waited == pytest.approx(END_BUDGET)
+    assert len(run.notifications) == 5  # start ping, late, two failed, the end ping
+    assert all(not r.ok for r in run.notifications)
+    assert {r.error for r in run.notifications} == {
+        "not delivered within the 30s the end of a run waits"
+    }
+
+
+def test_the_end_ping_goes_after_the_start_ping_and_says_fail_when_not_succeeded() -> None:
+    sends = Sends()
+    ping = SecretUrl("https://hc.example.com/ping/u-1?rid=7")
+    for state, path in (("failed", "/ping/u-1/fail?rid=7"), ("interrupted", "/ping/u-1/fail?rid=7"),
+                        ("succeeded", "/ping/u-1?rid=7")):  # fmt: skip
+        sends.calls.clear()
+        run = a_run(state)
+        drive(Notifier([], ping, tell=print, send=sends), RunStarted(run, 0), RunFinished(run, 1))
+        assert [url for url, _ in sends.calls] == [
+            "https://hc.example.com/ping/u-1/start?rid=7",
+            f"https://hc.example.com{path}",
+        ]
+        assert [r.event for r in run.notifications] == ["start", state]
+
+
+def test_a_secret_url_shows_only_its_host_and_redacts_every_form() -> None:
+    url = SecretUrl("https://hooks.example.com/services/T0/B1/s3cr3t?sig=a%2Fb")
+    assert url.host == "hooks.example.com"
+    assert repr(url) == str(url) == "SecretUrl('hooks.example.com/***')"
+    text = url.redact(
+        "POST https://hooks.example.com/services/T0/B1/s3cr3t?sig=a%2Fb failed: "
+        "/services/T0/B1/s3cr3t sig=a%2Fb %2Fservices%2FT0%2FB1%2Fs3cr3t"
+    )
+    assert "s3cr3t" not in text and "a%2Fb" not in text
+    assert url.with_suffix("/start").reveal() == (
+        "https://hooks.example.com/services/T0/B1/s3cr3t/start?sig=a%2Fb"
+    )
+    with pytest.raises(TypeError):
+        __import__("pickle").dumps(url)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "notify[0]: the environment variable HOOK is not set or empty"),
+        ("", "notify[0]: the environment variable HOOK is not set or empty"),
+        ("hooks.example.com/x", "notify[0]: HOOK does not hold an http(s) URL with a host"),
+        ("https://u:p@hooks.example.com/x", "must not contain a user or password"),
+        ("https://hooks.example.com:99999/x", "notify[0]: HOOK does not hold a URL"),
+        ("http://hooks.example.com/x", "must use https://"),
+    ],
+)
+def test_an_unusable_url_is_a_config_error_that_never_shows_it(value, message) -> None:
+    environ = {} if value is None else {"HOOK": value}
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        secret_url("HOOK", "notify[0]", environ)
+    assert "/x" not in str(caught.value)
+    assert secret_url("HOOK", "w", {"HOOK": "http://127.0.0.1:8/x"}).host == "127.0.0.1"
+
+
+def test_a_ping_body_is_the_summary_cut_to_10_000_bytes() -> None:
+    run = a_run("failed")
+    for index in range(400):
+        name = f"step_{index:03d}_ü"
+        run.steps[name] = StepRecord(name, index, 2, state="failed", reason="x" * 40)
+    body = ping_body(run)
+    assert len(body) <= MAX_PING_BODY and body.endswith(b"\n...")
+    body.decode()  # cut on a character boundary
+    assert ping_body(a_run()).decode() == "Run 3 of night succeeded in 0ms: 1 succeeded\n"
+
+
+def test_a_late_slack_message() -> None:
+    assert json.loads(slack_payload(a_run("running"), "late")) == {
+        "text": "runbook: plan night: run 3 is late: still going past its 1m deadline (1 succeeded)"
+    }
