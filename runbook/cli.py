@@ -68,6 +68,16 @@ _state_dir_option = click.option(
 )
 
 
+def _forecast_options(command: Any) -> Any:
+    command = _state_dir_option(command)
+    return click.option(
+        "--forecast",
+        "with_forecast",
+        is_flag=True,
+        help="Forecast the run from the journal's history: p50, p90, the critical path.",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(
     __version__, "--version", "-V", prog_name="runbook", message="%(prog)s %(version)s"
@@ -124,20 +134,49 @@ def validate(plans: tuple[str, ...]) -> int:
     show_default=True,
     help="Output format.",
 )
+@_forecast_options
 @_selection_options
-def plan(plan_path: str, fmt: str, selects: tuple[str, ...], excludes: tuple[str, ...]) -> int:
+def plan(
+    plan_path: str,
+    fmt: str,
+    with_forecast: bool,
+    state_dir: str | None,
+    selects: tuple[str, ...],
+    excludes: tuple[str, ...],
+) -> int:
     """Show the execution order: stages of steps that can run together.
 
-    Each step is shown with its workflow id, upstreams and failure policy. Nothing is
-    sent.
+    Each step is shown with its workflow id, upstreams and failure policy. With
+    --forecast: how long a run will take (p50, p90), each step's expected start and end,
+    and the critical path, from the journal's history. Nothing is sent.
     """
     from runbook.plan import load_plan
     from runbook.render.planview import PLAN_FORMATS
 
     loaded = load_plan(plan_path)
     selection = loaded.dag.select(selects, excludes)
-    PLAN_FORMATS[fmt](_stdout(), loaded, loaded.dag.stages(selection.steps), selection)
+    predicted = _forecast(loaded, selection.steps, state_dir) if with_forecast else None
+    PLAN_FORMATS[fmt](_stdout(), loaded, loaded.dag.stages(selection.steps), selection, predicted)
     return 0
+
+
+def _forecast(plan: Any, steps: Any, state_dir: str | None) -> Any:
+    """The forecast of ``steps`` from the journal's history (none when the state dir
+    has no journal yet: nothing is created to find that out)."""
+    from runbook.forecast import forecast
+    from runbook.journal import Store
+    from runbook.journal import state_dir as resolve
+    from runbook.journal.store import DB_NAME
+
+    directory = resolve(state_dir)
+    history: dict[int, list[float]] = {}
+    if (directory / DB_NAME).exists():
+        store = Store(directory)
+        try:
+            history = store.workflow_history()
+        finally:
+            store.close()
+    return forecast(plan, history, steps=steps)
 
 
 @cli.command()
@@ -150,8 +189,10 @@ def plan(plan_path: str, fmt: str, selects: tuple[str, ...], excludes: tuple[str
     show_default=True,
     help="Graphviz DOT or a Mermaid flowchart.",
 )
-def graph(plan_path: str, fmt: str) -> int:
-    """Draw the dependency graph, edges from upstream to downstream.
+@_forecast_options
+def graph(plan_path: str, fmt: str, with_forecast: bool, state_dir: str | None) -> int:
+    """Draw the dependency graph, edges from upstream to downstream; with --forecast,
+    the critical path in red.
 
     \b
     runbook graph plan.yaml | dot -Tsvg > plan.svg
@@ -160,7 +201,9 @@ def graph(plan_path: str, fmt: str) -> int:
     from runbook.plan import load_plan
     from runbook.render.planview import GRAPH_FORMATS
 
-    GRAPH_FORMATS[fmt](_stdout(), load_plan(plan_path))
+    loaded = load_plan(plan_path)
+    predicted = _forecast(loaded, None, state_dir) if with_forecast else None
+    GRAPH_FORMATS[fmt](_stdout(), loaded, predicted)
     return 0
 
 

@@ -48,14 +48,11 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.plan import Plan, Step
+from runbook.plan import POLL_FRACTION, Plan, Step
 from runbook.schedule import Ending, Rule, Schedule, Update
 
 __all__ = ["POLL_FRACTION", "Api", "Executor", "poll_delay"]
 
-POLL_FRACTION = 0.1
-"""Poll every tenth of the time an execution has run so far, within the step's bounds:
-detection lags at most a tenth of the running time (or poll_interval, if longer)."""
 TIMEOUT_REASON = "timed out (the remote execution may still be running)"
 INTERRUPT_GRACE = 30.0
 """How long an interrupt waits for triggers under way to be answered (their execution
@@ -77,8 +74,7 @@ def poll_delay(step: Step, elapsed: float, rng: random.Random) -> float:
     ``max_poll_interval``, with up to 10 % of jitter downwards so that thousands of
     executions triggered together do not poll together.
     """
-    base = min(step.max_poll_interval, max(step.poll_interval, elapsed * POLL_FRACTION))
-    return base * rng.uniform(0.9, 1.0)
+    return step.poll_wait(elapsed) * rng.uniform(0.9, 1.0)
 
 
 T = TypeVar("T")

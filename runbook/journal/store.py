@@ -23,7 +23,7 @@ from typing import Any
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
 from runbook.journal.rows import BadRow, check_row, json_field
-from runbook.text import message_texts, printable
+from runbook.text import message_texts, parse_timestamp, printable
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store", "state_dir"]
 
@@ -361,6 +361,41 @@ class Store:
             ).fetchone()
             is not None
         )
+
+    def workflow_history(self, limit: int = 30) -> dict[int, list[float]]:
+        """Per workflow id, the times of its last ``limit`` executions that succeeded, in
+        any run of any plan, newest first: the wait in ``created`` plus the running
+        time, from the API's ``start_at``/``end_at`` (runbook's own trigger-to-end time
+        when they are missing or unreadable; a negative wait, from clock skew, is 0)."""
+        rows = self.db.execute(
+            "SELECT workflow_id, triggered_at, ended_at, start_at, end_at FROM ("
+            " SELECT s.workflow_id, a.triggered_at, a.ended_at,"
+            "  CASE WHEN json_valid(a.record) THEN json_extract(a.record, '$.start_at') END"
+            "   AS start_at,"
+            "  CASE WHEN json_valid(a.record) THEN json_extract(a.record, '$.end_at') END"
+            "   AS end_at,"
+            "  ROW_NUMBER() OVER (PARTITION BY s.workflow_id ORDER BY a.triggered_at DESC)"
+            "   AS n"
+            " FROM attempts a JOIN steps s ON s.run_id = a.run_id AND s.name = a.step"
+            " WHERE a.state = 'succeeded' AND a.ended_at IS NOT NULL"
+            ") WHERE n <= ? ORDER BY workflow_id, triggered_at DESC",
+            (limit,),
+        )
+        history: dict[int, list[float]] = {}
+        for workflow_id, triggered, ended, start_at, end_at in rows:
+            if not isinstance(workflow_id, int) or not isinstance(triggered, (int, float)):
+                continue  # a damaged row: no figure, rather than a wrong one
+            start = parse_timestamp(start_at) if isinstance(start_at, str) else None
+            end = parse_timestamp(end_at) if isinstance(end_at, str) else None
+            if start is not None and end is not None:
+                wait = max(0.0, start.timestamp() - triggered)
+                took = wait + max(0.0, (end - start).total_seconds())
+            elif isinstance(ended, (int, float)):
+                took = max(0.0, ended - triggered)
+            else:
+                continue
+            history.setdefault(workflow_id, []).append(took)
+        return history
 
     def resumable(self, plan: str) -> RunRow | None:
         """The latest run of ``plan`` that did not succeed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +13,7 @@ from runbook.text import plural
 
 if TYPE_CHECKING:
     from runbook.errors import InputError
+    from runbook.forecast import Forecast
     from runbook.graph import Selection
     from runbook.plan import Plan, Step
 
@@ -61,7 +63,11 @@ def _depends_on(plan: Plan, name: str) -> str:
 
 
 def write_plan_text(
-    out: TextIO, plan: Plan, stages: Sequence[Sequence[str]], selection: Selection
+    out: TextIO,
+    plan: Plan,
+    stages: Sequence[Sequence[str]],
+    selection: Selection,
+    forecast: Forecast | None = None,
 ) -> None:
     """The stages as one aligned table, a row per step, after a one-line summary."""
     selected = f"{len(selection.steps)} of {len(plan.steps)}"
@@ -101,6 +107,60 @@ def write_plan_text(
             for index, (cell, width) in enumerate(zip(row, widths, strict=False))
         ]
         out.write("  ".join(cells) + "  " + row[-1] + "\n")
+    if forecast is not None:
+        _forecast_text(out, forecast)
+
+
+def _forecast_text(out: TextIO, forecast: Forecast) -> None:
+    out.write("\n")
+    if not forecast.has_history:
+        out.write(
+            "Forecast: no history yet in the journal, and no estimate in the plan: "
+            "after a run, the forecast uses its times\n"
+        )
+        return
+    path = " -> ".join(forecast.critical_path)
+    out.write(
+        f"Forecast: p50 {format_duration(forecast.p50)}, p90 {format_duration(forecast.p90)} "
+        f"({forecast.samples} simulated runs); critical path: {path}\n"
+    )
+    if forecast.without_history:
+        names = ", ".join(forecast.without_history)
+        out.write(f"Without history or estimate (counted as 0s): {names}\n")
+    rows = [("", "STEP", "START", "END", "P50", "P90", "FROM")]
+    for step in forecast.steps.values():
+        source = {
+            "history": plural(step.history, "execution"),
+            "estimate": "estimate",
+            "none": "-",
+        }[step.source]
+        rows.append(
+            (
+                "*" if step.critical else "",
+                step.name,
+                format_duration(step.start) if step.start is not None else "-",
+                format_duration(step.end) if step.end is not None else "-",
+                format_duration(step.p50),
+                format_duration(step.p90),
+                source,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    out.write("\n")
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.write("  ".join(cells) + "  " + row[-1] + "\n")
+    out.write("(* on the critical path; START and END in the p50 schedule)\n")
+
+
+def _forecast_json(forecast: Forecast) -> dict[str, Any]:
+    return {
+        "p50_s": forecast.p50,
+        "p90_s": forecast.p90,
+        "samples": forecast.samples,
+        "critical_path": list(forecast.critical_path),
+        "without_history": list(forecast.without_history),
+    }
 
 
 def _step_json(plan: Plan, step: Step) -> dict[str, Any]:
@@ -121,10 +181,16 @@ def _step_json(plan: Plan, step: Step) -> dict[str, Any]:
 
 
 def write_plan_json(
-    out: TextIO, plan: Plan, stages: Sequence[Sequence[str]], selection: Selection
+    out: TextIO,
+    plan: Plan,
+    stages: Sequence[Sequence[str]],
+    selection: Selection,
+    forecast: Forecast | None = None,
 ) -> None:
-    """The plan resolved, as JSON: durations in seconds, stages in order."""
-    document = {
+    """The plan resolved, as JSON: durations in seconds, stages in order; with a
+    forecast, its figures on the plan and on each step."""
+    staged = [[_step_json(plan, plan.steps[name]) for name in stage] for stage in stages]
+    document: dict[str, Any] = {
         "plan": plan.name,
         "path": plan.path,
         "description": plan.description,
@@ -135,8 +201,21 @@ def write_plan_json(
         "selected": len(selection.steps),
         "assumed_done": sorted(selection.assumed_done),
         "finally": list(plan.finally_steps),
-        "stages": [[_step_json(plan, plan.steps[name]) for name in stage] for stage in stages],
+        "stages": staged,
     }
+    if forecast is not None:
+        document["forecast"] = _forecast_json(forecast)
+        for stage in staged:
+            for entry in stage:
+                step = forecast.steps[entry["name"]]
+                entry.update(
+                    expected_start_s=step.start,
+                    expected_end_s=step.end,
+                    p50_s=step.p50,
+                    p90_s=step.p90,
+                    history=step.history,
+                    critical=step.critical,
+                )
     json.dump(document, out, indent=2)
     out.write("\n")
 
@@ -168,20 +247,40 @@ def _edges(plan: Plan) -> list[tuple[str, str, str | None]]:
     return edges
 
 
-def write_dot(out: TextIO, plan: Plan) -> None:
+def _critical_edges(forecast: Forecast | None) -> set[tuple[str, str]]:
+    path = forecast.critical_path if forecast is not None else ()
+    return set(itertools.pairwise(path))
+
+
+def write_dot(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None:
     """A Graphviz digraph, left to right; ``on_failure: continue`` steps are dashed,
     ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
-    edges of ``finally`` steps are dashed and labelled."""
+    edges of ``finally`` steps are dashed and labelled; with a forecast, the critical
+    path in bold red (a hop through a slot wait, between steps with no edge, dotted)."""
+    critical = _critical_edges(forecast)
+    on_path = set(forecast.critical_path) if forecast is not None else set()
     out.write(f"digraph {_dot_id(plan.name)} {{\n")
     out.write("  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
     for name in sorted(plan.steps):
         step = plan.steps[name]
         style = _NODE_STYLES.get(step.on_failure, "")
         label = _dot_id(f"{name}\nworkflow {step.workflow_id}").replace("\n", "\\n")
+        if name in on_path:
+            style += ", color=red, penwidth=2"
         out.write(f"  {_dot_id(name)} [label={label}{style}];\n")
+    drawn = set()
     for upstream, name, edge_label in _edges(plan):
-        attributes = f" [style=dashed, label={_dot_id(edge_label)}]" if edge_label else ""
+        options = [f"style=dashed, label={_dot_id(edge_label)}"] if edge_label else []
+        if (upstream, name) in critical:
+            options.append("color=red, penwidth=2")
+            drawn.add((upstream, name))
+        attributes = f" [{', '.join(options)}]" if options else ""
         out.write(f"  {_dot_id(upstream)} -> {_dot_id(name)}{attributes};\n")
+    for upstream, name in sorted(critical - drawn):  # a slot freed, no dependency
+        out.write(
+            f"  {_dot_id(upstream)} -> {_dot_id(name)} "
+            '[style=dotted, color=red, penwidth=2, label="slot"];\n'
+        )
     out.write("}\n")
 
 
@@ -218,27 +317,44 @@ def _mermaid_ids(names: Sequence[str]) -> dict[str, str]:
     return ids
 
 
-def write_mermaid(out: TextIO, plan: Plan) -> None:
+def write_mermaid(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None:
     """A Mermaid flowchart, left to right; ``on_failure: continue`` steps are dashed,
     ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
-    edges of ``finally`` steps are dashed and labelled."""
+    edges of ``finally`` steps are dashed and labelled; with a forecast, the critical
+    path's steps in class ``critical`` and its edges in a ``linkStyle``."""
+    critical = _critical_edges(forecast)
     names = sorted(plan.steps)
     ids = _mermaid_ids(names)
     out.write("flowchart LR\n")
     for name in names:
         out.write(f'  {ids[name]}["{name}<br/>workflow {plan.steps[name].workflow_id}"]\n')
-    for upstream, name, label in _edges(plan):
+    links: list[int] = []
+    edges = _edges(plan)
+    for number, (upstream, name, label) in enumerate(edges):
         arrow = f" -.->|{label}| " if label else " --> "
         out.write(f"  {ids[upstream]}{arrow}{ids[name]}\n")
+        if (upstream, name) in critical:
+            links.append(number)
+    slots = sorted(critical - {(u, n) for u, n, _ in edges})  # a slot freed, no dependency
+    for extra, (upstream, name) in enumerate(slots):
+        links.append(len(edges) + extra)
+        out.write(f"  {ids[upstream]} -.->|slot| {ids[name]}\n")
     for policy, dashes in (("continue", "5 5"), ("ignore", "2 2")):
         styled = [ids[name] for name in names if plan.steps[name].on_failure == policy]
         if styled:
             out.write(f"  classDef {policy} stroke-dasharray: {dashes}\n")
             out.write(f"  class {','.join(styled)} {policy}\n")
+    if forecast is not None and forecast.critical_path:
+        out.write("  classDef critical stroke:#d00,stroke-width:3px\n")
+        out.write(f"  class {','.join(ids[n] for n in forecast.critical_path)} critical\n")
+        if links:
+            out.write(f"  linkStyle {','.join(map(str, links))} stroke:#d00,stroke-width:3px\n")
 
 
-PlanWriter = Callable[[TextIO, "Plan", Sequence[Sequence[str]], "Selection"], None]
-GraphWriter = Callable[[TextIO, "Plan"], None]
+PlanWriter = Callable[
+    [TextIO, "Plan", Sequence[Sequence[str]], "Selection", "Forecast | None"], None
+]
+GraphWriter = Callable[[TextIO, "Plan", "Forecast | None"], None]
 
 PLAN_FORMATS: Mapping[str, PlanWriter] = {"text": write_plan_text, "json": write_plan_json}
 """``runbook plan --format``: each format's writer."""

@@ -1,0 +1,200 @@
+"""The forecast against known answers: fixed durations give the exact makespan and
+critical path (through a max_parallel wait too), a seeded journal the same forecast
+twice, an outlier moves the p90 and not the p50; and the journal's history as the
+forecast reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runbook.events import AttemptRecord, RunRecord, StepRecord
+from runbook.forecast import forecast, percentile
+from runbook.journal import JournalSink, Store
+from runbook.plan import load_plan
+
+# polls every 1 ms, growing with the running time: a step is seen to end at
+# Step.noticed(its time), which the known answers below use too
+FAST = "defaults: {poll_interval: 1ms, max_poll_interval: 1ms}\n"
+
+
+def plan_of(tmp_path: Path, body: str, max_parallel: int = 4):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"version: 1\nname: p\nmax_parallel: {max_parallel}\n{FAST}workflows:\n{body}")
+    return load_plan(path)
+
+
+def seen(plan, name: str, took: float) -> float:
+    return plan.steps[name].noticed(took)
+
+
+def test_fixed_durations_give_the_exact_makespan_and_critical_path(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2}\n"
+        "  c: {workflow_id: 3, depends_on: [a, b]}\n  d: {workflow_id: 4, depends_on: a}\n",
+    )
+    history = {1: [10.0], 2: [20.0], 3: [5.0], 4: [30.0]}
+    result = forecast(plan, history)
+    a, b, c, d = (seen(plan, n, t) for n, t in zip("abcd", (10, 20, 5, 30), strict=True))
+    assert result.p50 == result.p90 == pytest.approx(max(b + c, a + d))
+    assert result.critical_path == ("a", "d")  # 10 + 30 beats 20 + 5
+    steps = result.steps
+    assert (steps["c"].start, steps["c"].end) == (pytest.approx(b), pytest.approx(b + c))
+    assert [name for name, s in steps.items() if s.critical] == ["a", "d"]
+    assert steps["a"].history == 1 and steps["a"].source == "history"
+
+
+def test_a_path_runs_through_a_max_parallel_wait(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2}\n  c: {workflow_id: 3}\n"
+        "  e: {workflow_id: 5, depends_on: c}\n",
+        max_parallel=2,
+    )
+    result = forecast(plan, {1: [10.0], 2: [20.0], 3: [30.0], 5: [1.0]})
+    # a and b start; c waits for a's slot: the path goes a -> c -> e, with no edge a -> c
+    assert result.critical_path == ("a", "c", "e")
+    assert result.steps["c"].start == pytest.approx(seen(plan, "a", 10))
+    expected = seen(plan, "a", 10) + seen(plan, "c", 30) + seen(plan, "e", 1)
+    assert result.p50 == pytest.approx(expected)
+
+
+def test_estimates_stand_in_for_history_and_what_has_neither_is_listed(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1, estimate: 1m}\n  b: {workflow_id: 2, depends_on: a}\n"
+        "  undo: {workflow_id: 3, depends_on: a, run_if: failure}\n",
+    )
+    result = forecast(plan, {9: [5.0]})  # another plan's workflow: no help here
+    assert result.steps["a"].source == "estimate" and result.steps["a"].history == 0
+    assert result.without_history == ("b",)  # undo would not run: it is not counted
+    assert result.steps["undo"].start is None
+    assert result.p50 == pytest.approx(seen(plan, "a", 60))
+    assert forecast(plan_of(tmp_path, "  x: {workflow_id: 1}\n"), {}).has_history is False
+
+
+def test_a_seeded_forecast_is_the_same_twice_and_an_outlier_moves_only_the_p90(
+    tmp_path: Path,
+) -> None:
+    plan = plan_of(tmp_path, "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n")
+    history = {1: [60.0] * 29 + [6000.0], 2: [30.0, 31.0, 29.0]}
+    first, again = forecast(plan, history), forecast(plan, history)
+    assert first == again
+    assert first.steps["a"].p50 == pytest.approx(seen(plan, "a", 60))
+    assert first.steps["a"].p90 == pytest.approx(seen(plan, "a", 60))  # 1 in 30 is no p90
+    runs = forecast(plan, {1: [60.0] * 8 + [6000.0] * 2, 2: [30.0]})
+    assert runs.p50 < 200 < 6000 < runs.p90  # the outlier shows in the p90 only
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([], 0.5) == 0
+    assert percentile([3, 1, 2], 0.5) == 2
+    assert percentile(list(range(1, 11)), 0.9) == 9
+    assert percentile([5], 0.9) == 5
+
+
+def recorded(store: Store, records: list[tuple[str, int, float, float, dict | None]]) -> None:
+    """One run whose steps each had one succeeded attempt: (name, workflow id,
+    triggered, ended, record)."""
+    import asyncio
+
+    from runbook.events import AttemptFinished, AttemptTriggering
+
+    steps = {name: StepRecord(name, wid, 1) for name, wid, *_ in records}
+    run = RunRecord(plan="other", run_id=None, max_parallel=4, steps=steps)
+    run.run_id = store.create_run(
+        run, plan_path="o.yaml", plan_sha256="", options={}, started_at=0.0
+    )
+    sink = JournalSink(store, run.run_id)
+
+    async def main() -> None:
+        for name, _, triggered, ended, record in records:
+            attempt = AttemptRecord(1, triggered, execution_id=1, state="succeeded")
+            attempt.record, attempt.ended_at = record, ended
+            await sink(AttemptTriggering(steps[name], attempt, 0))
+            sink(AttemptFinished(steps[name], attempt, "succeeded", 0))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    sink.close()
+
+
+T = "1970-01-01T00:0"
+
+
+def test_the_history_is_per_workflow_from_the_apis_times_or_runbooks(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    recorded(
+        store,
+        [
+            # queued 2 s, ran 10 s: 12 s from the trigger
+            ("a", 1, 100.0, 115.0, {"start_at": T + "1:42Z", "end_at": T + "1:52Z"}),
+            # no timestamps the API gave: runbook's own trigger-to-end, 7 s
+            ("b", 2, 100.0, 107.0, {"start_at": "soon", "end_at": None}),
+            ("c", 3, 100.0, 104.0, None),
+            # clock skew: started before it was triggered: the wait counts as 0
+            ("d", 4, 100.0, 120.0, {"start_at": T + "1:35Z", "end_at": T + "1:45Z"}),
+        ],
+    )  # fmt: skip
+    assert store.workflow_history() == {1: [12.0], 2: [7.0], 3: [4.0], 4: [10.0]}
+    store.db.execute("UPDATE attempts SET record = '{not json' WHERE step = 'a'")
+    assert store.workflow_history()[1] == [15.0]  # a damaged record: runbook's own time
+    store.close()
+
+
+def test_plan_forecast_through_the_cli(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "version: 1\nname: p\nworkflows:\n  a: {workflow_id: 1, estimate: 90s}\n"
+        "  b: {workflow_id: 2, depends_on: a}\n"
+    )
+    state = tmp_path / "state"
+    empty = cli("plan", str(plan), "--forecast", "--state-dir", str(state))
+    seen_a = load_plan(plan).steps["a"].noticed(90)  # polled every 5 s, then a tenth
+    assert 90 < seen_a < 95
+    assert empty.code == 0
+    assert "Forecast: p50 1m30s, p90 1m30s (200 simulated runs); critical path: a -> b" in empty.out
+    assert "Without history or estimate (counted as 0s): b" in empty.out
+    assert not state.exists()  # nothing created to find out there is no history
+    document = json.loads(
+        cli("plan", str(plan), "--forecast", "--format", "json", "--state-dir", str(state)).out
+    )
+    assert document["forecast"] == {
+        "p50_s": seen_a,
+        "p90_s": seen_a,
+        "samples": 200,
+        "critical_path": ["a", "b"],
+        "without_history": ["b"],
+    }
+    (a,), (b,) = document["stages"]
+    assert (a["expected_start_s"], a["expected_end_s"], a["critical"]) == (0.0, seen_a, True)
+    assert (b["history"], b["p50_s"]) == (0, 0.0)
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("version: 1\nworkflows:\n  x: {workflow_id: 1}\n")
+    nothing = cli("plan", str(bare), "--forecast", "--state-dir", str(state))
+    assert nothing.code == 0 and "Forecast: no history yet in the journal" in nothing.out
+    (state / "journal.sqlite3").parent.mkdir()
+    (state / "journal.sqlite3").write_bytes(b"not a database" * 100)
+    broken = cli("plan", str(plan), "--forecast", "--state-dir", str(state))
+    assert broken.code == 5 and "cannot be opened" in broken.err
+
+
+def test_graph_forecast_draws_the_critical_path(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "version: 1\nname: p\nmax_parallel: 1\nworkflows:\n  a: {workflow_id: 1, estimate: 9s}\n"
+        "  b: {workflow_id: 2, estimate: 1s}\n  c: {workflow_id: 3, depends_on: b}\n"
+    )
+    state = str(tmp_path / "state")
+    dot = cli("graph", str(plan), "--forecast", "--state-dir", state).out
+    assert '"a" [label="a\\nworkflow 1", color=red, penwidth=2];' in dot
+    assert '"b" -> "c" [color=red, penwidth=2];' in dot
+    assert '"a" -> "b" [style=dotted, color=red, penwidth=2, label="slot"];' in dot
+    mermaid = cli("graph", str(plan), "--forecast", "--format", "mermaid", "--state-dir", state)
+    assert "  class a,b,c critical\n" in mermaid.out
+    assert "  linkStyle 0,1 stroke:#d00,stroke-width:3px\n" in mermaid.out
+    plain = cli("graph", str(plan)).out
+    assert "red" not in plain and "critical" not in plain
