@@ -355,6 +355,7 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
         AttemptTriggering,
         Event,
         ExecutionSeen,
+        Forecasted,
         Notice,
         NotificationSent,
         RetryScheduled,
@@ -395,6 +396,7 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
                 | StepFinished()
                 | Notice()
                 | RunLate()
+                | Forecasted()
                 | RunFinished()
             ):
                 pass  # the renderer shows these

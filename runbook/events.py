@@ -26,6 +26,7 @@ __all__ = [
     "AttemptTriggering",
     "Event",
     "ExecutionSeen",
+    "Forecasted",
     "Notice",
     "NotificationRecord",
     "NotificationSent",
@@ -212,6 +213,21 @@ class RunLate:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forecasted:
+    """When the run should end (epoch seconds, p50 and p90), from what is still to
+    run; ``first`` at the run's start, ``at_risk`` the first time the p90 end passes
+    the deadline."""
+
+    run: RunRecord
+    p50_end: float
+    p90_end: float
+    critical_path: tuple[str, ...]
+    first: bool
+    at_risk: bool
+    at: float
+
+
 @dataclass(frozen=True, slots=True)
 class NotificationSent:
     """A delivery ended, delivered or not; it changes nothing of the run."""
@@ -238,6 +254,7 @@ Event = (
     | SignalReceived
     | RunLate
     | NotificationSent
+    | Forecasted
     | RunFinished
 )
 Sink = Callable[[Event], Awaitable[None] | None]

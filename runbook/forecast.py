@@ -21,14 +21,33 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from runbook._compat import assert_never
+from runbook.events import (
+    AttemptFinished,
+    AttemptTriggered,
+    AttemptTriggering,
+    Event,
+    ExecutionSeen,
+    Forecasted,
+    Notice,
+    NotificationSent,
+    RetryScheduled,
+    RunFinished,
+    RunLate,
+    RunRecord,
+    RunStarted,
+    SignalReceived,
+    StepFinished,
+)
 from runbook.plan import Plan
 from runbook.schedule import Rule, Schedule
 
-__all__ = ["SAMPLES", "Forecast", "StepForecast", "forecast", "percentile"]
+__all__ = ["SAMPLES", "Eta", "Forecast", "StepForecast", "forecast", "percentile"]
 
 SAMPLES = 200
 SEED = 20261202
@@ -79,9 +98,14 @@ def forecast(
     max_parallel: int | None = None,
     samples: int = SAMPLES,
     seed: int = SEED,
+    done: Iterable[str] = (),
+    running: Mapping[str, float] | None = None,
 ) -> Forecast:
     """The forecast of a run of ``steps`` (default: all) of ``plan``; ``history`` maps
-    a workflow id to the times (seconds, queue plus running) of its last executions."""
+    a workflow id to the times (seconds, queue plus running) of its last executions.
+
+    For a run under way: ``done`` steps have ended, ``running`` ones have run for the
+    seconds given; the forecast is then of what remains, from now."""
     selected = set(plan.steps if steps is None else steps)
     stages = plan.dag.stages(selected)
     stage_of = {name: number for number, stage in enumerate(stages) for name in stage}
@@ -114,13 +138,15 @@ def forecast(
     def order(name: str) -> tuple[int, str]:
         return stage_of[name], name
 
+    finished = tuple(name for name in done if name in stage_of)
+    under_way = {name: age for name, age in (running or {}).items() if name in stage_of}
     rng = random.Random(seed)
     makespans = []
     for _ in range(samples):
         drawn = {name: rng.choice(pool) for name, pool in pools.items()}
-        makespans.append(_simulate(rules, order, drawn, parallel)[0])
+        makespans.append(_simulate(rules, order, drawn, parallel, finished, under_way)[0])
     medians = {name: percentile(pool, 0.5) for name, pool in pools.items()}
-    _, starts, ends, via = _simulate(rules, order, medians, parallel)
+    _, starts, ends, via = _simulate(rules, order, medians, parallel, finished, under_way)
     path = _critical_path(rules, ends, via)
     on_path = set(path)
     return Forecast(
@@ -152,15 +178,21 @@ def _simulate(
     order: object,
     durations: Mapping[str, float],
     parallel: int,
+    done: Sequence[str] = (),
+    under_way: Mapping[str, float] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, float], dict[str, str]]:
     """One run on a virtual clock: its duration, each step's start and end, and for
-    each step that waited for a slot, the step whose end freed it."""
-    core = Schedule(rules, order=order)  # type: ignore[arg-type]
+    each step that waited for a slot, the step whose end freed it. ``done`` steps have
+    ended; ``under_way`` ones have run for the seconds given, and hold their slots."""
+    under_way = under_way or {}
+    core = Schedule(rules, order=order, succeeded=done, running=under_way)  # type: ignore[arg-type]
     core.begin()
     key = order  # (stage, name)
-    now, free, tick = 0.0, parallel, 0
+    now, free, tick = 0.0, parallel - len(under_way), 0
     queue: list[tuple[object, str, float]] = []
     running: list[tuple[float, int, str]] = []
+    for tick, (name, age) in enumerate(sorted(under_way.items()), start=1):
+        heapq.heappush(running, (max(0.0, durations[name] - age), tick, name))
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
     via: dict[str, str] = {}
@@ -170,7 +202,8 @@ def _simulate(
     while True:
         while free and queue:
             _, name, ready_at = heapq.heappop(queue)
-            core.start(name)
+            if not core.start(name):  # ended meanwhile (a resume's kept step), as in the executor
+                continue
             starts[name] = now
             if now > ready_at and last_freed is not None:
                 via[name] = last_freed
@@ -206,3 +239,117 @@ def _critical_path(
         ran = [up for up in upstreams[name] if up in ends]
         name = max(ran, key=lambda n: (ends[n], position[n])) if ran else None
     return path[::-1]
+
+
+class Eta:
+    """The sink that keeps a run's forecast: told at the start when there is history,
+    recomputed from what is still to run when a step ends (at most once a
+    ``every`` seconds, and never for longer than a tenth of the time between two
+    recomputations), and, with a deadline, the first time the p90 end passes it:
+    ``at_risk``, once."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        history: Mapping[int, Sequence[float]],
+        *,
+        steps: Iterable[str],
+        max_parallel: int,
+        tell: Callable[[Event], None],
+        deadline_from: float | None = None,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = 1.0,
+    ) -> None:
+        self.plan = plan
+        self.history = history
+        self.steps = frozenset(steps)
+        self.max_parallel = max_parallel
+        self.deadline_at: float | None = None
+        self._deadline_from = deadline_from
+        self._tell = tell
+        self._wall, self._clock = wall, clock
+        self._every = every
+        self._next = 0.0
+        self._told_risk = False
+        self._useful = any(
+            plan.steps[name].workflow_id in history or plan.steps[name].estimate is not None
+            for name in self.steps
+        )
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted(run=run):
+                if run.deadline is not None:
+                    start = self._deadline_from
+                    self.deadline_at = (start if start is not None else run.started_at) + (
+                        run.deadline
+                    )
+                if self._useful:
+                    self._forecast(run, first=True)
+            case StepFinished():
+                current = self._run
+                if self._useful and current is not None and self._clock() >= self._next:
+                    self._forecast(current, first=False)
+            case (
+                AttemptTriggering()
+                | AttemptTriggered()
+                | ExecutionSeen()
+                | AttemptFinished()
+                | RetryScheduled()
+                | Notice()
+                | SignalReceived()
+                | RunLate()
+                | NotificationSent()
+                | Forecasted()
+                | RunFinished()
+            ):
+                pass
+            case _:
+                assert_never(event)
+
+    _run: RunRecord | None = None
+
+    def _forecast(self, run: RunRecord, *, first: bool) -> None:
+        self._run = run
+        began = self._clock()
+        now = self._wall()
+        done = [
+            name for name, step in run.steps.items() if step.state not in ("pending", "running")
+        ]
+        running = {
+            name: max(0.0, now - step.started_at)
+            for name, step in run.steps.items()
+            if step.state == "running" and step.started_at is not None
+        }
+        if not first and len(done) == len(run.steps):
+            return
+        result = forecast(
+            self.plan,
+            self.history,
+            steps=self.steps,
+            max_parallel=self.max_parallel,
+            done=done,
+            running=running,
+            samples=SAMPLES if first else SAMPLES // 2,
+        )
+        took = self._clock() - began
+        self._next = self._clock() + max(self._every, 10 * took)
+        p50_end, p90_end = now + result.p50, now + result.p90
+        risk = (
+            self.deadline_at is not None
+            and not self._told_risk
+            and now < self.deadline_at < p90_end
+        )
+        self._told_risk = self._told_risk or risk
+        self._tell(
+            Forecasted(
+                run=run,
+                p50_end=p50_end,
+                p90_end=p90_end,
+                critical_path=result.critical_path,
+                first=first,
+                at_risk=risk,
+                at=now,
+            )
+        )

@@ -27,6 +27,7 @@ from runbook.api import NexadataClient, Token, check_base_url, token_file_warnin
 from runbook.errors import JournalError, UsageError
 from runbook.events import Notice, RunRecord, SignalReceived, Sink
 from runbook.executor import Executor
+from runbook.forecast import Eta
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
 from runbook.netenv import ProxySettings, ca_bundle
@@ -338,8 +339,9 @@ class Runner:
                 journal.close()
 
     def _operations(self, built: _Built, executor: Executor, run_id: int) -> list[Sink]:
-        """The sinks that tell the monitoring: the metrics file, then the webhooks and
-        pings (last: the end of the run waits for them, up to 30 s)."""
+        """The sinks that tell the monitoring: the ETA (whose at_risk the notifier
+        sends), the metrics file, then the webhooks and pings (last: the end of the run
+        waits for them, up to 30 s)."""
         sinks: list[Sink] = []
         o, store, plan = self.options, built.store, built.plan
         first_started = built.prior.started_at if built.prior else None
@@ -347,6 +349,17 @@ class Runner:
         def warn(text: str) -> None:
             executor.tell(Notice(text, time.time()))
 
+        history = store.workflow_history()
+        sinks.append(
+            Eta(
+                plan,
+                history,
+                steps=built.selection.steps,
+                max_parallel=executor.run.max_parallel,
+                tell=executor.tell,
+                deadline_from=first_started,
+            )
+        )
         if o.metrics_dir:
             last_row = store.last_finished(plan.name)
             sinks.append(

@@ -24,6 +24,7 @@ from runbook.events import (
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    Forecasted,
     Notice,
     NotificationSent,
     RetryScheduled,
@@ -177,7 +178,7 @@ class JournalSink:
                         (run_id, n.kind, n.event, n.target, int(n.ok), n.error, n.attempts, n.at),
                     )
                 ], False
-            case RunStarted() | Notice() | SignalReceived():
+            case RunStarted() | Notice() | SignalReceived() | Forecasted():
                 # the run and its steps were written before it started; notices and
                 # signals change nothing (the run's end says how it ended)
                 return [], False

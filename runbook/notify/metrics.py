@@ -24,6 +24,7 @@ from runbook.events import (
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    Forecasted,
     Notice,
     NotificationSent,
     RetryScheduled,
@@ -110,6 +111,7 @@ class MetricsFile:
                 | SignalReceived()
                 | RunLate()
                 | NotificationSent()
+                | Forecasted()
             ):
                 pass
             case _:

@@ -33,6 +33,7 @@ from runbook.events import (
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    Forecasted,
     Notice,
     NotificationRecord,
     NotificationSent,
@@ -131,6 +132,8 @@ class Notifier:
                     self._notify(run, ("late",))
             case RunFinished(run=run):
                 return self._end(run)
+            case Forecasted(run=run, at_risk=True):
+                self._notify(run, ("at_risk",))
             case (
                 AttemptTriggering()
                 | AttemptTriggered()
@@ -141,6 +144,7 @@ class Notifier:
                 | Notice()
                 | SignalReceived()
                 | NotificationSent()
+                | Forecasted()
             ):
                 pass
             case _:

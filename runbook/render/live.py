@@ -24,6 +24,7 @@ from runbook.events import (
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    Forecasted,
     Notice,
     NotificationSent,
     RetryScheduled,
@@ -35,6 +36,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
+from runbook.render.runlog import clock
 
 __all__ = ["LiveView"]
 
@@ -60,6 +62,7 @@ class LiveView:
         self.max_rows = max_rows
         self.run: RunRecord | None = None
         self.recent: list[StepRecord] = []
+        self.eta: Forecasted | None = None
         self.live = Live(
             console=console, refresh_per_second=4, transient=False, get_renderable=self.render
         )
@@ -73,6 +76,8 @@ class LiveView:
                 self.recent = [step, *[s for s in self.recent if s is not step]][:RECENT]
             case RunFinished():
                 self.stop()
+            case Forecasted() as told:
+                self.eta = told
             case (
                 AttemptTriggering()
                 | AttemptTriggered()
@@ -110,6 +115,11 @@ class LiveView:
             *(
                 [(f"late: past its {format_duration(run.deadline or 0.0)} deadline", "bold red")]
                 if run.late
+                else []
+            ),
+            *(
+                [(f"ETA {clock(self.eta.p50_end)} (p90 {clock(self.eta.p90_end)})", "cyan")]
+                if self.eta is not None and not run.late
                 else []
             ),
         )

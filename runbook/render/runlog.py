@@ -21,6 +21,7 @@ from runbook.events import (
     AttemptTriggering,
     Event,
     ExecutionSeen,
+    Forecasted,
     Notice,
     NotificationRecord,
     NotificationSent,
@@ -41,6 +42,7 @@ __all__ = [
     "attempt_fields",
     "count_text",
     "delivery_text",
+    "eta_text",
     "late_text",
     "signal_message",
     "stamp",
@@ -118,12 +120,42 @@ def describe(event: Event) -> str | None:
             return f"{where}{'warning: ' if level == 'warning' else ''}{message}"
         case RunLate(run=run):
             return f"warning: {late_text(run)}"
+        case Forecasted(at_risk=True) as told:
+            return f"warning: {risk_text(told)}"
+        case Forecasted(first=True) as told:
+            return f"forecast: {eta_text(told)}"
+        case Forecasted():
+            return None  # recomputed as steps end: the live view and JSON lines show it
         case SignalReceived() | NotificationSent() | RunFinished():
             # a signal and a failed delivery are told on stderr; the summary follows
             # the run's end
             return None
         case _:
             assert_never(event)
+
+
+def eta_text(told: Forecasted) -> str:
+    """``the run should end at 02:31:10Z (p50), by 02:40:00Z (p90); critical path: ...``"""
+    path = " -> ".join(told.critical_path)
+    return (
+        f"the run should end at {clock(told.p50_end)} (p50), by {clock(told.p90_end)} "
+        f"(p90); critical path: {path}"
+    )
+
+
+def risk_text(told: Forecasted) -> str:
+    run = told.run
+    ident = f"run {run.run_id}" if run.run_id is not None else "the run"
+    deadline = format_duration(run.deadline or 0.0)
+    return (
+        f"{ident} is at risk of missing its {deadline} deadline: its p90 end is "
+        f"{clock(told.p90_end)}"
+    )
+
+
+def clock(epoch: float) -> str:
+    """``02:31:10Z``"""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%SZ")
 
 
 def late_text(run: RunRecord) -> str:
@@ -227,6 +259,18 @@ class JsonLines:
             case RunLate(run=run):
                 document.update(plan=run.plan, run_id=run.run_id, level="warning")
                 document.update(deadline=run.deadline, message=late_text(run))
+            case Forecasted() as told:
+                document.update(
+                    plan=told.run.plan,
+                    run_id=told.run.run_id,
+                    level="warning" if told.at_risk else "info",
+                    p50_end=stamp(told.p50_end),
+                    p90_end=stamp(told.p90_end),
+                    critical_path=list(told.critical_path),
+                    at_risk=told.at_risk,
+                )
+                if told.at_risk:
+                    document["message"] = risk_text(told)
             case NotificationSent(record=record):
                 document.update(
                     level="info" if record.ok else "warning",
@@ -268,6 +312,7 @@ _EVENT_NAMES: dict[type[Event], str] = {
     Notice: "notice",
     SignalReceived: "signal",
     RunLate: "late",
+    Forecasted: "forecast",
     NotificationSent: "notification",
     RunFinished: "run_finished",
 }

@@ -343,3 +343,38 @@ def test_unusable_targets_are_exit_3_before_anything_is_triggered(
     )
     assert app.state.sandbox.stats()["requests_total"] == 0
     assert cli("history").out == "No runs in the journal.\n"  # not even a run was written
+
+
+def test_at_risk_fires_once_while_the_run_goes_when_the_p90_end_passes_the_deadline(
+    api, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 0.4}))
+    steps = "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n"
+    body = "notify:\n  - {on: [at_risk, late, succeeded], webhook_env: HOOK}\n"
+    first = plan_file(tmp_path, body, steps=steps)
+    with Receiver() as receiver:
+        monkeypatch.setenv("HOOK", receiver.url())
+        assert cli("apply", str(first)).code == 0  # no history yet: no forecast, no risk
+        assert events_of(receiver) == ["succeeded"]
+        # the history says a run takes about 0.8 s: a deadline of 0.6 s is at risk
+        risky = plan_file(tmp_path, "deadline: 600ms\n" + body, steps=steps)
+        process = subprocess.Popen(
+            [*entry_point(), "apply", str(risky), "--log-format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        receiver.wait_for(2)
+        still_going = process.poll() is None
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert still_going, "at_risk came after the run's end"
+    assert events_of(receiver)[1:] == ["at_risk", "late", "succeeded"]
+    at_risk = receiver.received[1].json()
+    assert at_risk["state"] == "running" and at_risk["event"] == "at_risk"
+    lines = [json.loads(line) for line in out.splitlines()]
+    forecasts = [line for line in lines if line["event"] == "forecast"]
+    assert [line["at_risk"] for line in forecasts] == [True] + [False] * (len(forecasts) - 1)
+    assert forecasts[0]["level"] == "warning"
+    assert "is at risk of missing its 600ms deadline: its p90 end is " in forecasts[0]["message"]
+    assert forecasts[0]["critical_path"] == ["a", "b"]

@@ -198,3 +198,61 @@ def test_graph_forecast_draws_the_critical_path(cli, tmp_path: Path) -> None:
     assert "  linkStyle 0,1 stroke:#d00,stroke-width:3px\n" in mermaid.out
     plain = cli("graph", str(plan)).out
     assert "red" not in plain and "critical" not in plain
+
+
+def test_the_eta_is_told_at_the_start_recomputed_as_steps_end_and_at_risk_once(
+    tmp_path: Path,
+) -> None:
+    from runbook.events import Forecasted, RunStarted, StepFinished
+    from runbook.forecast import Eta
+
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n",
+    )
+    steps = {"a": StepRecord("a", 1, 1), "b": StepRecord("b", 2, 2)}
+    run = RunRecord(plan="p", run_id=1, max_parallel=4, steps=steps, deadline=25.0)
+    now = [1000.0]
+    told: list = []
+    eta = Eta(
+        plan,
+        {1: [10.0], 2: [20.0]},
+        steps=steps,
+        max_parallel=4,
+        tell=told.append,
+        wall=lambda: now[0],
+        clock=lambda: now[0],
+    )
+    run.started_at = now[0]
+    eta(RunStarted(run, now[0]))
+    (start,) = told
+    assert isinstance(start, Forecasted) and start.first
+    a, b = seen(plan, "a", 10), seen(plan, "b", 20)
+    assert start.p50_end == pytest.approx(1000 + a + b)
+    assert start.at_risk  # p90 end 1030 passes the deadline at 1025
+    now[0] += 0.5
+    steps["a"].state = "succeeded"
+    eta(StepFinished(steps["a"], now[0]))
+    assert len(told) == 1  # within a second of the last: not recomputed
+    now[0] += 10
+    steps["b"].state, steps["b"].started_at = "running", now[0] - 5
+    eta(StepFinished(steps["a"], now[0]))
+    recomputed = told[-1]
+    assert not recomputed.first and not recomputed.at_risk  # at_risk is told once
+    assert recomputed.p50_end == pytest.approx(now[0] + b - 5)  # b has run 5 s already
+
+
+def test_a_forecast_of_what_remains_skips_what_ended_and_counts_what_runs(
+    tmp_path: Path,
+) -> None:
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n"
+        "  c: {workflow_id: 3, depends_on: b}\n  d: {workflow_id: 4}\n",
+    )
+    history = {1: [10.0], 2: [10.0], 3: [10.0], 4: [100.0]}
+    # a resume's kept steps a and b, with d under way for 60 s: c, then d's remaining
+    result = forecast(plan, history, done=["a", "b"], running={"d": 60.0})
+    assert result.steps["a"].start is None and result.steps["b"].start is None
+    assert result.steps["c"].start == 0.0
+    assert result.p50 == pytest.approx(max(seen(plan, "c", 10), seen(plan, "d", 100) - 60))
