@@ -201,3 +201,35 @@ def test_a_notice_about_a_step_names_it_in_json_lines() -> None:
         "level": "warning",
         "message": "odd state",
     }
+
+
+def test_live_view_shows_the_eta_until_the_run_is_late() -> None:
+    from runbook.events import Forecasted, Notice, RunLate
+
+    run = big_run()
+    run.deadline = 90.0
+    out = io.StringIO()
+    console = Console(file=out, width=140, force_terminal=False)
+    view = LiveView(console, clock=lambda: 112.0)
+    view.run = run
+    view(Notice("nothing to draw", 0.0))  # every other event changes nothing
+    view(
+        Forecasted(
+            run=run,
+            p50_end=1_800_000_000.0,
+            p90_end=1_800_000_600.0,
+            critical_path=("step_000",),
+            first=True,
+            at_risk=False,
+            at=0.0,
+        )
+    )
+    console.print(view.render())
+    assert "ETA 08:00:00Z (p90 08:10:00Z)" in out.getvalue().splitlines()[0]
+    run.late = True
+    view(RunLate(run, 1.0))
+    out.truncate(0)
+    out.seek(0)
+    console.print(view.render())
+    header = out.getvalue().splitlines()[0]
+    assert "late: past its 1m30s deadline" in header and "ETA" not in header
