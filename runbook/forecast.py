@@ -272,6 +272,7 @@ class Eta:
         self._every = every
         self._next = 0.0
         self._told_risk = False
+        self._run: RunRecord | None = None
         self._useful = any(
             plan.steps[name].workflow_id in history or plan.steps[name].estimate is not None
             for name in self.steps
@@ -308,8 +309,6 @@ class Eta:
             case _:
                 assert_never(event)
 
-    _run: RunRecord | None = None
-
     def _forecast(self, run: RunRecord, *, first: bool) -> None:
         self._run = run
         began = self._clock()
@@ -317,10 +316,10 @@ class Eta:
         done = [
             name for name, step in run.steps.items() if step.state not in ("pending", "running")
         ]
-        running = {
-            name: max(0.0, now - step.started_at)
+        running = {  # how long each execution under way has run: its attempt's, a retry's
+            name: max(0.0, now - step.attempt.triggered_at)
             for name, step in run.steps.items()
-            if step.state == "running" and step.started_at is not None
+            if step.state == "running" and step.attempt is not None
         }
         if not first and len(done) == len(run.steps):
             return

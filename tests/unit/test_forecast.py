@@ -235,7 +235,8 @@ def test_the_eta_is_told_at_the_start_recomputed_as_steps_end_and_at_risk_once(
     eta(StepFinished(steps["a"], now[0]))
     assert len(told) == 1  # within a second of the last: not recomputed
     now[0] += 10
-    steps["b"].state, steps["b"].started_at = "running", now[0] - 5
+    steps["b"].state, steps["b"].started_at = "running", now[0] - 50  # retried since:
+    steps["b"].attempts.append(AttemptRecord(2, now[0] - 5))  # its attempt runs for 5 s
     eta(StepFinished(steps["a"], now[0]))
     recomputed = told[-1]
     assert not recomputed.first and not recomputed.at_risk  # at_risk is told once
