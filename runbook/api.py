@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -48,7 +48,7 @@ from runbook.errors import (
     WorkflowNotFound,
 )
 from runbook.events import TERMINAL_STATES
-from runbook.netenv import is_loopback
+from runbook.netenv import url_fault
 from runbook.text import is_token_text, message_texts, parse_timestamp, printable
 
 __all__ = [
@@ -193,17 +193,20 @@ def check_base_url(url: str) -> str:
     HTTPS always, except to a loopback host (127.0.0.0/8, ::1, localhost), where plain
     HTTP is the sandbox's.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"the API URL {url!r} is not an http(s) URL with a host")
-    if parts.username or parts.password:
-        raise ConfigError("the API URL must not contain a user name or password")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"refusing to send the token to {url}: the API URL must use https:// "
-            "(plain http:// is allowed only to a loopback host such as 127.0.0.1)"
-        )
-    return url.strip().rstrip("/")
+    match url_fault(url.strip()):
+        case None:
+            return url.strip().rstrip("/")
+        case "unreadable":
+            raise ConfigError(f"the API URL {url!r} cannot be read (check its port)")
+        case "not http":
+            raise ConfigError(f"the API URL {url!r} is not an http(s) URL with a host")
+        case "credentials":
+            raise ConfigError("the API URL must not contain a user name or password")
+        case "insecure":
+            raise ConfigError(
+                f"refusing to send the token to {url}: the API URL must use https:// "
+                "(plain http:// is allowed only to a loopback host such as 127.0.0.1)"
+            )
 
 
 MAX_TOKEN_FILE = 64 * 1024

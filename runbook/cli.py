@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -19,6 +19,8 @@ from runbook.sandbox import SANDBOX_TOKEN
 
 if TYPE_CHECKING:
     from runbook.events import RunFinished, RunRecord
+    from runbook.forecast import Forecast
+    from runbook.plan import Plan
     from runbook.runner import ApplyOptions, Runner
 
 EXIT_INTERNAL = 70
@@ -160,7 +162,7 @@ def plan(
     return 0
 
 
-def _forecast(plan: Any, steps: Any, state_dir: str | None) -> Any:
+def _forecast(plan: Plan, steps: Iterable[str] | None, state_dir: str | None) -> Forecast:
     """The forecast of ``steps`` from the journal's history (none when the state dir
     has no journal yet: nothing is created to find that out)."""
     from runbook.forecast import forecast

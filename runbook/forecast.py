@@ -175,7 +175,7 @@ def forecast(
 
 def _simulate(
     rules: Sequence[Rule],
-    order: object,
+    order: Callable[[str], tuple[int, str]],
     durations: Mapping[str, float],
     parallel: int,
     done: Sequence[str] = (),
@@ -185,11 +185,10 @@ def _simulate(
     each step that waited for a slot, the step whose end freed it. ``done`` steps have
     ended; ``under_way`` ones have run for the seconds given, and hold their slots."""
     under_way = under_way or {}
-    core = Schedule(rules, order=order, succeeded=done, running=under_way)  # type: ignore[arg-type]
+    core = Schedule(rules, order=order, succeeded=done, running=under_way)
     core.begin()
-    key = order  # (stage, name)
     now, free, tick = 0.0, parallel - len(under_way), 0
-    queue: list[tuple[object, str, float]] = []
+    queue: list[tuple[tuple[int, str], str, float]] = []
     running: list[tuple[float, int, str]] = []
     for tick, (name, age) in enumerate(sorted(under_way.items()), start=1):
         heapq.heappush(running, (max(0.0, durations[name] - age), tick, name))
@@ -198,7 +197,7 @@ def _simulate(
     via: dict[str, str] = {}
     last_freed: str | None = None
     for name in core.ready():
-        heapq.heappush(queue, (key(name), name, now))  # type: ignore[operator]
+        heapq.heappush(queue, (order(name), name, now))
     while True:
         while free and queue:
             _, name, ready_at = heapq.heappop(queue)
@@ -218,7 +217,7 @@ def _simulate(
         last_freed = name
         core.finish(name, "succeeded")
         for ready in core.ready():
-            heapq.heappush(queue, (key(ready), ready, now))  # type: ignore[operator]
+            heapq.heappush(queue, (order(ready), ready, now))
 
 
 def _critical_path(

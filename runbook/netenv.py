@@ -24,6 +24,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from runbook.errors import ConfigError
@@ -31,10 +32,12 @@ from runbook.errors import ConfigError
 __all__ = [
     "CaBundle",
     "ProxySettings",
+    "UrlFault",
     "ca_bundle",
     "describe_proxy",
     "is_loopback",
     "tls_context",
+    "url_fault",
 ]
 
 _PROXY_SCHEMES = ("http", "https")
@@ -49,6 +52,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+UrlFault = Literal["unreadable", "not http", "credentials", "insecure"]
+
+
+def url_fault(url: str) -> UrlFault | None:
+    """What keeps runbook from sending a secret (a token, a report) to ``url``, or None:
+    it must be an http(s) URL with a host and a valid port, hold no user or password,
+    and use https:// unless its host is loopback. One rule for the API, webhooks and
+    pings; each caller words the message (a webhook's URL is never shown)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "unreadable"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not http"
+    if parts.username or parts.password:
+        return "credentials"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return "insecure"
+    return None
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:

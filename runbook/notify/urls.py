@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from runbook.errors import ConfigError
-from runbook.netenv import ProxySettings, is_loopback
+from runbook.netenv import ProxySettings, url_fault
 
 __all__ = ["SecretUrl", "secret_url"]
 
@@ -73,18 +73,17 @@ def secret_url(variable: str, what: str, environ: Mapping[str, str] | None = Non
     url = env.get(variable, "").strip()
     if not url:
         raise ConfigError(f"{what}: the environment variable {variable} is not set or empty")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError(f"{what}: {variable} does not hold a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what}: {variable} does not hold an http(s) URL with a host")
-    if parts.username or parts.password:
-        raise ConfigError(f"{what}: the URL in {variable} must not contain a user or password")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"{what}: the URL in {variable} must use https:// (plain http:// is allowed "
-            "only to a loopback host): it is a secret, and so is what runbook sends it"
-        )
-    return SecretUrl(url, ProxySettings.from_env(env).for_url(url))
+    match url_fault(url):
+        case None:
+            return SecretUrl(url, ProxySettings.from_env(env).for_url(url))
+        case "unreadable":
+            raise ConfigError(f"{what}: {variable} does not hold a URL")
+        case "not http":
+            raise ConfigError(f"{what}: {variable} does not hold an http(s) URL with a host")
+        case "credentials":
+            raise ConfigError(f"{what}: the URL in {variable} must not contain a user or password")
+        case "insecure":
+            raise ConfigError(
+                f"{what}: the URL in {variable} must use https:// (plain http:// is allowed "
+                "only to a loopback host): it is a secret, and so is what runbook sends it"
+            )

@@ -445,6 +445,7 @@ def test_other_4xx_and_redirects_on_poll_fail_at_once() -> None:
         ("ftp://app.nexadata.com/api/v1", False),
         ("https://user:pw@app.nexadata.com/api/v1", False),
         ("nexadata", False),
+        ("https://app.nexadata.com:99999/api/v1", False),  # a port no socket has
     ],
 )
 def test_base_url_must_be_https_unless_loopback(url: str, ok: bool) -> None:
