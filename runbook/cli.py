@@ -175,7 +175,7 @@ def _forecast(plan: Plan, steps: Iterable[str] | None, state_dir: str | None) ->
     if (directory / DB_NAME).exists():
         store = Store(directory)
         try:
-            history = store.workflow_history()
+            history = store.workflow_history(step.workflow_id for step in plan.steps.values())
         finally:
             store.close()
     return forecast(plan, history, steps=steps)

@@ -349,7 +349,7 @@ class Runner:
         def warn(text: str) -> None:
             executor.tell(Notice(text, time.time()))
 
-        history = store.workflow_history()
+        history = store.workflow_history(step.workflow_id for step in plan.steps.values())
         sinks.append(
             Eta(
                 plan,

@@ -15,7 +15,7 @@ import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,11 +362,14 @@ class Store:
             is not None
         )
 
-    def workflow_history(self, limit: int = 30) -> dict[int, list[float]]:
-        """Per workflow id, the times of its last ``limit`` executions that succeeded, in
-        any run of any plan, newest first: the wait in ``created`` plus the running
-        time, from the API's ``start_at``/``end_at`` (runbook's own trigger-to-end time
-        when they are missing or unreadable; a negative wait, from clock skew, is 0)."""
+    def workflow_history(
+        self, workflow_ids: Iterable[int], limit: int = 30
+    ) -> dict[int, list[float]]:
+        """Per workflow id of ``workflow_ids``, the times of its last ``limit`` executions
+        that succeeded, in any run of any plan, newest first: the wait in ``created``
+        plus the running time, from the API's ``start_at``/``end_at`` (runbook's own
+        trigger-to-end time when they are missing or unreadable; a negative wait, from
+        clock skew, is 0)."""
         rows = self.db.execute(
             "SELECT workflow_id, triggered_at, ended_at, start_at, end_at FROM ("
             " SELECT s.workflow_id, a.triggered_at, a.ended_at,"
@@ -378,8 +381,9 @@ class Store:
             "   AS n"
             " FROM attempts a JOIN steps s ON s.run_id = a.run_id AND s.name = a.step"
             " WHERE a.state = 'succeeded' AND a.ended_at IS NOT NULL"
+            "  AND s.workflow_id IN (SELECT value FROM json_each(?))"
             ") WHERE n <= ? ORDER BY workflow_id, triggered_at DESC",
-            (limit,),
+            (json.dumps(sorted(set(workflow_ids))), limit),
         )
         history: dict[int, list[float]] = {}
         for workflow_id, triggered, ended, start_at, end_at in rows:

@@ -139,9 +139,10 @@ def test_the_history_is_per_workflow_from_the_apis_times_or_runbooks(tmp_path: P
             ("d", 4, 100.0, 120.0, {"start_at": T + "1:35Z", "end_at": T + "1:45Z"}),
         ],
     )  # fmt: skip
-    assert store.workflow_history() == {1: [12.0], 2: [7.0], 3: [4.0], 4: [10.0]}
+    assert store.workflow_history([1, 2, 3, 4, 9]) == {1: [12.0], 2: [7.0], 3: [4.0], 4: [10.0]}
+    assert store.workflow_history([2]) == {2: [7.0]}  # only the workflows asked for
     store.db.execute("UPDATE attempts SET record = '{not json' WHERE step = 'a'")
-    assert store.workflow_history()[1] == [15.0]  # a damaged record: runbook's own time
+    assert store.workflow_history([1])[1] == [15.0]  # a damaged record: runbook's own time
     store.close()
 
 
