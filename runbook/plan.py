@@ -150,6 +150,9 @@ class Plan:
     """Seconds after the run's start by which it should be over."""
     notify: tuple[NotifyTarget, ...] = ()
     healthchecks: HealthchecksSettings | None = None
+    airflow_conn_id: str | None = None
+    """``airflow.conn_id``: the Airflow connection an exported DAG reads (None: the
+    default, ``nexadata_default``)."""
 
     @property
     def stages(self) -> tuple[tuple[str, ...], ...]:
@@ -439,6 +442,7 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         deadline=parse_duration(data["deadline"]) if "deadline" in data else None,
         notify=tuple(_target(entry) for entry in data.get("notify", ())),
         healthchecks=HealthchecksSettings(checks["ping_url_env"]) if checks else None,
+        airflow_conn_id=data.get("airflow", {}).get("conn_id"),
     )
 
 

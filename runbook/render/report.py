@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-import tempfile
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 from runbook.events import RunRecord, StepRecord
+from runbook.files import write_atomically
 from runbook.render.runlog import attempt_fields, stamp, step_duration
 
 __all__ = ["report_document", "write_junit", "write_report"]
@@ -53,39 +50,8 @@ def _step(step: StepRecord) -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: never half a report. An
-    existing file keeps its mode; what is not a regular file (``/dev/stdout``, a FIFO, a
-    device) is written through, never replaced."""
-    target = Path(path)
-    try:
-        info: os.stat_result | None = target.stat()
-    except FileNotFoundError:
-        info = None
-    if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
-        with open(target, "w", encoding="utf-8") as out:
-            out.write(text)
-        return
-    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_report(path: str, run: RunRecord) -> None:
-    _write_atomically(path, json.dumps(report_document(run), indent=2) + "\n")
+    write_atomically(path, json.dumps(report_document(run), indent=2) + "\n")
 
 
 def write_junit(path: str, run: RunRecord) -> None:
@@ -141,4 +107,4 @@ def write_junit(path: str, run: RunRecord) -> None:
             ET.SubElement(case, "skipped", {"message": f"{step.state}: {step.reason}"})
     ET.indent(suite)
     text = ET.tostring(suite, encoding="unicode", xml_declaration=True)
-    _write_atomically(path, text + "\n")
+    write_atomically(path, text + "\n")

@@ -1,0 +1,147 @@
+"""The trigger a deferred step task waits on: it polls one execution, in the triggerer,
+with ``apply``'s adaptive schedule, until it ends or the attempt's timeout runs out.
+
+Its arguments are stored by Airflow in its database, so they hold no secret: the token
+is read from the Airflow connection when the trigger runs, every time it runs (a
+triggerer that restarts reads it again, a rotated token is picked up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from runbook.airflow import rules
+from runbook.api import NexadataClient, Token
+from runbook.errors import ApiError, ConfigError
+from runbook.executor import TIMEOUT_REASON
+from runbook.netenv import ProxySettings
+from runbook.plan import POLL_FRACTION
+
+__all__ = ["NexadataExecutionTrigger"]
+
+
+class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
+    """Polls execution ``execution_id`` until it is terminal, or until ``deadline``
+    (Unix time: the attempt's trigger time plus the step's timeout).
+
+    Fires one event, ``{"state": ..., "execution_id": ..., ...}``: ``succeeded`` or
+    ``failed`` (with the execution's ``errors``), ``timed out``, or ``error`` (with a
+    ``detail``: the API refused the token, lost the execution, or stayed unavailable).
+    """
+
+    def __init__(
+        self,
+        *,
+        execution_id: int,
+        workflow_id: int,
+        conn_id: str,
+        base_url: str | None,
+        triggered_at: float,
+        deadline: float,
+        poll_interval: float,
+        max_poll_interval: float,
+    ) -> None:
+        super().__init__()
+        self.execution_id = execution_id
+        self.workflow_id = workflow_id
+        self.conn_id = conn_id
+        self.base_url = base_url
+        self.triggered_at = triggered_at
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "execution_id": self.execution_id,
+                "workflow_id": self.workflow_id,
+                "conn_id": self.conn_id,
+                "base_url": self.base_url,
+                "triggered_at": self.triggered_at,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent(await self._watch())
+
+    async def _watch(self) -> dict[str, Any]:
+        done = {"execution_id": self.execution_id}
+        try:
+            url, token = await connection_target(self.conn_id, self.base_url)
+            async with NexadataClient(url, token, max_in_flight=1, proxy=_proxy(url)) as api:
+                return {**done, **await self._poll(api)}
+        except asyncio.TimeoutError:
+            return {**done, "state": "timed out", "detail": TIMEOUT_REASON}
+        except (ConfigError, ApiError) as error:
+            return {**done, "state": "error", "detail": str(error)}
+
+    async def _poll(self, api: NexadataClient) -> dict[str, Any]:
+        rng = random.Random()
+        warned = False
+        while True:
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                return {"state": "timed out", "detail": TIMEOUT_REASON}
+            execution = await asyncio.wait_for(api.get_execution(self.execution_id), remaining)
+            if execution.terminal:
+                return {
+                    "state": execution.state,
+                    "errors": list(execution.errors),
+                    "start_at": execution.start_at,
+                    "end_at": execution.end_at,
+                }
+            if not execution.known_state and not warned:
+                warned = True
+                self.log.warning(
+                    "execution %s reports an unknown state %r; polling on until the "
+                    "step's timeout",
+                    self.execution_id,
+                    execution.state,
+                )
+            elapsed = time.time() - self.triggered_at
+            wait = _poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
+            await asyncio.sleep(min(wait * rng.uniform(0.9, 1.0), max(0.0, remaining)))
+
+
+def _poll_wait(elapsed: float, low: float, high: float) -> float:
+    """``Step.poll_wait``: the poll interval, growing with the running time."""
+    return min(high, max(low, elapsed * POLL_FRACTION))
+
+
+def _proxy(url: str) -> str | None:
+    return ProxySettings.from_env().for_url(url)
+
+
+async def connection_target(conn_id: str, default_url: str | None) -> tuple[str, Token]:
+    """The base URL and the token of Airflow connection ``conn_id``, read now."""
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except Exception as error:  # AirflowNotFoundException, a secrets backend's error
+        raise ConfigError(f"cannot read the Airflow connection {conn_id!r}: {error}") from None
+    return target(conn, conn_id, default_url)
+
+
+def target(conn: Any, conn_id: str, default_url: str | None) -> tuple[str, Token]:
+    """The base URL (``host``, else the plan's) and the token (``password``) of a
+    connection; ConfigError naming the connection when either is missing."""
+    if not conn.password:
+        raise ConfigError(
+            f"the Airflow connection {conn_id!r} has no password: set it to the Nexadata token"
+        )
+    try:
+        url = rules.base_url(conn.host, conn.schema, conn.port, default_url)
+    except ConfigError as problem:
+        raise ConfigError(f"{conn_id!r}: {problem}") from None
+    return url, Token(conn.password)
