@@ -38,6 +38,7 @@ from airflow.sdk.exceptions import (
 )
 
 from runbook.airflow import rules
+from runbook.schedule import OnFailure, RunIf
 
 __all__ = ["NexadataWorkflowOperator", "PlanOutcomeOperator"]
 
@@ -67,8 +68,8 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
         self,
         *,
         workflow_id: int,
-        run_if: rules.RunIf = "success",
-        on_failure: rules.OnFailure = "stop",
+        run_if: RunIf = "success",
+        on_failure: OnFailure = "stop",
         timeout: float | timedelta = 6 * 3600.0,
         poll_interval: float | timedelta = 5.0,
         max_poll_interval: float | timedelta = 60.0,
@@ -218,9 +219,10 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
         self._defer(record)
 
     async def _post(self) -> Any:
-        from runbook.api import NexadataClient
-        from runbook.airflow.trigger import _proxy, target
         from airflow.sdk import BaseHook
+
+        from runbook.airflow.trigger import _proxy, target
+        from runbook.api import NexadataClient
 
         try:
             conn = BaseHook.get_connection(self.conn_id)
@@ -314,4 +316,5 @@ def _policies(dag: Any) -> dict[str, rules.Policy]:
 def _states(context: Any) -> dict[str, str | None]:
     ti = context["ti"]
     found = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
-    return {name: (None if state is None else str(state)) for name, state in found.get(ti.run_id, {}).items()}
+    states = found.get(ti.run_id, {})
+    return {name: None if state is None else str(state) for name, state in states.items()}

@@ -128,7 +128,7 @@ def start_reason(policy: Policy, upstreams: Mapping[str, Policy], states: Mappin
     not_passed = [name for name in upstreams if not passed(states.get(name), upstreams[name])]
     if not not_passed:
         return f"run_if {policy.run_if}: every upstream has ended"
-    shown = ", ".join(f"{name} {_plan_state(states.get(name))}" for name in not_passed[:NAMES_SHOWN])
+    shown = ", ".join(f"{up} {_plan_state(states.get(up))}" for up in not_passed[:NAMES_SHOWN])
     more = len(not_passed) - NAMES_SHOWN
     return f"run_if {policy.run_if}: upstream {shown}" + (f" and {more} more" if more > 0 else "")
 

@@ -105,8 +105,7 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
             if not execution.known_state and not warned:
                 warned = True
                 self.log.warning(
-                    "execution %s reports an unknown state %r; polling on until the "
-                    "step's timeout",
+                    "execution %s reports an unknown state %r; polling on until the step's timeout",
                     self.execution_id,
                     execution.state,
                 )

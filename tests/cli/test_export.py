@@ -216,7 +216,7 @@ def test_bad_input_is_exit_2_with_nothing_written(cli, argv: list[str], message:
 
 
 def test_a_preset_schedule_and_an_invalid_plan(cli, tmp_path: Path) -> None:
-    assert "schedule=\"@daily\"," in cli("export", "airflow", NIGHTLY, "--schedule", "@daily").out
+    assert 'schedule="@daily",' in cli("export", "airflow", NIGHTLY, "--schedule", "@daily").out
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nworkflows: {a: {workflow_id: 1, depends_on: a}}\n")
     result = cli("export", "airflow", str(bad))

@@ -58,7 +58,8 @@ def test_judge_gives_the_reasons_apply_gives() -> None:
     assert rules.judge(Policy(run_if="always"), ups, {}, stop) is None
     many = {f"s{i}": Policy() for i in range(5)}
     verdict = rules.judge(Policy(), many, {}, None)
-    assert verdict is not None and verdict.reason == "upstream s0, s1, s2 and 2 more did not succeed"
+    assert verdict is not None
+    assert verdict.reason == "upstream s0, s1, s2 and 2 more did not succeed"
 
 
 def test_start_reason_names_what_did_not_pass() -> None:

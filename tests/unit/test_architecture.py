@@ -89,3 +89,12 @@ def test_status_and_history_load_no_http_client(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_only_the_airflow_operator_and_trigger_import_airflow() -> None:
+    importers = {
+        module_name(path)
+        for path in (ROOT / "runbook").rglob("*.py")
+        if any(m == "airflow" or m.startswith("airflow.") for m in imports_of(path))
+    }
+    assert importers == {"runbook.airflow.operator", "runbook.airflow.trigger"}
