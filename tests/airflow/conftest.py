@@ -184,7 +184,12 @@ class Airflow:
         """Kill a background command and everything it started."""
         with suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # Airflow shutting down slowly: make it stop
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
 
     def stop(self) -> None:
         for process in self.processes:
