@@ -58,6 +58,12 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 )
 
 
+def poll_wait(elapsed: float, low: float, high: float) -> float:
+    """The wait before the next poll of an execution running for ``elapsed`` seconds:
+    ``low``, growing with the running time (POLL_FRACTION) up to ``high``."""
+    return min(high, max(low, elapsed * POLL_FRACTION))
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One step of a plan, every setting resolved (durations in seconds)."""
@@ -81,7 +87,7 @@ class Step:
         """The wait before the next poll of an execution running for ``elapsed``
         seconds: ``poll_interval``, growing with the running time (POLL_FRACTION) up
         to ``max_poll_interval``. (The executor takes up to 10 % off, as jitter.)"""
-        return min(self.max_poll_interval, max(self.poll_interval, elapsed * POLL_FRACTION))
+        return poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
 
     def noticed(self, took: float) -> float:
         """When runbook sees the end of an execution that took ``took`` seconds from

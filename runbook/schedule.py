@@ -331,7 +331,7 @@ class Schedule:
             return f"not started: {self.reason or 'the run stopped'}"
         if node.rule.run_if == "failure":
             return NOTHING_FAILED
-        return f"upstream {_names(node.blocked)} did not succeed"
+        return f"upstream {shown_names(node.blocked)} did not succeed"
 
     def _propagate(self, name: str, out: list[Ended]) -> None:
         """``name`` has a final state: count it in each step below, and judge those."""
@@ -357,7 +357,8 @@ class Schedule:
         return text + (f" and {more} more" if more > 0 else "")
 
 
-def _names(names: list[str]) -> str:
+def shown_names(names: list[str]) -> str:
+    """``a, b, c and 2 more``: the first NAMES_SHOWN names, then how many others."""
     shown = ", ".join(names[:NAMES_SHOWN])
     more = len(names) - NAMES_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")

@@ -291,9 +291,7 @@ class PlanOutcomeOperator(BaseOperator):  # type: ignore[misc]
         failed, ignored = rules.failures(policies, states)
         counts: dict[str, int] = {}
         for name in policies:
-            shown = {"success": "succeeded", "upstream_failed": "skipped"}.get(
-                str(states.get(name)), str(states.get(name))
-            )
+            shown = rules.plan_state(states.get(name))
             counts[shown] = counts.get(shown, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         tail = f" ({len(ignored)} failure ignored: {', '.join(ignored)})" if ignored else ""

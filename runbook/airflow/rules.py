@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from runbook.errors import ConfigError
-from runbook.schedule import NAMES_SHOWN, NOTHING_FAILED, OnFailure, RunIf
+from runbook.schedule import NAMES_SHOWN, NOTHING_FAILED, OnFailure, RunIf, shown_names
 
 __all__ = [
     "KEY",
@@ -39,6 +39,7 @@ __all__ = [
     "failures",
     "judge",
     "passed",
+    "plan_state",
     "stopped_by",
     "trigger_rule",
 ]
@@ -113,7 +114,7 @@ def judge(
     match policy.run_if:
         case "success":
             if not_passed:
-                return Verdict("skipped", f"upstream {_names(not_passed)} did not succeed")
+                return Verdict("skipped", f"upstream {shown_names(not_passed)} did not succeed")
             if stop is not None:
                 return Verdict("cancelled", f"not started: {stop}")
             return None
@@ -128,7 +129,7 @@ def start_reason(policy: Policy, upstreams: Mapping[str, Policy], states: Mappin
     not_passed = [name for name in upstreams if not passed(states.get(name), upstreams[name])]
     if not not_passed:
         return f"run_if {policy.run_if}: every upstream has ended"
-    shown = ", ".join(f"{up} {_plan_state(states.get(up))}" for up in not_passed[:NAMES_SHOWN])
+    shown = ", ".join(f"{up} {plan_state(states.get(up))}" for up in not_passed[:NAMES_SHOWN])
     more = len(not_passed) - NAMES_SHOWN
     return f"run_if {policy.run_if}: upstream {shown}" + (f" and {more} more" if more > 0 else "")
 
@@ -142,14 +143,9 @@ def failures(
     return counted, [name for name in failed if name not in counted]
 
 
-def _plan_state(state: str | None) -> str:
+def plan_state(state: str | None) -> str:
+    """An Airflow task state in the plan's words: ``success`` is ``succeeded``."""
     return {"success": "succeeded", "upstream_failed": "skipped"}.get(str(state), str(state))
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:NAMES_SHOWN])
-    more = len(names) - NAMES_SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 RecordState = Literal[

@@ -22,7 +22,7 @@ from runbook.api import NexadataClient, Token
 from runbook.errors import ApiError, ConfigError
 from runbook.executor import TIMEOUT_REASON
 from runbook.netenv import ProxySettings
-from runbook.plan import POLL_FRACTION
+from runbook.plan import poll_wait
 
 __all__ = ["NexadataExecutionTrigger"]
 
@@ -110,13 +110,8 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
                     execution.state,
                 )
             elapsed = time.time() - self.triggered_at
-            wait = _poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
+            wait = poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
             await asyncio.sleep(min(wait * rng.uniform(0.9, 1.0), max(0.0, remaining)))
-
-
-def _poll_wait(elapsed: float, low: float, high: float) -> float:
-    """``Step.poll_wait``: the poll interval, growing with the running time."""
-    return min(high, max(low, elapsed * POLL_FRACTION))
 
 
 def _proxy(url: str) -> str | None:
