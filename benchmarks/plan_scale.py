@@ -25,7 +25,6 @@ from pathlib import Path
 
 import yaml
 
-from runbook.graph import Dag
 from runbook.plan import load_plan
 
 
@@ -64,7 +63,7 @@ def median_time(action: Callable[[], object], repeat: int) -> float:
 
 def load_and_order(path: Path) -> None:
     plan = load_plan(path)
-    Dag(plan).stages()
+    plan.dag.stages()
 
 
 def bare_parse(path: Path) -> None:

@@ -1,12 +1,16 @@
 """The plan's dependency graph: cycles, stages, closures and selection specs.
 
-Edges run from upstream to downstream. networkx is imported on first use, not at
-import time, so that commands that never build a graph start fast.
+Edges run from upstream to downstream. The order a valid plan needs (its topological
+generations) comes from the standard library's ``graphlib``; networkx, a tenth of a
+second to import, is loaded only for what needs its algorithms: explaining a cycle and
+the closures of ``+name`` / ``name+`` selections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import graphlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +38,38 @@ def digraph(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> Any:
     return g
 
 
-def generations(g: Any) -> list[list[str]]:
-    """Topological generations of ``g``, names sorted in each; raises if ``g`` has a cycle."""
-    import networkx as nx
+def generations(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]] | None:
+    """Topological generations, names sorted in each; ``None`` if the graph has a cycle.
 
-    return [sorted(generation) for generation in nx.topological_generations(g)]
-
-
-def stages_or_cycles(g: Any) -> tuple[list[list[str]], list[list[str]]]:
-    """``(stages, [])`` for an acyclic ``g``, else ``([], cycles)`` (see :func:`find_cycles`)."""
-    import networkx as nx
-
+    Edges whose ends are not both in ``nodes`` are ignored.
+    """
+    nodes = set(nodes)
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for node in nodes:
+        sorter.add(node)
+    for upstream, downstream in edges:
+        if upstream in nodes and downstream in nodes:
+            sorter.add(downstream, upstream)
     try:
-        return generations(g), []
-    except nx.NetworkXUnfeasible:
-        return [], find_cycles(g)
+        sorter.prepare()
+    except graphlib.CycleError:
+        return None
+    stages = []
+    while sorter.is_active():
+        stage = sorted(sorter.get_ready())
+        sorter.done(*stage)
+        stages.append(stage)
+    return stages
+
+
+def stages_or_cycles(
+    nodes: Collection[str], edges: Collection[tuple[str, str]]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """``(stages, [])`` for an acyclic graph, else ``([], cycles)`` (see :func:`find_cycles`)."""
+    stages = generations(nodes, edges)
+    if stages is not None:
+        return stages, []
+    return [], find_cycles(digraph(nodes, edges))
 
 
 def find_cycles(g: Any) -> list[list[str]]:
@@ -111,23 +132,31 @@ class Dag:
     """A plan's steps as an acyclic graph, upstream -> downstream, with its stages.
 
     Built by the plan's loader once the graph is known to have no cycle, and never
-    changed after: ``g`` is a networkx DiGraph holding the edges written in
-    ``depends_on`` and the implicit ones of the ``finally`` steps.
+    changed after: ``edges`` holds the edges written in ``depends_on`` and the implicit
+    ones of the ``finally`` steps.
     """
 
     def __init__(
         self,
-        g: Any,
+        edges: Iterable[tuple[str, str]],
         stages: Sequence[Sequence[str]],
         *,
         depends_on: Mapping[str, Sequence[str]],
         finally_steps: Sequence[str] = (),
     ) -> None:
-        self.g = g
+        self.edges = tuple(edges)
         self.generations = tuple(tuple(stage) for stage in stages)
         """Topological generations, names sorted in each: the order steps start in."""
         self.depends_on = depends_on
         self.finally_steps = tuple(finally_steps)
+        self._successors: dict[str, list[str]] = {name: [] for name in depends_on}
+        for upstream, downstream in self.edges:
+            self._successors[upstream].append(downstream)
+
+    @functools.cached_property
+    def g(self) -> Any:
+        """The graph as a networkx DiGraph, built on first use."""
+        return digraph(self.depends_on, self.edges)
 
     def stages(self, steps: Iterable[str] | None = None) -> list[list[str]]:
         """Topological generations of ``steps`` (default all), names sorted in each."""
@@ -136,11 +165,13 @@ class Dag:
         steps = set(steps)
         if len(steps) == len(self.depends_on):
             return self.stages()
-        return generations(self.g.subgraph(steps))
+        stages = generations(steps, self.edges)
+        assert stages is not None  # a part of an acyclic graph
+        return stages
 
     def successors(self, name: str) -> list[str]:
         """The steps that wait for ``name`` directly."""
-        return list(self.g.successors(name))
+        return list(self._successors[name])
 
     def upstream_of(self, name: str) -> set[str]:
         """Every step ``name`` waits for, directly or not."""
@@ -161,7 +192,7 @@ class Dag:
         steps belong to every selection, unless an ``--exclude`` names one of them
         itself. An unknown name is a usage error.
         """
-        chosen = set(self.g) if not selects else set()
+        chosen = set(self.depends_on) if not selects else set()
         for text in selects:
             chosen |= self._expand(parse_spec(text, "--select"))
         named = set()
@@ -176,8 +207,8 @@ class Dag:
         return Selection(steps=frozenset(chosen), assumed_done=frozenset(done))
 
     def _expand(self, spec: Spec) -> set[str]:
-        if spec.name not in self.g:
-            hint = did_you_mean(spec.name, self.g)
+        if spec.name not in self.depends_on:
+            hint = did_you_mean(spec.name, self.depends_on)
             raise UsageError(f"{spec.option} {spec.text!r}: unknown step {spec.name!r}{hint}")
         names = {spec.name}
         if spec.upstream:

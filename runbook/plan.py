@@ -216,7 +216,7 @@ def _load(source: yamldoc.Source) -> Plan:
     ]
     if problems:
         raise PlanError(problems)
-    return _build(doc, semantics.graph, semantics.stages)
+    return _build(doc, semantics.edges, semantics.stages)
 
 
 class _Semantics:
@@ -232,7 +232,7 @@ class _Semantics:
         self.workflows: dict[Any, Any] = workflows if isinstance(workflows, dict) else {}
         defaults = data.get("defaults")
         self.defaults: dict[Any, Any] = defaults if isinstance(defaults, dict) else {}
-        self.graph: Any = None
+        self.edges: list[tuple[str, str]] = []
         self.stages: list[list[str]] = []
         self.finally_steps: dict[str, None] = {}
 
@@ -327,9 +327,9 @@ class _Semantics:
         return edges
 
     def _cycles(self, edges: dict[tuple[str, str], YamlPath]) -> None:
-        names = (name for name in self.workflows if isinstance(name, str))
-        self.graph = graph.digraph(names, edges)
-        self.stages, cycles = graph.stages_or_cycles(self.graph)
+        names = [name for name in self.workflows if isinstance(name, str)]
+        self.edges = list(edges)
+        self.stages, cycles = graph.stages_or_cycles(names, self.edges)
         for cycle in cycles:
             # cycle[0] depends on cycle[-1]: point at that entry of its depends_on
             path = edges[(cycle[-1], cycle[0])]
@@ -391,7 +391,7 @@ def _upstreams(name: str, depends_on: Any) -> Iterator[tuple[YamlPath, Any]]:
                 yield (*base, index), upstream
 
 
-def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
+def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]]) -> Plan:
     data: dict[str, Any] = doc.data
     defaults = {**BUILTIN_DEFAULTS, **data.get("defaults", {})}
     finally_steps = tuple(data.get("finally", ()))
@@ -399,10 +399,13 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         # each finally step waits for every other step: edges like the written ones,
         # for the stages and for selections (+name, name+)
         last = set(finally_steps)
-        dag.add_edges_from(
-            (name, after) for after in finally_steps for name in dag if name not in last
-        )
-        stages = graph.generations(dag)
+        names = data["workflows"]
+        edges = edges + [
+            (name, after) for after in finally_steps for name in names if name not in last
+        ]
+        ordered = graph.generations(names, edges)
+        assert ordered is not None  # finally steps depend only on finally steps
+        stages = ordered
     steps: dict[str, Step] = {}
     for name, raw in data["workflows"].items():
         settings = {**defaults, **raw}
@@ -439,7 +442,7 @@ def _build(doc: Document, dag: Any, stages: list[list[str]]) -> Plan:
         steps=MappingProxyType(steps),
         sha256=source.sha256,
         dag=graph.Dag(
-            dag,
+            edges,
             stages,
             depends_on={name: step.depends_on for name, step in steps.items()},
             finally_steps=finally_steps,

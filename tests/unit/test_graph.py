@@ -3,9 +3,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runbook.errors import UsageError
-from runbook.graph import Dag, digraph, find_cycles, parse_spec, stages_or_cycles
+from runbook.graph import (
+    Dag,
+    digraph,
+    find_cycles,
+    generations,
+    parse_spec,
+    stages_or_cycles,
+)
 from runbook.plan import Plan, load_plan
 
 DIAMOND = """\
@@ -95,14 +104,33 @@ def test_spec_forms() -> None:
 
 
 def test_cycles_one_per_knot_shortest_from_smallest_name() -> None:
-    g = digraph(
-        "abcdexy",
-        [("a", "b"), ("b", "c"), ("c", "a"), ("c", "b"), ("x", "y"), ("y", "x"), ("d", "e")],
+    edges = [("a", "b"), ("b", "c"), ("c", "a"), ("c", "b"), ("x", "y"), ("y", "x"), ("d", "e")]
+    assert find_cycles(digraph("abcdexy", edges)) == [["a", "b", "c"], ["x", "y"]]
+    assert stages_or_cycles("abcdexy", edges) == ([], [["a", "b", "c"], ["x", "y"]])
+    assert stages_or_cycles("abc", [("a", "b")]) == ([["a", "c"], ["b"]], [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)))
+        )
     )
-    assert find_cycles(g) == [["a", "b", "c"], ["x", "y"]]
-    assert stages_or_cycles(g) == ([], [["a", "b", "c"], ["x", "y"]])
-    acyclic = digraph("abc", [("a", "b")])
-    assert stages_or_cycles(acyclic) == ([["a", "c"], ["b"]], [])
+)
+def test_generations_agree_with_networkx(graph: tuple[int, list[tuple[int, int]]]) -> None:
+    """The stdlib's sorter gives networkx's generations, and finds the same cycles."""
+    import networkx as nx
+
+    count, pairs = graph
+    nodes = [f"n{i}" for i in range(count)]
+    edges = [(f"n{a}", f"n{b}") for a, b in pairs]
+    g = digraph(nodes, edges)
+    try:
+        expected = [sorted(stage) for stage in nx.topological_generations(g)]
+    except nx.NetworkXUnfeasible:
+        expected = None
+    assert generations(nodes, edges) == expected
 
 
 FINALLY = """\

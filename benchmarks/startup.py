@@ -1,0 +1,151 @@
+"""Start-up as processes: ``runbook validate`` whole, ``runbook apply`` to its first request.
+
+- *validate*: ``runbook validate`` of a 20-step plan, a new process each time; its CPU
+  (user + sys) from ``os.wait4``, the whole process. Target: <= 0.15 s.
+- *apply to first request*: ``runbook apply`` of the same plan against a loopback HTTP
+  server in this process. When the first request arrives, the server reads the apply
+  process's CPU from ``/proc/PID/stat`` (user + sys, in clock ticks), then answers 401 so
+  that the run ends. Target: <= 0.3 s.
+
+Both run the installed ``runbook`` console script, as a user or cron does. Runs are
+interleaved; medians are printed with every run's figure.
+
+    python benchmarks/startup.py [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def plan_text(steps: int = 20) -> str:
+    lines = ["version: 1", "name: startup", "max_parallel: 4", "workflows:"]
+    for index in range(1, steps + 1):
+        after = f", depends_on: [s{index - 1:02d}]" if index > 1 else ""
+        lines.append(f"  s{index:02d}: {{workflow_id: {index}{after}}}")
+    return "\n".join(lines) + "\n"
+
+
+def process_cpu(pid: int) -> float:
+    """User + sys CPU of a running process, from /proc (clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+class FirstRequest(HTTPServer):
+    """Answers every request 401; records the client's CPU at the first one."""
+
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.pid = 0
+        self.cpu: float | None = None
+        self.seen = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FirstRequest
+
+    def _answer(self) -> None:
+        if self.server.cpu is None:
+            self.server.cpu = process_cpu(self.server.pid)
+            self.server.seen.set()
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b'{"message": "bad token"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def runbook_command() -> str:
+    found = shutil.which("runbook", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("no runbook console script beside this python: pip install -e .")
+    return found
+
+
+def validate_cpu(command: str, plan: Path) -> float:
+    process = subprocess.Popen([command, "validate", str(plan)], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("validate failed")
+    return usage.ru_utime + usage.ru_stime
+
+
+def apply_cpu(command: str, plan: Path, state: Path) -> tuple[float, float]:
+    """(CPU at the first request, CPU of the whole process)."""
+    server = FirstRequest()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
+    env = {**os.environ, "NEXADATA_TOKEN": "startup-token", "RUNBOOK_STATE_DIR": str(state)}
+    try:
+        process = subprocess.Popen(
+            [command, "apply", str(plan), "--api-url", url],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server.pid = process.pid
+        _, _, usage = os.wait4(process.pid, 0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    if server.cpu is None:
+        raise RuntimeError("apply sent no request")
+    return server.cpu, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    command = runbook_command()
+    socket.setdefaulttimeout(30)
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = Path(tmp) / "plan.yaml"
+        plan.write_text(plan_text())
+        validate_cpu(command, plan)  # warm the .pyc files and the page cache
+        validates, firsts, wholes = [], [], []
+        for run in range(args.repeat):
+            validates.append(validate_cpu(command, plan))
+            first, whole = apply_cpu(command, plan, Path(tmp) / f"state{run}")
+            firsts.append(first)
+            wholes.append(whole)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.repeat} runs each")
+    print(
+        f"validate, 20 steps, whole process: median {statistics.median(validates):.3f} s "
+        f"CPU (target <= 0.15)   runs: " + " ".join(f"{v:.3f}" for v in validates)
+    )
+    print(
+        f"apply, start to first request:     median {statistics.median(firsts):.3f} s "
+        f"CPU (target <= 0.30)   runs: " + " ".join(f"{v:.2f}" for v in firsts)
+    )
+    print(
+        f"apply, whole process (401 answer): median {statistics.median(wholes):.3f} s CPU"
+    )
+
+
+if __name__ == "__main__":
+    main()
