@@ -142,9 +142,7 @@ def main() -> None:
         f"apply, start to first request:     median {statistics.median(firsts):.3f} s "
         f"CPU (target <= 0.30)   runs: " + " ".join(f"{v:.2f}" for v in firsts)
     )
-    print(
-        f"apply, whole process (401 answer): median {statistics.median(wholes):.3f} s CPU"
-    )
+    print(f"apply, whole process (401 answer): median {statistics.median(wholes):.3f} s CPU")
 
 
 if __name__ == "__main__":
