@@ -119,9 +119,19 @@ WITHOUT_JOURNAL = (
 )
 
 
+HAND_LOOP = Path(__file__).with_name("hand_loop.py")
+
+
 def measure(
-    workload: Workload, polling: str, tmp: Path, *, journal: bool = True
+    workload: Workload,
+    polling: str,
+    tmp: Path,
+    *,
+    journal: bool = True,
+    hand_loop: bool = False,
 ) -> dict[str, float]:
+    """One run against a fresh sandbox: ``runbook apply`` (or, with ``hand_loop``, the
+    baseline loop at the same fixed 0.5 s polling)."""
     plan, scenario = write_files(tmp, workload, polling)
     sandbox, url = start_sandbox(scenario)
     state = Path(tempfile.mkdtemp(dir=tmp))  # a fresh journal for each run
@@ -129,11 +139,11 @@ def measure(
         before = stats(url)["requests_total"]
         env = {**os.environ, "NEXADATA_TOKEN": "sandbox", "RUNBOOK_STATE_DIR": str(state)}
         entry = ["-m", "runbook"] if journal else ["-c", WITHOUT_JOURNAL]
+        command = [sys.executable, *entry, "apply", str(plan), "--api-url", url, "--quiet"]
+        if hand_loop:
+            command = [sys.executable, str(HAND_LOOP), str(plan), "--api-url", url]
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, *entry, "apply", str(plan), "--api-url", url, "--quiet"],
-            env=env,
-        )
+        process = subprocess.Popen(command, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -152,8 +162,13 @@ def measure(
         "requests_per_step": (after["requests_total"] - before) / steps,
         "rss_mb": usage.ru_maxrss / 1024,
         "peak_in_flight": after["peak_in_flight"],
-        "journal_bytes_per_step": (state / "journal.sqlite3").stat().st_size / steps,
+        "journal_bytes_per_step": journal_size(state) / steps,
     }
+
+
+def journal_size(state: Path) -> int:
+    path = state / "journal.sqlite3"
+    return path.stat().st_size if path.exists() else 0
 
 
 def median(values: list[float]) -> float:
@@ -183,6 +198,31 @@ def journal_share(workload: Workload, tmp: Path, repeat: int) -> None:
     print("    CPU without: " + "  ".join(f"{r['cpu']:.2f}" for r in off))
 
 
+def against_loop(workload: Workload, tmp: Path, repeat: int) -> None:
+    """runbook (journal on) and the hand-written loop, fixed 0.5 s polling, interleaved."""
+    runs: dict[str, list[dict[str, float]]] = {"runbook": [], "hand loop": []}
+    for _ in range(repeat):
+        runs["runbook"].append(measure(workload, "fixed", tmp))
+        runs["hand loop"].append(measure(workload, "fixed", tmp, hand_loop=True))
+    at_poll = ideal(workload, 0.5)
+    figures = {}
+    for who, results in runs.items():
+        figures[who] = {key: median([r[key] for r in results]) for key in results[0]}
+        f = figures[who]
+        print(
+            f"  {who:9s} median of {repeat}: makespan {f['wall']:6.2f} s "
+            f"(/ideal@0.5s {f['wall'] / at_poll:.3f})  CPU {f['cpu']:.2f} s "
+            f"({f['cpu_ms_per_step']:.2f} ms/step)  {f['requests_per_step']:.2f} req/step  "
+            f"RSS {f['rss_mb']:.0f} MB   CPU runs: "
+            + " ".join(f"{r['cpu']:.2f}" for r in results)
+        )
+    ours, theirs = figures["runbook"], figures["hand loop"]
+    print(
+        f"  runbook / hand loop: CPU per step {ours['cpu'] / theirs['cpu']:.2f}x, makespan "
+        f"{ours['wall'] / theirs['wall']:.3f}x, peak RSS {ours['rss_mb'] / theirs['rss_mb']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="layered,wide")
@@ -192,6 +232,12 @@ def main() -> None:
         "--journal-share",
         action="store_true",
         help="also measure fixed-polling runs with and without the journal (--repeat each)",
+    )
+    parser.add_argument(
+        "--against-loop",
+        action="store_true",
+        help="runbook against the hand-written loop (benchmarks/hand_loop.py), fixed 0.5 s "
+        "polling, --repeat interleaved pairs",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,6 +260,8 @@ def main() -> None:
                     f"req/step  RSS {r['rss_mb']:.0f} MB  peak in flight "
                     f"{r['peak_in_flight']}  journal {r['journal_bytes_per_step']:.0f} B/step"
                 )
+            if args.against_loop:
+                against_loop(workload, Path(tmp), args.repeat)
             if args.journal_share:
                 journal_share(workload, Path(tmp), args.repeat)
 

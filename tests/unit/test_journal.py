@@ -26,7 +26,9 @@ from runbook.events import (
     StepRecord,
 )
 from runbook.journal import JournalError, JournalSink, PlanLock, Store, state_dir
+from runbook.journal.sink import LINGER
 from runbook.render.journalview import write_history, write_status
+from tests.helpers import VirtualClock
 
 
 def a_run() -> RunRecord:
@@ -186,6 +188,40 @@ def test_queued_writes_commit_in_order_with_the_next_awaited_one(tmp_path: Path)
     journal.close()
 
 
+def test_a_write_nobody_waits_for_is_committed_after_linger_at_the_latest(
+    tmp_path: Path,
+) -> None:
+    journal = Store(tmp_path)
+    run, sink = recorded_run(journal)
+    a, b = run.steps["a"], run.steps["b"]
+    reader = sqlite3.connect(tmp_path / "journal.sqlite3")
+    clock = VirtualClock()
+    seen: dict[str, float] = {}
+
+    def state(name: str) -> str:
+        row = reader.execute("SELECT state FROM steps WHERE name = ?", (name,)).fetchone()
+        return str(row[0])
+
+    async def main():
+        started = clock()
+        a.state, a.reason = "failed", "gone"
+        assert sink(StepFinished(a, 0)) is None
+        await asyncio.sleep(0)
+        assert state("a") == "pending"  # not one commit per loop iteration
+        await asyncio.sleep(LINGER / 2)
+        b.state, b.reason = "failed", "gone too"
+        assert sink(StepFinished(b, 0)) is None  # joins the flush already due
+        while state("a") == "pending" and clock() - started < 5:
+            await asyncio.sleep(0.01)
+        seen["a"] = clock() - started
+        assert state("b") == "failed"  # one transaction
+
+    clock.run(main())
+    assert LINGER <= seen["a"] <= LINGER + 0.011
+    reader.close()
+    journal.close()
+
+
 def test_a_queued_write_left_at_the_end_is_committed_on_close(tmp_path: Path) -> None:
     journal = Store(tmp_path)
     run, sink = recorded_run(journal)
@@ -227,14 +263,14 @@ def test_a_failed_queued_write_fails_the_next_one(tmp_path: Path) -> None:
             "VALUES (999, 'a', 1, 1, 'pending')"
         )
         assert sink(StepFinished(step, 0)) is None
-        await asyncio.sleep(0)  # the flush runs, and fails
+        await asyncio.sleep(LINGER)  # the flush runs, and fails
         for event in (Notice("x", 0), AttemptTriggering(step, attempt, 0)):
             try:
                 sink(event)
             except JournalError as error:
                 failures.append(str(error))
 
-    asyncio.run(main())
+    VirtualClock().run(main())
     assert len(failures) == 2 and all("disk says no" in f for f in failures)
     journal.close()
 
