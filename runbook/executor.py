@@ -525,22 +525,37 @@ class Executor:
         started: float,
     ) -> tuple[str, str | None]:
         deadline = started + step.timeout
+        try:  # one timer for the whole attempt, not one per poll
+            outcome, reason = await _within(
+                self._poll_to_end(step, record, attempt, execution, started, deadline),
+                max(0.0, deadline - self._clock()),
+            )
+        except asyncio.TimeoutError:  # a slow answer, a long Retry-After, or just long
+            outcome, reason = "timed out", TIMEOUT_REASON
+        return await self._attempt_over(record, attempt, outcome, reason)
+
+    async def _poll_to_end(
+        self,
+        step: Step,
+        record: StepRecord,
+        attempt: AttemptRecord,
+        execution: Execution,
+        started: float,
+        deadline: float,
+    ) -> tuple[str, str | None]:
+        """Poll until the execution ends: (outcome, reason) for :meth:`_attempt_over`."""
         warned = False
         while not execution.terminal:
             now = self._clock()
             if now >= deadline:
-                return await self._attempt_over(record, attempt, "timed out", TIMEOUT_REASON)
+                return "timed out", TIMEOUT_REASON
             await self._sleep(min(poll_delay(step, now - started, self._rng), deadline - now))
             try:
-                latest = await _within(
-                    self.api.get_execution(execution.id), max(0.0, deadline - self._clock())
-                )
-            except asyncio.TimeoutError:  # a slow answer, or a long Retry-After
-                return await self._attempt_over(record, attempt, "timed out", TIMEOUT_REASON)
+                latest = await self.api.get_execution(execution.id)
             except ConfigError:
                 raise
             except ApiError as error:
-                return await self._attempt_over(record, attempt, "error", str(error))
+                return "error", str(error)
             if latest.raw != execution.raw:
                 previous = attempt.state
                 self._observe(attempt, latest)
@@ -557,10 +572,8 @@ class Executor:
                     )
                 )
         if execution.state == "succeeded":
-            return await self._attempt_over(record, attempt, "succeeded", None)
-        return await self._attempt_over(
-            record, attempt, "failed", f"execution {execution.id} failed"
-        )
+            return "succeeded", None
+        return "failed", f"execution {execution.id} failed"
 
     def _observe(self, attempt: AttemptRecord, execution: Execution) -> None:
         attempt.execution_id = execution.id
