@@ -213,8 +213,7 @@ def against_loop(workload: Workload, tmp: Path, repeat: int) -> None:
             f"  {who:9s} median of {repeat}: makespan {f['wall']:6.2f} s "
             f"(/ideal@0.5s {f['wall'] / at_poll:.3f})  CPU {f['cpu']:.2f} s "
             f"({f['cpu_ms_per_step']:.2f} ms/step)  {f['requests_per_step']:.2f} req/step  "
-            f"RSS {f['rss_mb']:.0f} MB   CPU runs: "
-            + " ".join(f"{r['cpu']:.2f}" for r in results)
+            f"RSS {f['rss_mb']:.0f} MB   CPU runs: " + " ".join(f"{r['cpu']:.2f}" for r in results)
         )
     ours, theirs = figures["runbook"], figures["hand loop"]
     print(
