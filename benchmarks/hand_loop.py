@@ -37,7 +37,7 @@ async def run(plan: dict, url: str, token: str, poll: float) -> bool:
     outcome: dict[str, str] = {}
     tasks: set[asyncio.Task[None]] = set()
 
-    connector = aiohttp.TCPConnector(limit=int(os.environ.get("HAND_LOOP_CONNECTIONS", limit)))
+    connector = aiohttp.TCPConnector(limit=limit)
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 

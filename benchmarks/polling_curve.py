@@ -128,10 +128,6 @@ def curve() -> None:
         ),
         ("fixed polling", [(f"{v:g}s", v, v, DEFAULT_FRACTION) for v in (5, 15, 30, 60, 120)]),
     ]
-    print(
-        "  (last column: the requests per step the setting above buys per second of mean"
-        " lag it saves)"
-    )
     for title, points in sweeps:
         print(f"  {title}:")
         rows = []
@@ -139,14 +135,6 @@ def curve() -> None:
             with fraction(grow):
                 rows.append((label, *model(times, low, high)))
         for index, (label, requests, mean, p95, relative) in enumerate(rows):
-            price = ""
-            if index > 0:
-                before = rows[index - 1]
-                saved = mean - before[2]
-                if saved:
-                    # what the setting to the left buys: requests per step for each
-                    # second of mean lag it saves against this one
-                    price = f"{(before[1] - requests) / saved:8.2f}"
             settings = points[index][1:]
             default = title != "fixed polling" and settings == (
                 DEFAULT_LOW,
@@ -156,7 +144,7 @@ def curve() -> None:
             mark = " (default)" if default else ""
             print(
                 f"    {label:>7s}{mark:10s} {requests:7.1f} req/step   lag mean {mean:6.1f} s"
-                f"   p95 {p95:6.1f} s   p95 of lag/running time {relative:6.1%}{price}"
+                f"   p95 {p95:6.1f} s   p95 of lag/running time {relative:6.1%}"
             )
 
 
