@@ -400,7 +400,9 @@ class Runner:
         store, run = built.store, executor.run
         if built.prior is not None and run.run_id is not None:
             store.reopen_run(run.run_id, run)
+            new = False
         else:
+            new = True
             run.run_id = store.create_run(
                 run,
                 plan_path=built.plan.path,
@@ -409,4 +411,4 @@ class Runner:
                 started_at=time.time(),
             )
         built.lock.note(f"run {run.run_id}")
-        return JournalSink(store, run.run_id)
+        return JournalSink(store, run.run_id, new=new)

@@ -47,11 +47,13 @@ stream of loop iterations; committing each one was a fifth of ``apply``'s CPU.""
 
 
 class JournalSink:
-    """Records the events of run ``run_id`` in ``store``."""
+    """Records the events of run ``run_id`` in ``store``. ``new``: the run's row was just
+    written for this invocation, whose start (the executor's clock) it then takes."""
 
-    def __init__(self, store: Store, run_id: int) -> None:
+    def __init__(self, store: Store, run_id: int, *, new: bool = False) -> None:
         self.store = store
         self.run_id = run_id
+        self._new = new
         self._queued: list[Statement] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._failure: JournalError | None = None
@@ -195,6 +197,11 @@ class JournalSink:
                         "attempts, at) VALUES (?,?,?,?,?,?,?,?)",
                         (run_id, n.kind, n.event, n.target, int(n.ok), n.error, n.attempts, n.at),
                     )
+                ], False
+            case RunStarted(run=run) if self._new:
+                # one start for the run: the one its events, metrics and report show
+                return [
+                    ("UPDATE runs SET started_at = ? WHERE id = ?", (run.started_at, run_id))
                 ], False
             case RunStarted() | Notice() | SignalReceived() | Forecasted():
                 # the run and its steps were written before it started; notices and
