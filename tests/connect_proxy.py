@@ -32,6 +32,8 @@ class ConnectProxy(LoopThread):
         self.cut = 0
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> ConnectProxy:
         self.start()
@@ -52,10 +54,26 @@ class ConnectProxy(LoopThread):
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
+        """Stop listening, cut every tunnel still open and wait for its task: nothing
+        is left pending (or a socket unclosed) when the loop stops."""
         if self._server is not None:
             self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.gather(*self._serving, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        self._writers.add(writer)
+        try:
+            await self._tunnel(reader, writer)
+        finally:
+            self._serving.discard(task)
+            self._writers.discard(writer)
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -71,6 +89,7 @@ class ConnectProxy(LoopThread):
             writer.close()
             return
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        self._writers.add(upstream_writer)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
 
@@ -92,6 +111,9 @@ class ConnectProxy(LoopThread):
             finally:
                 sink.transport.abort()
 
-        await asyncio.gather(
-            pump(reader, upstream_writer, False), pump(upstream_reader, writer, True)
-        )
+        try:
+            await asyncio.gather(
+                pump(reader, upstream_writer, False), pump(upstream_reader, writer, True)
+            )
+        finally:
+            self._writers.discard(upstream_writer)
