@@ -220,13 +220,32 @@ def graph(plan_path: str, fmt: str, with_forecast: bool, state_dir: str | None) 
     "--token-file",
     metavar="PATH",
     shell_complete=_files,
-    help="Read the Bearer token from this file instead of the plan's api.token_env.",
+    help="Read the Bearer token from this file (again whenever the API refuses it) "
+    "instead of the plan's api.oauth client or api.token_env.",
+)
+@click.option(
+    "--token-command",
+    metavar="CMD",
+    help="Get the token from this command's output, again whenever it must be "
+    "refreshed (env NEXADATA_TOKEN_COMMAND).",
 )
 @click.option(
     "--sandbox",
     "use_sandbox",
     is_flag=True,
     help="Run against the built-in simulator on a free loopback port; no token needed.",
+)
+@click.option(
+    "--token-ttl",
+    metavar="DURATION",
+    help="With --sandbox: reach the simulator through its OAuth client, whose tokens "
+    "expire after DURATION (e.g. 2s, 1h).",
+)
+@click.option(
+    "--new-run",
+    is_flag=True,
+    help="Start a new run even though the latest run left executions that may still be "
+    "running (that run becomes abandoned).",
 )
 @click.option(
     "--scenario",
@@ -294,7 +313,10 @@ def apply(
     retrigger_unknown: bool,
     api_url: str | None,
     token_file: str | None,
+    token_command: str | None,
     use_sandbox: bool,
+    token_ttl: str | None,
+    new_run: bool,
     scenario_path: str | None,
     max_parallel: int | None,
     report_path: str | None,
@@ -324,7 +346,10 @@ def apply(
         retrigger_unknown=retrigger_unknown,
         api_url=api_url,
         token_file=token_file,
+        token_command=token_command or None,
         sandbox=use_sandbox,
+        token_ttl=_duration_option("--token-ttl", token_ttl),
+        new_run=new_run,
         scenario=scenario_path,
         max_parallel=max_parallel,
         report=report_path,
@@ -339,6 +364,18 @@ def apply(
         runner.build()
         run = _execute(runner, options)
     return _conclude(run, options)
+
+
+def _duration_option(name: str, value: str | None) -> float | None:
+    """A duration flag's seconds (``2s``, ``1.5s``, ``1h``); a UsageError if unreadable."""
+    if value is None:
+        return None
+    from runbook.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
 
 
 def _notice(level: str, text: str) -> None:
@@ -422,7 +459,8 @@ def _conclude(run: RunRecord, options: ApplyOptions) -> int:
             runlog.JsonLines(out)(_finished(run))
         elif options.log_format != "json":
             hint = None
-            if run.state != "succeeded" and run.exit_code is None and not options.sandbox:
+            resumable = run.exit_code is None or run.auth_failed or bool(run.in_flight())
+            if run.state != "succeeded" and resumable and not options.sandbox:
                 hint = f"Resume with: {options.resume_command}"
             runlog.write_summary(out, run, resume_hint=hint)
     # after the summary: a file that cannot be written changes neither what the run
@@ -521,16 +559,49 @@ def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) 
     show_default=True,
     help="The Bearer token the simulator accepts.",
 )
-def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
+@click.option(
+    "--token-ttl",
+    metavar="DURATION",
+    help="Also serve an OAuth 2.0 token endpoint (/oauth/token) whose access tokens "
+    "expire after DURATION (e.g. 2s, 1.5s, 1h); --token keeps working.",
+)
+@click.option(
+    "--client-id",
+    metavar="ID",
+    help="With --token-ttl: the OAuth client's id.  [default: sandbox-client]",
+)
+@click.option(
+    "--client-secret",
+    metavar="SECRET",
+    help="With --token-ttl: the OAuth client's secret.  [default: sandbox-secret]",
+)
+def sandbox(
+    host: str,
+    port: int,
+    scenario_path: str | None,
+    token: str,
+    token_ttl: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+) -> int:
     """Serve the built-in Nexadata simulator until interrupted (Ctrl-C).
 
     It answers the API as Nexadata documents it: trigger, poll, 401 without the token,
     404 for unknown workflows and executions. Without --scenario every workflow waits
-    200 ms in created, runs 1-3 s (fixed per workflow id) and succeeds.
+    200 ms in created, runs 1-3 s (fixed per workflow id) and succeeds. With
+    --token-ttl it is an OAuth 2.0 server too: client_credentials and refresh_token
+    grants, tokens that expire, refresh tokens rotated, and a reused one revoking
+    every token issued from it.
     """
+    from runbook.durations import parse_duration
     from runbook.netenv import is_loopback
     from runbook.render.sandboxview import write_banner
-    from runbook.sandbox import SANDBOX_TOKEN
+    from runbook.sandbox import (
+        SANDBOX_CLIENT_ID,
+        SANDBOX_CLIENT_SECRET,
+        SANDBOX_TOKEN,
+        SandboxOAuth,
+    )
     from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import base_url, bind, serve_forever
@@ -538,11 +609,34 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
 
     if not is_token_text(token):
         raise UsageError("--token must be one word of printable ASCII")
+    oauth = None
+    if token_ttl is None:
+        if client_id is not None or client_secret is not None:
+            given = "--client-id" if client_id is not None else "--client-secret"
+            raise UsageError(f"{given} needs --token-ttl (the OAuth client is off without it)")
+    else:
+        try:
+            ttl = parse_duration(token_ttl)
+        except ValueError as exc:
+            raise UsageError(f"--token-ttl: {exc}") from None
+        if ttl <= 0:
+            raise UsageError(f"--token-ttl: {token_ttl!r} is not more than 0 (e.g. 2s, 1h)")
+        for flag, value in (("--client-id", client_id), ("--client-secret", client_secret)):
+            if value is not None and not is_token_text(value):
+                raise UsageError(f"{flag} must be one word of printable ASCII")
+        oauth = SandboxOAuth(
+            ttl, client_id or SANDBOX_CLIENT_ID, client_secret or SANDBOX_CLIENT_SECRET
+        )
     local = is_loopback(host.strip("[]"))
     if not local and token == SANDBOX_TOKEN:
         raise UsageError(
             f"--host {host} serves beyond this machine: choose a token of your own with "
             f"--token (everyone knows the default, {SANDBOX_TOKEN!r})"
+        )
+    if not local and oauth is not None and oauth.client_secret == SANDBOX_CLIENT_SECRET:
+        raise UsageError(
+            f"--host {host} serves beyond this machine: choose a client secret of your own "
+            f"with --client-secret (everyone knows the default, {SANDBOX_CLIENT_SECRET!r})"
         )
     scenario = load_scenario(scenario_path) if scenario_path else Scenario()
     try:
@@ -558,8 +652,9 @@ def sandbox(host: str, port: int, scenario_path: str | None, token: str) -> int:
             f"runbook sandbox: warning: listening on {host}, beyond loopback: whoever can "
             "reach this port and has the token can use it (its stats need the token too)\n"
         )
-    write_banner(_stdout(), url, token, scenario_path)
-    serve_forever(create_app(scenario, token=token, private_stats=not local), sock)
+    app = create_app(scenario, token=token, private_stats=not local, oauth=oauth)
+    write_banner(_stdout(), url, token, scenario_path, oauth, app.state.sandbox.first_refresh_token)
+    serve_forever(app, sock)
     _stdout().write("runbook sandbox: stopped\n")
     return 0
 

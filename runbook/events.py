@@ -14,7 +14,9 @@ from typing import Any, Literal
 from runbook.schedule import OnFailure, RunIf
 
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
-RunState = Literal["running", "succeeded", "failed", "interrupted"]
+RunState = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]
+"""``abandoned``: a run that ``--new-run`` left behind with executions that may still run
+(only the journal's views show it)."""
 TERMINAL_STATES = frozenset({"succeeded", "failed"})
 """The execution states that end an attempt; any other is polled on."""
 
@@ -118,6 +120,13 @@ class RunRecord:
     late: bool = False
     """It was still going past its deadline."""
     notifications: list[NotificationRecord] = field(default_factory=list)
+    auth: str | None = None
+    """The token source's kind (``oauth client_credentials``, ``command``, ``file``,
+    ``env``...), never a value."""
+    token_refreshes: int = 0
+    """Tokens fetched after the first one."""
+    auth_failed: bool = False
+    """The run ended because no token could be had, or the API refused every one."""
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)
@@ -125,6 +134,17 @@ class RunRecord:
     def ordered(self) -> list[StepRecord]:
         """The steps in the order every view lists them: by stage, then by name."""
         return sorted(self.steps.values(), key=lambda step: (step.stage, step.name))
+
+    def in_flight(self) -> list[tuple[StepRecord, int]]:
+        """The executions this invocation left without seeing them end: each step's
+        last attempt with an execution id and no end (they may still be running)."""
+        return [
+            (step, attempt.execution_id)
+            for step in self.ordered()
+            if (attempt := step.attempt) is not None
+            and attempt.execution_id is not None
+            and attempt.ended_at is None
+        ]
 
 
 @dataclass(frozen=True, slots=True)

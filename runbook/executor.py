@@ -27,6 +27,7 @@ from runbook.api import Execution
 from runbook.durations import format_duration
 from runbook.errors import (
     ApiError,
+    AuthError,
     ConfigError,
     TriggerOutcomeUnknown,
 )
@@ -51,7 +52,7 @@ from runbook.events import (
 from runbook.plan import POLL_FRACTION, Plan, Step
 from runbook.schedule import Ending, Rule, Schedule, Update
 
-__all__ = ["POLL_FRACTION", "Api", "Executor", "poll_delay"]
+__all__ = ["POLL_FRACTION", "Api", "Executor", "left_running", "poll_delay"]
 
 TIMEOUT_REASON = "timed out (the remote execution may still be running)"
 INTERRUPT_GRACE = 30.0
@@ -168,9 +169,12 @@ class Executor:
         retrigger_unknown: bool = False,
         interrupt_grace: float = INTERRUPT_GRACE,
         deadline_from: float | None = None,
+        token_refreshes: Callable[[], int] = lambda: 0,
     ) -> None:
         """``deadline_from``: when the run's first invocation started (epoch seconds),
-        which the plan's ``deadline`` counts from; default, this invocation's start."""
+        which the plan's ``deadline`` counts from; default, this invocation's start.
+        ``token_refreshes``: how many tokens the client has fetched since the first."""
+        self._token_refreshes = token_refreshes
         self.plan = plan
         self._deadline_from = deadline_from
         self._deadline: asyncio.TimerHandle | None = None
@@ -604,13 +608,15 @@ class Executor:
             raise AssertionError(f"the run ended with steps undecided: {self.core.unfinished}")
         for record in self.run.ordered():
             if record.state in ("pending", "running"):  # halted before it ended
-                record.reason = _halted_reason(record)
+                record.reason = _halted_reason(record, isinstance(self.fatal, AuthError))
                 record.state = "pending"
         self.run.ended_at = self._wall()
+        self.run.token_refreshes = self._token_refreshes()
         if self.halted is not None:
             self.run.state = "failed" if self.fatal else "interrupted"
             self.run.reason = self.halted
             self.run.exit_code = self.fatal.exit_code if self.fatal else None
+            self.run.auth_failed = isinstance(self.fatal, AuthError)
         else:
             self.run.state = self.core.outcome()
         await self._emit(RunFinished(self.run, self.run.ended_at))
@@ -628,6 +634,27 @@ class Executor:
                 await result
 
 
+Flying = list[tuple[StepRecord, int]]
+
+
+def left_running(run: RunRecord) -> tuple[Flying, Flying]:
+    """The executions ``run`` left without seeing them end, as (step, execution id): those
+    a new run would duplicate (its process died, a signal or a lost token or API stopped
+    it), and those whose step timed out (the step's outcome is decided; they may still
+    run on Nexadata)."""
+    unseen: Flying = []
+    timed_out: Flying = []
+    for step in run.ordered():
+        attempt = step.attempt
+        if attempt is None or attempt.execution_id is None:
+            continue
+        if attempt.ended_at is None or _outcome_unseen(step, attempt):
+            unseen.append((step, attempt.execution_id))
+        elif step.reason == TIMEOUT_REASON and attempt.state not in TERMINAL_STATES:
+            timed_out.append((step, attempt.execution_id))
+    return unseen, timed_out
+
+
 def _outcome_unseen(step: StepRecord, attempt: AttemptRecord) -> bool:
     """The attempt ended without runbook seeing how its execution ended, because the
     API could not be polled (not because of the step's timeout, a policy): the execution
@@ -640,9 +667,11 @@ def _outcome_unseen(step: StepRecord, attempt: AttemptRecord) -> bool:
     )
 
 
-def _halted_reason(record: StepRecord) -> str:
+def _halted_reason(record: StepRecord, auth: bool) -> str:
     attempt = record.attempt
     if attempt is None:
+        if auth:
+            return "not started: the run ended for want of a usable token"
         return "not started: the run was interrupted"
     if attempt.state == "not created":
         return "not started: its trigger was refused, and the run halted"
@@ -650,6 +679,11 @@ def _halted_reason(record: StepRecord) -> str:
         return f"interrupted before a retry; {record.reason}"
     if attempt.execution_id is None:
         return "interrupted while triggering"
+    if auth:
+        return (
+            f"execution {attempt.execution_id} was {attempt.state} when the run lost its "
+            "token; it may still be running on Nexadata"
+        )
     return (
         f"interrupted while execution {attempt.execution_id} was {attempt.state}; "
         "it may still be running"

@@ -31,6 +31,7 @@ __all__ = [
     "HealthchecksSettings",
     "NotifyEvent",
     "NotifyTarget",
+    "OAuthSettings",
     "Plan",
     "Step",
     "load_plan",
@@ -113,11 +114,26 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    """``api.oauth``: the OAuth 2.0 client's token endpoint, grant, and the environment
+    variables that hold its credentials (never the credentials themselves)."""
+
+    token_url: str | None = None
+    grant: Literal["client_credentials", "refresh_token"] = "client_credentials"
+    client_id_env: str = "NEXADATA_CLIENT_ID"
+    client_secret_env: str = "NEXADATA_CLIENT_SECRET"
+    refresh_token_env: str = "NEXADATA_REFRESH_TOKEN"
+    auth_method: Literal["basic", "post"] = "basic"
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     """Where the API is, per the plan (the environment and flags may override)."""
 
     base_url: str
     token_env: str
+    oauth: OAuthSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +453,7 @@ def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]])
         api=ApiSettings(
             base_url=api.get("base_url", DEFAULT_BASE_URL),
             token_env=api.get("token_env", DEFAULT_TOKEN_ENV),
+            oauth=OAuthSettings(**api["oauth"]) if "oauth" in api else None,
         ),
         max_parallel=int(data.get("max_parallel", DEFAULT_MAX_PARALLEL)),
         steps=MappingProxyType(steps),

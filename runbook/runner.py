@@ -15,19 +15,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from runbook.api import NexadataClient, Token, check_base_url, token_file_warning
-from runbook.errors import JournalError, UsageError
+from runbook.api import NexadataClient, Token, check_base_url
+from runbook.api.credentials import Credentials, token_file_warning
+from runbook.auth import TokenSetup, choose_credentials
+from runbook.errors import JournalError, LockedError, UsageError
 from runbook.events import Notice, RunRecord, SignalReceived, Sink
-from runbook.executor import Executor
+from runbook.executor import Executor, left_running
 from runbook.forecast import Eta
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
@@ -57,7 +61,10 @@ class ApplyOptions:
     retrigger_unknown: bool = False
     api_url: str | None = None
     token_file: str | None = None
+    token_command: str | None = None
     sandbox: bool = False
+    token_ttl: float | None = None
+    new_run: bool = False
     scenario: str | None = None
     max_parallel: int | None = None
     report: str | None = None
@@ -75,6 +82,16 @@ class ApplyOptions:
             raise UsageError("--sandbox runs against the built-in simulator: drop --api-url")
         if self.sandbox and self.token_file:
             raise UsageError("--sandbox needs no token: drop --token-file")
+        if self.sandbox and self.token_command:
+            raise UsageError("--sandbox needs no token: drop --token-command")
+        if self.token_file and self.token_command:
+            raise UsageError("--token-file and --token-command are two token sources: choose one")
+        if self.token_ttl is not None and not self.sandbox:
+            raise UsageError("--token-ttl configures the built-in simulator: add --sandbox")
+        if self.token_ttl is not None and self.token_ttl <= 0:
+            raise UsageError("--token-ttl must be more than 0 s")
+        if self.new_run and self.resume:
+            raise UsageError("--new-run starts a new run and --resume continues one: choose one")
         if self.retrigger_unknown and not self.resume:
             raise UsageError("--retrigger-unknown goes with --resume")
         if self.resume and self.sandbox:
@@ -87,9 +104,21 @@ class ApplyOptions:
 
     @property
     def resume_command(self) -> str:
-        """The command that continues this run."""
-        extra = f" --state-dir {self.state_dir}" if self.state_dir else ""
-        return f"runbook apply {self.plan_path} --resume{extra}"
+        """The command that continues this run (a token command by its first word only:
+        its arguments may hold secrets)."""
+        extra = f" --state-dir {shlex.quote(self.state_dir)}" if self.state_dir else ""
+        if self.api_url:
+            extra += f" --api-url {shlex.quote(self.api_url)}"
+        if self.token_file:
+            extra += f" --token-file {shlex.quote(self.token_file)}"
+        if self.token_command:
+            first = shlex.split(self.token_command)[0] if self.token_command.strip() else ""
+            extra += f" --token-command {shlex.quote(first + ' ...')}"
+        for spec in self.selects:
+            extra += f" --select {shlex.quote(spec)}"
+        for spec in self.excludes:
+            extra += f" --exclude {shlex.quote(spec)}"
+        return f"runbook apply {shlex.quote(self.plan_path)} --resume{extra}"
 
     @property
     def recorded(self) -> dict[str, object]:
@@ -120,10 +149,11 @@ def forbid_core_dumps() -> None:
 
 @dataclass(frozen=True, slots=True)
 class ApiTarget:
-    """Where requests go, through which proxy (None: directly), and with which token."""
+    """Where requests go, through which proxy (None: directly), and with which token
+    source."""
 
     base_url: str
-    token: Token
+    auth: TokenSetup
     proxy: str | None = None
 
 
@@ -132,10 +162,12 @@ def api_target(
     *,
     api_url: str | None,
     token_file: str | None,
+    token_command: str | None = None,
+    state_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ApiTarget:
     """The URL (flag > NEXADATA_API_URL > plan), the proxy the environment names for it
-    (netenv) and the token (file > plan's env var).
+    (netenv) and the token source (runbook.auth).
 
     All are checked before anything is sent: a ConfigError (exit 3) otherwise.
     """
@@ -144,20 +176,45 @@ def api_target(
     proxy = ProxySettings.from_env(env).for_url(url)
     if url.startswith("https:"):
         ca_bundle(env)
-    token = Token.from_file(token_file) if token_file else Token.from_env(plan.api.token_env, env)
-    return ApiTarget(url, token, proxy)
+    auth = choose_credentials(
+        plan,
+        token_file=token_file,
+        token_command=token_command,
+        state_dir=state_dir if state_dir is not None else Path("."),
+        environ=env,
+    )
+    return ApiTarget(url, auth, proxy)
 
 
 @contextmanager
-def _sandbox_target(scenario_path: str | None) -> Iterator[ApiTarget]:
-    """The built-in simulator on a free loopback port, for the length of the block."""
+def _sandbox_target(scenario_path: str | None, token_ttl: float | None) -> Iterator[ApiTarget]:
+    """The built-in simulator on a free loopback port, for the length of the block;
+    with ``token_ttl``, reached through its OAuth client, whose tokens expire."""
     from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import serve_in_thread
 
     scenario = load_scenario(scenario_path) if scenario_path else Scenario()
-    with serve_in_thread(create_app(scenario, token=SANDBOX_TOKEN)) as url:
-        yield ApiTarget(url, Token(SANDBOX_TOKEN))
+    if token_ttl is None:
+        with serve_in_thread(create_app(scenario, token=SANDBOX_TOKEN)) as url:
+            token = Token(SANDBOX_TOKEN)
+            yield ApiTarget(url, TokenSetup(Credentials.static(token, "the sandbox's token")))
+        return
+    from runbook.sandbox import SandboxOAuth
+
+    oauth = SandboxOAuth(token_ttl=token_ttl)
+    with serve_in_thread(create_app(scenario, token=SANDBOX_TOKEN, oauth=oauth)) as url:
+        from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
+        from runbook.api.secrets import Redactor, Secret
+
+        client = OAuthClient(
+            token_url=url.removesuffix("/api/v1") + "/oauth/token",
+            client_id=oauth.client_id,
+            client_secret=Secret(oauth.client_secret),
+        )
+        redactor = Redactor()
+        source = OAuthSource(client, transport=token_transport(), redactor=redactor)
+        yield ApiTarget(url, TokenSetup(Credentials(source, redactor)))
 
 
 @dataclass(slots=True)
@@ -206,13 +263,23 @@ class Runner:
             check_metrics_dir(o.metrics_dir)
         plan = load_plan(o.plan_path)
         selection = plan.dag.select(o.selects, o.excludes)
-        # the token is read before the plan's lock: a bad token file costs no lock
-        target = None if o.sandbox else api_target(plan, api_url=o.api_url, token_file=o.token_file)
+        directory = state_dir(o.state_dir)
+        # the token source is checked before the plan's lock: a bad token file costs no lock
+        target = None
+        if not o.sandbox:
+            target = api_target(
+                plan,
+                api_url=o.api_url,
+                token_file=o.token_file,
+                token_command=o.token_command,
+                state_dir=directory,
+            )
+            if target.auth.note:
+                self._notice("note", target.auth.note)
         webhooks, ping = targets_of(plan)
         warning = token_file_warning(o.token_file) if o.token_file else None
         if warning:
             self._notice("warning", warning)
-        directory = state_dir(o.state_dir)
         store = Store(directory)
         self._stack.callback(store.close)
         lock = PlanLock(directory, plan.name)
@@ -225,12 +292,46 @@ class Runner:
         else:
             latest = store.latest(plan.name)
             previous = None if latest is None else latest.state == "succeeded"
+            if latest is not None and latest.state != "abandoned":
+                self._over_a_run(store, store.load_run(latest), plan)
         if target is None:
-            target = self._stack.enter_context(_sandbox_target(o.scenario))
+            target = self._stack.enter_context(_sandbox_target(o.scenario, o.token_ttl))
         stages = plan.dag.stages(selection.steps)
         self._built = _Built(
             plan, selection, stages, target, store, lock, prior, webhooks, ping, previous
         )
+
+    def _over_a_run(self, store: Store, latest: RunRecord, plan: Plan) -> None:
+        """A new run while the latest one left executions that may still be running is
+        the duplicate a user makes by hand ("check the token", then the same command
+        again): refused (exit 4) unless ``--new-run``, which abandons that run."""
+        unseen, timed_out = left_running(latest)
+        ident = f"run {latest.run_id}"
+        if unseen:
+            listed = "; ".join(
+                f"{step.name} (workflow {step.workflow_id}, execution {execution})"
+                for step, execution in unseen
+            )
+            if not self.options.new_run:
+                raise LockedError(
+                    f"{ident} of plan {plan.name!r} ({latest.state}) left executions that may "
+                    f"still be running on Nexadata: {listed}. Follow them and run what is "
+                    f"left with: {self.options.resume_command}; or start a new run anyway "
+                    f"with --new-run ({ident} is then abandoned, its executions left to "
+                    "finish on their own)"
+                )
+            store.abandon(latest.run_id or 0)
+            self._notice(
+                "note",
+                f"{ident} is abandoned (--new-run): its executions are left to finish on their "
+                f"own: {listed}",
+            )
+        for step, execution in timed_out:
+            self._notice(
+                "note",
+                f"{ident}'s execution {execution} ({step.name}, workflow {step.workflow_id}) "
+                "timed out and may still be running on Nexadata",
+            )
 
     def _resumable(
         self, store: Store, plan: Plan, selection: Selection
@@ -298,54 +399,76 @@ class Runner:
         o, plan = self.options, built.plan
         parallel = o.max_parallel or plan.max_parallel
         target = built.target
-        async with NexadataClient(
-            target.base_url,
-            target.token,
-            max_in_flight=min(64, max(16, parallel)),
-            proxy=target.proxy,
-        ) as api:
-            prior = built.prior
-            executor = Executor(
-                plan,
-                api,
-                steps=built.selection.steps,
-                stages=built.stages,
-                assumed_done=built.selection.assumed_done,
-                max_parallel=parallel,
-                sinks=sinks,
-                run_id=prior.run_id if prior else None,
-                prior=prior,
-                retrigger_unknown=o.retrigger_unknown,
-                deadline_from=prior.started_at if prior else None,
-            )
-            journal = self._record(built, executor)
-            recorded.append(journal.run_id)
-            executor.sinks.insert(0, journal)
-            executor.sinks.extend(self._operations(built, executor, journal.run_id))
-            loop = asyncio.get_running_loop()
+        credentials = target.auth.credentials
+        try:
+            # the first token before the run is written: a token source that fails
+            # costs no run in the journal, and nothing was sent to the API
+            await credentials.token()
+            async with NexadataClient(
+                target.base_url,
+                credentials,
+                max_in_flight=min(64, max(16, parallel)),
+                proxy=target.proxy,
+            ) as api:
+                return await self._run(built, api, sinks, recorded)
+        finally:
+            await target.auth.aclose()
 
-            def on_signal(name: str) -> None:
-                first = executor.halted is None
-                if first:
-                    executor.interrupt(f"interrupted by {name}")
-                executor.tell(
-                    SignalReceived(
-                        name=name,
-                        first=first,
-                        triggers_under_way=executor.triggers_under_way,
-                        grace=executor.interrupt_grace,
-                        at=time.time(),
-                    )
+    async def _run(
+        self,
+        built: _Built,
+        api: NexadataClient,
+        sinks: Sequence[Sink],
+        recorded: list[int],
+    ) -> RunRecord:
+        o, plan = self.options, built.plan
+        parallel = o.max_parallel or plan.max_parallel
+        credentials = api.credentials
+        prior = built.prior
+        earlier = prior.token_refreshes if prior else 0  # a resumed run's count goes on
+        executor = Executor(
+            plan,
+            api,
+            steps=built.selection.steps,
+            stages=built.stages,
+            assumed_done=built.selection.assumed_done,
+            max_parallel=parallel,
+            sinks=sinks,
+            run_id=prior.run_id if prior else None,
+            prior=prior,
+            retrigger_unknown=o.retrigger_unknown,
+            deadline_from=prior.started_at if prior else None,
+            token_refreshes=lambda: earlier + credentials.refreshes,
+        )
+        executor.run.auth = credentials.kind
+        journal = self._record(built, executor)
+        recorded.append(journal.run_id)
+        executor.sinks.insert(0, journal)
+        executor.sinks.extend(self._operations(built, executor, journal.run_id))
+        loop = asyncio.get_running_loop()
+
+        def on_signal(name: str) -> None:
+            first = executor.halted is None
+            if first:
+                executor.interrupt(f"interrupted by {name}")
+            executor.tell(
+                SignalReceived(
+                    name=name,
+                    first=first,
+                    triggers_under_way=executor.triggers_under_way,
+                    grace=executor.interrupt_grace,
+                    at=time.time(),
                 )
+            )
 
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        try:
+            return await executor.execute()
+        finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal, sig.name)
-            try:
-                return await executor.execute()
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-                journal.close()
+                loop.remove_signal_handler(sig)
+            journal.close()
 
     def _operations(self, built: _Built, executor: Executor, run_id: int) -> list[Sink]:
         """The sinks that tell the monitoring: the ETA (whose at_risk the notifier

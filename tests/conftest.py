@@ -28,7 +28,14 @@ def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
     )
-    for name in ("NEXADATA_TOKEN", "NEXADATA_API_URL", "RUNBOOK_STATE_DIR", *network):
+    credentials = (
+        "NEXADATA_TOKEN_COMMAND",
+        "NEXADATA_TOKEN_URL",
+        "NEXADATA_CLIENT_ID",
+        "NEXADATA_CLIENT_SECRET",
+        "NEXADATA_REFRESH_TOKEN",
+    )
+    for name in ("NEXADATA_TOKEN", "NEXADATA_API_URL", "RUNBOOK_STATE_DIR", *credentials, *network):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     yield

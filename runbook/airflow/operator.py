@@ -221,7 +221,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
     async def _post(self) -> Any:
         from airflow.sdk import BaseHook
 
-        from runbook.airflow.trigger import _proxy, target
+        from runbook.airflow.trigger import _proxy, close_credentials, target
         from runbook.api import NexadataClient
 
         try:
@@ -232,9 +232,12 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
             raise ConfigError(
                 f"cannot read the Airflow connection {self.conn_id!r}: {error}"
             ) from None
-        url, token = target(conn, self.conn_id, self.base_url)
-        async with NexadataClient(url, token, max_in_flight=1, proxy=_proxy(url)) as api:
-            return await asyncio.wait_for(api.trigger(self.workflow_id), self.step_timeout)
+        url, credentials = target(conn, self.conn_id, self.base_url)
+        try:
+            async with NexadataClient(url, credentials, max_in_flight=1, proxy=_proxy(url)) as api:
+                return await asyncio.wait_for(api.trigger(self.workflow_id), self.step_timeout)
+        finally:
+            await close_credentials(credentials)
 
     def _defer(self, record: rules.Record) -> None:
         from runbook.airflow.trigger import NexadataExecutionTrigger

@@ -18,7 +18,8 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from runbook.airflow import rules
-from runbook.api import NexadataClient, Token
+from runbook.api import Credentials, NexadataClient, Redactor, Secret, Token, check_token_url
+from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
 from runbook.errors import ApiError, ConfigError
 from runbook.executor import TIMEOUT_REASON
 from runbook.netenv import ProxySettings
@@ -79,9 +80,14 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
     async def _watch(self) -> dict[str, Any]:
         done = {"execution_id": self.execution_id}
         try:
-            url, token = await connection_target(self.conn_id, self.base_url)
-            async with NexadataClient(url, token, max_in_flight=1, proxy=_proxy(url)) as api:
-                return {**done, **await self._poll(api)}
+            url, credentials = await connection_target(self.conn_id, self.base_url)
+            try:
+                async with NexadataClient(
+                    url, credentials, max_in_flight=1, proxy=_proxy(url)
+                ) as api:
+                    return {**done, **await self._poll(api)}
+            finally:
+                await close_credentials(credentials)
         except asyncio.TimeoutError:
             return {**done, "state": "timed out", "detail": TIMEOUT_REASON}
         except (ConfigError, ApiError) as error:
@@ -118,8 +124,8 @@ def _proxy(url: str) -> str | None:
     return ProxySettings.from_env().for_url(url)
 
 
-async def connection_target(conn_id: str, default_url: str | None) -> tuple[str, Token]:
-    """The base URL and the token of Airflow connection ``conn_id``, read now."""
+async def connection_target(conn_id: str, default_url: str | None) -> tuple[str, Credentials]:
+    """The base URL and the credentials of Airflow connection ``conn_id``, read now."""
     try:
         conn = await BaseHook.aget_connection(conn_id)
     except Exception as error:  # AirflowNotFoundException, a secrets backend's error
@@ -127,15 +133,65 @@ async def connection_target(conn_id: str, default_url: str | None) -> tuple[str,
     return target(conn, conn_id, default_url)
 
 
-def target(conn: Any, conn_id: str, default_url: str | None) -> tuple[str, Token]:
-    """The base URL (``host``, else the plan's) and the token (``password``) of a
-    connection; ConfigError naming the connection when either is missing."""
+def target(conn: Any, conn_id: str, default_url: str | None) -> tuple[str, Credentials]:
+    """The base URL (``host``, else the plan's) and the credentials of a connection: an
+    OAuth client when its extra names a ``token_url`` (``login`` the client id,
+    ``password`` the secret), else the static token in ``password``. A ConfigError
+    naming the connection when something is missing."""
     if not conn.password:
         raise ConfigError(
-            f"the Airflow connection {conn_id!r} has no password: set it to the Nexadata token"
+            f"the Airflow connection {conn_id!r} has no password: set it to the Nexadata token "
+            "(or, with a token_url in its extra, to the OAuth client's secret)"
         )
     try:
         url = rules.base_url(conn.host, conn.schema, conn.port, default_url)
     except ConfigError as problem:
         raise ConfigError(f"{conn_id!r}: {problem}") from None
-    return url, Token(conn.password)
+    extra = _extra(conn)
+    if not extra.get("token_url"):
+        return url, Credentials.static(Token(conn.password), f"the connection {conn_id!r}")
+    return url, Credentials(oauth_source(conn, conn_id, extra))
+
+
+def oauth_source(conn: Any, conn_id: str, extra: dict[str, Any]) -> OAuthSource:
+    """The connection's OAuth client: ``client_credentials`` only (Airflow's workers
+    and triggerers share no locked cache in which a rotating refresh token could live)."""
+    grant = extra.get("grant", "client_credentials")
+    if grant != "client_credentials":
+        raise ConfigError(
+            f"the Airflow connection {conn_id!r} asks for the OAuth grant {str(grant)!r}: "
+            "in Airflow only client_credentials is supported (its workers and triggerers "
+            "share no locked cache, so a rotating refresh token would be used twice and the "
+            "whole token family revoked); use the client's id and secret"
+        )
+    if not conn.login:
+        raise ConfigError(
+            f"the Airflow connection {conn_id!r} has a token_url but no login: set it to "
+            "the OAuth client's id"
+        )
+    token_url = check_token_url(str(extra["token_url"]))
+    method = extra.get("auth_method", "basic")
+    client = OAuthClient(
+        token_url=token_url,
+        client_id=str(conn.login),
+        client_secret=Secret(conn.password),
+        auth_method="post" if method == "post" else "basic",
+        scope=extra.get("scope") or None,
+    )
+    redactor = Redactor()
+    return OAuthSource(client, transport=token_transport(_proxy(token_url)), redactor=redactor)
+
+
+def _extra(conn: Any) -> dict[str, Any]:
+    try:
+        extra = conn.extra_dejson
+    except Exception:  # pragma: no cover - Airflow logs a bad extra and gives {}
+        return {}
+    return extra if isinstance(extra, dict) else {}
+
+
+async def close_credentials(credentials: Credentials) -> None:
+    """Close the token endpoint's connections, if the credentials have any."""
+    closer = getattr(credentials.source, "aclose", None)
+    if closer is not None:
+        await closer()

@@ -184,8 +184,16 @@ class JournalSink:
                 return [
                     *pending,
                     (
-                        "UPDATE runs SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
-                        (run.state, run.reason, run.ended_at, run_id),
+                        "UPDATE runs SET state = ?, reason = ?, ended_at = ?, "
+                        "token_refreshes = ?, auth_failed = ? WHERE id = ?",
+                        (
+                            run.state,
+                            run.reason,
+                            run.ended_at,
+                            run.token_refreshes,
+                            int(run.auth_failed),
+                            run_id,
+                        ),
                     ),
                 ], True
             case RunLate():

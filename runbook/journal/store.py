@@ -12,8 +12,6 @@ import json
 import os
 import socket
 import sqlite3
-import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from typing import Any
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
 from runbook.journal.rows import BadRow, check_row, json_field
+from runbook.statedir import open_private as _open_private
+from runbook.statedir import prepare as _prepare
 from runbook.text import message_texts, parse_timestamp, printable
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store", "state_dir"]
@@ -96,6 +96,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX notifications_by_run ON notifications (run_id, id);
     """,
+    # credentials: which kind of token source a run used (never a value), how many
+    # tokens it fetched after the first, and whether it ended for want of one
+    """
+    ALTER TABLE runs ADD COLUMN auth TEXT;
+    ALTER TABLE runs ADD COLUMN token_refreshes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN auth_failed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -129,60 +136,6 @@ def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) ->
     return Path(base) / "runbook"
 
 
-def _prepare(directory: Path) -> None:
-    """The state dir exists, is the user's own, is not writable by others, and can be
-    written (probed under a unique name, never through a planted link)."""
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_owned(directory, os.stat(directory), "state dir")
-        handle, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise JournalError(
-            f"the state dir {directory} cannot be used: {exc.strerror or exc}; "
-            "choose another with --state-dir or RUNBOOK_STATE_DIR"
-        ) from None
-
-
-def _check_owned(path: Path, info: os.stat_result, what: str) -> None:
-    """Another user's file, or one others may write, could be read or steered by them:
-    a journal holds every run, and its execution ids decide what a resume polls."""
-    if info.st_uid != os.getuid():
-        raise JournalError(
-            f"the {what} {path} belongs to another user (uid {info.st_uid}); runbook keeps "
-            "its journal only where you alone own it: choose another with --state-dir or "
-            "RUNBOOK_STATE_DIR"
-        )
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o022:
-        raise JournalError(
-            f"the {what} {path} can be written by other users (mode {mode:04o}); "
-            f"make it yours alone (chmod go-w {path}) or choose another with --state-dir"
-        )
-
-
-def _open_private(path: Path) -> None:
-    """Create the journal file 0600 if it is new; refuse a link, another user's file or
-    one others may write; take read access away from others on an existing one."""
-    try:
-        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-        os.close(handle)
-    except FileExistsError:
-        pass
-    try:
-        info = os.lstat(path)
-    except OSError as exc:
-        raise JournalError(f"the journal {path} cannot be opened: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise JournalError(
-            f"the journal {path} is not a regular file (a link?); move it aside to start a new one"
-        )
-    _check_owned(path, info, "journal")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(path, 0o600)
-
-
 @dataclass(frozen=True, slots=True)
 class RunRow:
     """A run's own row: who ran it, where, and how it ended."""
@@ -200,6 +153,9 @@ class RunRow:
     started_at: float
     ended_at: float | None
     late: bool = False
+    auth: str | None = None
+    token_refreshes: int = 0
+    auth_failed: bool = False
 
 
 class Store:
@@ -292,7 +248,8 @@ class Store:
         with self.write() as db:
             cursor = db.execute(
                 "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, "
-                "max_parallel, assumed_done, options, started_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "max_parallel, assumed_done, options, started_at, auth) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.plan,
                     plan_path,
@@ -304,6 +261,7 @@ class Store:
                     json.dumps(list(run.assumed_done)),
                     json.dumps(dict(options)),
                     started_at,
+                    run.auth,
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
@@ -314,9 +272,9 @@ class Store:
         """A resumed run: this process now owns it; steps new to the plan are added."""
         with self.write() as db:
             db.execute(
-                "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL "
-                "WHERE id = ?",
-                (os.getpid(), socket.gethostname(), run_id),
+                "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL, "
+                "auth = ?, auth_failed = 0 WHERE id = ?",
+                (os.getpid(), socket.gethostname(), run.auth, run_id),
             )
             db.executemany(
                 _INSERT_STEP + " ON CONFLICT (run_id, name) DO UPDATE SET "
@@ -337,7 +295,7 @@ class Store:
         running, or whose process died)."""
         return self._run(
             self.db.execute(
-                "SELECT * FROM runs WHERE plan = ? AND state != 'running' "
+                "SELECT * FROM runs WHERE plan = ? AND state NOT IN ('running', 'abandoned') "
                 "AND ended_at IS NOT NULL ORDER BY id DESC LIMIT 1",
                 (plan,),
             ).fetchone()
@@ -402,9 +360,14 @@ class Store:
         return history
 
     def resumable(self, plan: str) -> RunRow | None:
-        """The latest run of ``plan`` that did not succeed."""
+        """The latest run of ``plan`` that did not succeed (nor was abandoned)."""
         row = self.latest(plan)
-        return row if row is not None and row.state != "succeeded" else None
+        return row if row is not None and row.state not in ("succeeded", "abandoned") else None
+
+    def abandon(self, run_id: int) -> None:
+        """``--new-run`` over run ``run_id``: its executions are left to finish alone."""
+        with self.write() as db:
+            db.execute("UPDATE runs SET state = 'abandoned' WHERE id = ?", (run_id,))
 
     def run_row(self, run_id: int | None = None) -> RunRow | None:
         """Run ``run_id``, or the latest run."""
@@ -447,6 +410,9 @@ class Store:
             started_at=row["started_at"],
             ended_at=row["ended_at"],
             late=bool(row["late"]),
+            auth=row["auth"],
+            token_refreshes=row["token_refreshes"],
+            auth_failed=bool(row["auth_failed"]),
         )
 
     def _damaged(self, exc: BadRow) -> JournalError:
@@ -535,4 +501,7 @@ class Store:
             reason=_text(row.reason),
             late=row.late,
             notifications=notifications,
+            auth=row.auth,
+            token_refreshes=row.token_refreshes,
+            auth_failed=row.auth_failed,
         )

@@ -167,7 +167,9 @@ class Notifier:
     async def _end(self, run: RunRecord) -> None:
         """Send the run's end, and wait for everything still under way, for at most
         the end budget."""
-        events: list[NotifyEvent] = [run.state] if run.state != "running" else []
+        events: list[NotifyEvent] = []
+        if run.state in ("succeeded", "failed", "interrupted"):  # never running, abandoned
+            events.append(run.state)
         if run.state == "succeeded" and self._recovered:
             events.append("recovered")
         self._notify(run, events)

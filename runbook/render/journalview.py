@@ -44,6 +44,10 @@ def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
     )
     where = f"plan file {printable(row.plan_path)}, pid {row.pid} on {printable(row.host)}"
     out.write(f"  {where}\n")
+    if run.auth:
+        refreshed = f", {plural(run.token_refreshes, 'token refresh', 'token refreshes')}"
+        failed = "; it ended on an authentication failure" if run.auth_failed else ""
+        out.write(f"  token source: {run.auth}{refreshed}{failed}\n")
     if run.reason:
         out.write(f"  {run.reason}\n")
     if run.late:

@@ -8,14 +8,14 @@ from typing import Any
 
 from runbook.events import RunRecord, StepRecord
 from runbook.files import write_atomically
-from runbook.render.runlog import attempt_fields, stamp, step_duration
+from runbook.render.runlog import attempt_fields, in_flight_fields, stamp, step_duration
 
 __all__ = ["report_document", "write_junit", "write_report"]
 
 
 def report_document(run: RunRecord) -> dict[str, Any]:
     """The report's keys, exactly as docs/cli.md states them."""
-    return {
+    document = {
         "plan": run.plan,
         "run_id": run.run_id,
         "state": run.state,
@@ -34,7 +34,12 @@ def report_document(run: RunRecord) -> dict[str, Any]:
             }
             for record in run.notifications
         ],
+        "auth": run.auth,
+        "token_refreshes": run.token_refreshes,
     }
+    if run.auth_failed:
+        document.update(auth_failed=True, in_flight=in_flight_fields(run))
+    return document
 
 
 def _step(step: StepRecord) -> dict[str, Any]:

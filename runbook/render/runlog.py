@@ -43,6 +43,7 @@ __all__ = [
     "count_text",
     "delivery_text",
     "eta_text",
+    "in_flight_fields",
     "late_text",
     "signal_message",
     "stamp",
@@ -222,6 +223,14 @@ def attempt_fields(attempt: AttemptRecord) -> dict[str, Any]:
     }
 
 
+def in_flight_fields(run: RunRecord) -> list[dict[str, Any]]:
+    """``[{"step", "workflow_id", "execution_id"}]``: what may still run on Nexadata."""
+    return [
+        {"step": step.name, "workflow_id": step.workflow_id, "execution_id": execution_id}
+        for step, execution_id in run.in_flight()
+    ]
+
+
 def _attempt_json(attempt: AttemptRecord | None) -> dict[str, Any] | None:
     return None if attempt is None else {"number": attempt.number, **attempt_fields(attempt)}
 
@@ -236,10 +245,13 @@ class JsonLines:
         document: dict[str, Any] = {"time": stamp(event.at), "event": _EVENT_NAMES[type(event)]}
         match event:
             case RunStarted(run=run):
-                document.update(plan=run.plan, run_id=run.run_id, state=run.state)
+                document.update(plan=run.plan, run_id=run.run_id, state=run.state, auth=run.auth)
             case RunFinished(run=run):
+                if run.auth_failed:  # its own line first: what a log alert keys on
+                    self._auth_error(event.at, run)
                 document.update(plan=run.plan, run_id=run.run_id, state=run.state)
                 document.update(counts=_counts(run), reason=run.reason)
+                document.update(auth=run.auth, token_refreshes=run.token_refreshes)
             case StepFinished(step=step):
                 document.update(
                     step=step.name,
@@ -292,6 +304,19 @@ class JsonLines:
                 assert_never(event)
         self.out.write(json.dumps(document, separators=(",", ":")) + "\n")
         self.out.flush()
+
+    def _auth_error(self, at: float, run: RunRecord) -> None:
+        document = {
+            "time": stamp(at),
+            "event": "error",
+            "kind": "auth",
+            "plan": run.plan,
+            "run_id": run.run_id,
+            "level": "error",
+            "message": run.reason,
+            "in_flight": in_flight_fields(run),
+        }
+        self.out.write(json.dumps(document, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         """Nothing to stop: every line is written as its event comes."""
@@ -378,6 +403,28 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
         if step.state == "failed" and attempt is not None:
             for error in attempt.errors:
                 out.write(f"  {'':<9} {'':<{width}}  error: {error}\n")
+    if run.auth_failed:
+        _write_lost_token(out, run)
     if resume_hint:
         out.write(f"{resume_hint}\n")
     out.flush()
+
+
+def _write_lost_token(out: TextIO, run: RunRecord) -> None:
+    """After an authentication failure: what may still run on Nexadata, and the clean-up
+    that could not be triggered without a token."""
+    for step, execution_id in run.in_flight():
+        out.write(
+            f"  in flight: {step.name} (workflow {step.workflow_id}, execution "
+            f"{execution_id}) may still be running on Nexadata\n"
+        )
+    cleanup = [
+        step.name
+        for step in run.ordered()
+        if step.state == "pending" and step.attempt is None and step.run_if != "success"
+    ]
+    if cleanup:
+        out.write(
+            f"  not run without a token: {', '.join(cleanup)} (clean-up, finally); "
+            "--resume runs them when their run_if holds\n"
+        )

@@ -5,8 +5,13 @@ Routes under ``/api/v1``: trigger (``POST /workflows/{id}/execute``), poll (``GE
 Executions move ``created -> running -> succeeded|failed`` by the time elapsed since
 their trigger, on an injectable clock (tests advance it by hand instead of sleeping).
 
-``GET /__sandbox/stats`` (outside the API) counts requests by route and status and
-executions by workflow, for tests and benchmarks.
+With an OAuth client (:class:`~runbook.sandbox.SandboxOAuth`), ``POST /oauth/token``
+(outside the API too) issues access tokens that expire, beside the static token that
+never does; :mod:`runbook.sandbox.oauth` holds the tokens. An expired access token is
+answered 401 with RFC 6750's ``WWW-Authenticate: Bearer error="invalid_token"``.
+
+``GET /__sandbox/stats`` (outside the API) counts requests by route and status,
+executions by workflow and token requests by grant, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,14 +33,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runbook.sandbox import SANDBOX_TOKEN
+from runbook.sandbox import SANDBOX_TOKEN, SandboxOAuth
+from runbook.sandbox.oauth import GRANTS, Issuer, TokenError, parse_form
 from runbook.sandbox.scenario import Behaviour, Scenario
 
 __all__ = ["SandboxState", "create_app"]
 TRIGGER = "POST /api/v1/workflows/{id}/execute"
 POLL = "GET /api/v1/workflows/executions/{id}"
 PIPELINE = "POST /api/v1/pipelines/{id}/execute"
+TOKEN = "POST /oauth/token"
 OTHER = "other"
+
+Refusal = Literal["invalid", "expired", "revoked"]
+"""Why a request's token is refused: never issued (or missing), or an OAuth one gone bad."""
 
 
 def iso(epoch: float) -> str:
@@ -96,6 +106,7 @@ class SandboxState:
         token: str,
         clock: Callable[[], float],
         wall: Callable[[], float],
+        oauth: SandboxOAuth | None = None,
     ) -> None:
         self.scenario = scenario
         self.token = token
@@ -106,11 +117,34 @@ class SandboxState:
         self.by_workflow: Counter[int] = Counter()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.last_request: float | None = None
+        self.issuer = Issuer(oauth, clock) if oauth is not None else None
+        self.expired_token_401s = 0
+        self.revoked_token_401s = 0
         self._behaviours: dict[int, Behaviour] = {}
         self._next_id = 1
         rate = scenario.faults.rate_limit
         self._bucket = max(1.0, rate) if rate else 0.0
         self._bucket_at = clock()
+
+    @property
+    def first_refresh_token(self) -> str | None:
+        """The refresh token handed out with the OAuth credentials (None without)."""
+        return self.issuer.first_refresh_token if self.issuer is not None else None
+
+    def refusal(self, authorization: str | None) -> Refusal | None:
+        """Why a request's Authorization is refused, None if it is not: the static
+        token, or an OAuth access token neither expired nor revoked."""
+        if authorization == f"Bearer {self.token}":
+            return None
+        if self.issuer is None or authorization is None:
+            return "invalid"
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return "invalid"
+        verdict = self.issuer.verdict(value.strip())
+        if verdict == "valid":
+            return None
+        return "invalid" if verdict == "unknown" else verdict
 
     def behaviour(self, workflow_id: int) -> Behaviour:
         found = self._behaviours.get(workflow_id)
@@ -186,11 +220,27 @@ class SandboxState:
             "executions_total": len(self.executions),
             "peak_in_flight": self.peak_in_flight(),
             "last_request_at": None if self.last_request is None else iso(self.last_request),
+            **(
+                self.issuer.stats()
+                if self.issuer is not None
+                else {"token_requests": dict.fromkeys(GRANTS, 0), "refresh_token_reuse": 0}
+            ),
+            "expired_token_401s": self.expired_token_401s,
+            "revoked_token_401s": self.revoked_token_401s,
         }
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _unauthorized(refusal: Refusal) -> JSONResponse:
+    """The 401 of a missing or unknown token, or RFC 6750 §3's of an OAuth one gone bad."""
+    if refusal == "invalid":
+        return _error(401, "unauthorized: missing or invalid Bearer token")
+    said = "the access token expired" if refusal == "expired" else "the access token was revoked"
+    challenge = f'Bearer error="invalid_token", error_description="{said}"'
+    return _error(401, f"unauthorized: {said}", {"WWW-Authenticate": challenge})
 
 
 def create_app(
@@ -200,22 +250,29 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
     private_stats: bool = False,
+    oauth: SandboxOAuth | None = None,
 ) -> Starlette:
     """The simulator as an ASGI app; its state is at ``app.state.sandbox``.
 
     ``private_stats``: the stats need the token too (a sandbox served beyond loopback).
+    ``oauth``: serve ``POST /oauth/token`` for this client; its access tokens are good
+    on every route, as the static ``token`` stays.
     """
-    state = SandboxState(scenario or Scenario(), token, clock, wall)
+    state = SandboxState(scenario or Scenario(), token, clock, wall, oauth)
     faults = state.scenario.faults
-    expected_auth = f"Bearer {token}"
 
     async def guard(request: Request, kind: str) -> Response | None:
         """Latency, then the answers a real gateway gives before the app sees a request."""
         state.last_request = state.wall()
         if faults.latency:
             await asyncio.sleep(faults.latency)
-        if request.headers.get("authorization") != expected_auth:
-            return _error(401, "unauthorized: missing or invalid Bearer token")
+        refusal = state.refusal(request.headers.get("authorization"))
+        if refusal == "expired":
+            state.expired_token_401s += 1
+        elif refusal == "revoked":
+            state.revoked_token_401s += 1
+        if refusal is not None:
+            return _unauthorized(refusal)
         wait = state.take_turn()
         if wait is not None:
             return _error(429, "too many requests", {"Retry-After": state.retry_after(wait)})
@@ -265,9 +322,26 @@ def create_app(
         )
 
     async def stats(request: Request) -> Response:
-        if private_stats and request.headers.get("authorization") != expected_auth:
-            return _error(401, "unauthorized: missing or invalid Bearer token")
+        refusal = state.refusal(request.headers.get("authorization"))
+        if private_stats and refusal is not None:
+            return _unauthorized(refusal)
         return JSONResponse(state.stats())
+
+    async def issue(request: Request) -> Response:
+        """RFC 6749's token endpoint; no faults but latency (it is not the gateway's)."""
+        assert state.issuer is not None
+        state.last_request = state.wall()
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        try:
+            form = parse_form(request.headers.get("content-type"), await request.body())
+            body: dict[str, Any] = state.issuer.token(form, request.headers.get("authorization"))
+            status = 200
+        except TokenError as refused:
+            body, status = refused.body(), refused.status
+            headers.update(refused.headers())
+        return answer(TOKEN, JSONResponse(body, status_code=status, headers=headers))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
@@ -277,13 +351,16 @@ def create_app(
         message = "not found" if status == 404 else "method not allowed"
         return answer(OTHER, _error(status, message, headers))
 
+    routes = [
+        Route("/api/v1/workflows/{workflow_id:int}/execute", trigger, methods=["POST"]),
+        Route("/api/v1/workflows/executions/{execution_id:int}", poll, methods=["GET"]),
+        Route("/api/v1/pipelines/{pipeline_id}/execute", pipeline, methods=["POST"]),
+        Route("/__sandbox/stats", stats, methods=["GET"]),
+    ]
+    if oauth is not None:
+        routes.append(Route("/oauth/token", issue, methods=["POST"]))
     app = Starlette(
-        routes=[
-            Route("/api/v1/workflows/{workflow_id:int}/execute", trigger, methods=["POST"]),
-            Route("/api/v1/workflows/executions/{execution_id:int}", poll, methods=["GET"]),
-            Route("/api/v1/pipelines/{pipeline_id}/execute", pipeline, methods=["POST"]),
-            Route("/__sandbox/stats", stats, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={404: not_found, 405: not_found},
     )
     app.state.sandbox = state

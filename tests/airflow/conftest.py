@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from runbook.sandbox import SandboxOAuth
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario, load_scenario
 from runbook.sandbox.server import serve_in_thread
@@ -113,8 +114,9 @@ class Sandbox:
 
 
 @contextmanager
-def sandbox(scenario: Path | None = None) -> Iterator[Sandbox]:
-    app = create_app(load_scenario(scenario) if scenario else Scenario(), token=TOKEN)
+def sandbox(scenario: Path | None = None, oauth: SandboxOAuth | None = None) -> Iterator[Sandbox]:
+    """``oauth``: the sandbox also has an OAuth client whose tokens expire."""
+    app = create_app(load_scenario(scenario) if scenario else Scenario(), token=TOKEN, oauth=oauth)
     context = serve_in_thread(app)
     url = context.__enter__()
     try:
@@ -126,12 +128,14 @@ def sandbox(scenario: Path | None = None) -> Iterator[Sandbox]:
 class Airflow:
     """One Airflow installation: a fresh AIRFLOW_HOME on the cached virtualenv."""
 
-    def __init__(self, venv: Path, home: Path, api_url: str) -> None:
+    def __init__(
+        self, venv: Path, home: Path, api_url: str, connection: dict[str, Any] | None = None
+    ) -> None:
         self.venv = venv
         self.home = home
         self.dags = home / "dags"
         self.dags.mkdir(parents=True)
-        connection = {"conn_type": "http", "host": api_url, "password": TOKEN}
+        connection = connection or {"conn_type": "http", "host": api_url, "password": TOKEN}
         self.env = {
             **without_coverage_hook(),
             "AIRFLOW_HOME": str(home),
@@ -228,8 +232,9 @@ def airflow(airflow_venv: Path, tmp_path: Path) -> Iterator[Any]:
     """``start(api_url) -> Airflow``: a fresh, migrated Airflow talking to that API."""
     made: list[Airflow] = []
 
-    def start(api_url: str) -> Airflow:
-        instance = Airflow(airflow_venv, tmp_path / f"airflow{len(made)}", api_url)
+    def start(api_url: str, connection: dict[str, Any] | None = None) -> Airflow:
+        home = tmp_path / f"airflow{len(made)}"
+        instance = Airflow(airflow_venv, home, api_url, connection)
         made.append(instance)
         instance.migrate()
         return instance

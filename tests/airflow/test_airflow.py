@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runbook.sandbox import SandboxOAuth
 from tests.airflow.conftest import Airflow, Sandbox, sandbox
 from tests.helpers import DATA, ROOT, TOKEN, closed_port
 
@@ -95,6 +96,51 @@ def test_dags_test_runs_every_workflow_once_in_dependency_order(airflow) -> None
     # there) nor a log
     assert TOKEN.encode() not in (af.home / "airflow.db").read_bytes()
     assert TOKEN not in output and TOKEN not in af.logs()
+
+
+def test_an_oauth_client_in_the_connection_outlives_its_tokens(airflow, tmp_path: Path) -> None:
+    """Tokens that live 2 s, steps that run 3 s each: the trigger refreshes them while it
+    polls, every workflow runs once; a refresh_token grant is refused with the reason."""
+    plan = tmp_path / "oauth.yaml"
+    plan.write_text(
+        "version: 1\nname: oauth\n"
+        "defaults: {poll_interval: 200ms, max_poll_interval: 500ms}\n"
+        "workflows:\n"
+        "  extract: {workflow_id: 1}\n"
+        "  load: {workflow_id: 2, depends_on: extract}\n"
+    )
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text("default: {queue: 0, duration: 3s}\n")
+    with sandbox(scenario, oauth=SandboxOAuth(token_ttl=2.0)) as api:
+        connection = {
+            "conn_type": "http",
+            "host": api.url,
+            "login": "sandbox-client",
+            "password": "sandbox-secret",
+            "extra": {
+                "token_url": api.url.removesuffix("/api/v1") + "/oauth/token",
+                "grant": "client_credentials",
+            },
+        }
+        af = airflow(api.url, connection)
+        af.export(plan)
+        output = dags_test(af, "oauth")
+        counters = api.state.stats()
+        assert api.executions() == {"1": 1, "2": 1}
+        assert counters["token_requests"]["client_credentials"] >= 4  # refreshed mid-poll
+        assert set(af.task_states("oauth").values()) == {"success"}
+        minted = counters["token_requests"]["client_credentials"]
+
+        refused = airflow(
+            api.url, {**connection, "extra": {**connection["extra"], "grant": "refresh_token"}}
+        )
+        refused.export(plan)
+        done = refused("dags", "test", "oauth", timeout=600)
+        text = done.stdout + done.stderr + refused.logs()
+        assert "in Airflow only client_credentials is supported" in text, text[-3000:]
+        assert api.executions() == {"1": 1, "2": 1}  # nothing more was triggered
+        assert api.state.stats()["token_requests"]["client_credentials"] == minted
+    assert "sandbox-secret" not in output + af.logs()
 
 
 def _apply(cli, plan: Path, scenario: Path, tmp_path: Path) -> tuple[int, dict[str, dict]]:

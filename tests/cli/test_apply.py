@@ -132,6 +132,8 @@ def test_report_and_junit(cli, plan: Path, tmp_path: Path) -> None:
         "late",
         "steps",
         "notifications",
+        "auth",
+        "token_refreshes",
     }
     assert document["late"] is False and document["notifications"] == []
     assert document["plan"] == "t" and document["state"] == "failed"
@@ -235,7 +237,8 @@ def test_configuration_errors_exit_3(cli, plan: Path, monkeypatch) -> None:
     assert result.code == 3
     assert result.err == (
         "runbook: no API token: set the environment variable NEXADATA_TOKEN "
-        "(the plan's api.token_env) or pass --token-file\n"
+        "(the plan's api.token_env), configure the plan's api.oauth client, or pass "
+        "--token-file or --token-command\n"
     )
     monkeypatch.setenv("NEXADATA_TOKEN", SECRET)
     result = cli("apply", str(plan), "--api-url", "http://nexadata.example.com/api/v1")
@@ -268,7 +271,8 @@ def test_against_a_served_api_with_env_url_and_token(
         )
     assert denied.code == 3
     assert (
-        "authentication failed: the API answered 401 (unauthorized); check the token" in denied.out
+        "authentication failed: the API answered 401 (unauthorized); check the environment "
+        "variable NEXADATA_TOKEN" in denied.out
     )
     assert ok.code == 0, ok.out
     for text in (

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import runbook.api
+import runbook.api.client
 from runbook.sandbox.scenario import Scenario
 from tests.helpers import entry_point, executions, without_coverage_hook
 from tests.proxy import Proxy
@@ -27,9 +27,9 @@ def test_the_api_going_away_fails_steps_in_bounded_tries_then_resume_reattaches(
 ) -> None:
     # the client's real policy (8 tries), with its backoff shortened for the test
     monkeypatch.setattr(
-        runbook.api,
+        runbook.api.client,
         "RetryPolicy",
-        functools.partial(runbook.api.RetryPolicy, backoff_base=0.01, backoff_cap=0.02),
+        functools.partial(runbook.api.client.RetryPolicy, backoff_base=0.01, backoff_cap=0.02),
     )
     # extract outlasts side, so that when load is triggered nothing else is polled: the
     # first GET after load's POST is load's own poll, sent after the POST's answer

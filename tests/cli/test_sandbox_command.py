@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import DATA, entry_point, run_entry
@@ -117,6 +118,27 @@ def test_port_in_use_exits_2() -> None:
     [
         (("--token", "two words"), "runbook: --token must be one word of printable ASCII\n"),
         (("--port", "70000"), "Error: Invalid value for '--port': 70000 is not in the range"),
+        (("--token-ttl", "0s"), "runbook: --token-ttl: '0s' is not more than 0 (e.g. 2s, 1h)\n"),
+        (
+            ("--token-ttl", "soon"),
+            "runbook: --token-ttl: 'soon' is not a duration: expected a number of seconds",
+        ),
+        (
+            ("--client-id", "me"),
+            "runbook: --client-id needs --token-ttl (the OAuth client is off without it)\n",
+        ),
+        (
+            ("--client-secret", "s"),
+            "runbook: --client-secret needs --token-ttl (the OAuth client is off without it)\n",
+        ),
+        (
+            ("--token-ttl", "1s", "--client-secret", "two words"),
+            "runbook: --client-secret must be one word of printable ASCII\n",
+        ),
+        (
+            ("--token-ttl", "1s", "--client-id", "caf\u00e9"),
+            "runbook: --client-id must be one word of printable ASCII\n",
+        ),
     ],
 )
 def test_bad_flags(argv: tuple[str, ...], message: str) -> None:
@@ -131,6 +153,15 @@ def test_beyond_loopback_the_default_token_is_refused() -> None:
     assert result.err == (
         "runbook: --host 0.0.0.0 serves beyond this machine: choose a token of your own "
         "with --token (everyone knows the default, 'sandbox')\n"
+    )
+
+
+def test_beyond_loopback_the_default_client_secret_is_refused() -> None:
+    result = run_entry("sandbox", "--host", "0.0.0.0", "--token", "t0k-own", "--token-ttl", "1h")
+    assert result.code == 2
+    assert result.err == (
+        "runbook: --host 0.0.0.0 serves beyond this machine: choose a client secret of your "
+        "own with --client-secret (everyone knows the default, 'sandbox-secret')\n"
     )
 
 
@@ -155,3 +186,91 @@ def test_beyond_loopback_a_working_url_a_warning_and_private_stats() -> None:
         "runbook sandbox: warning: listening on 0.0.0.0, beyond loopback: whoever can reach "
         "this port and has the token can use it (its stats need the token too)\n"
     )
+
+
+def test_token_ttl_banner_then_a_token_by_curl_and_by_httpx() -> None:
+    process, banner = start("--port", "0", "--token-ttl", "1.5s")
+    try:
+        url = banner[1].split()[-1]
+        root = url.removesuffix("/api/v1")
+        token_url = f"{root}/oauth/token"
+        refresh_token = banner[7].split()[-1]
+        assert len(refresh_token) >= 32
+        assert banner == [
+            "runbook sandbox: a simulated Nexadata API (default scenario)",
+            f"  base URL       {url}",
+            "  token          sandbox",
+            f"  stats          {root}/__sandbox/stats",
+            f"  token URL      {token_url}",
+            "  client id      sandbox-client",
+            "  client secret  sandbox-secret",
+            f"  refresh token  {refresh_token}",
+            "  token TTL      1.5s",
+            "",
+            "Try it:",
+            f"  curl -X POST {url}/workflows/29/execute "
+            '-H "Authorization: Bearer sandbox" -H "Content-Type: application/json"',
+            f'  curl {url}/workflows/executions/1 -H "Authorization: Bearer sandbox"',
+            f"  curl -u sandbox-client:sandbox-secret -d grant_type=client_credentials {token_url}",
+            "",
+            "Run a plan against it:",
+            f"  NEXADATA_TOKEN=sandbox runbook apply PLAN --api-url {url}",
+            "  NEXADATA_CLIENT_ID=sandbox-client NEXADATA_CLIENT_SECRET=sandbox-secret "
+            f"NEXADATA_TOKEN_URL={token_url} runbook apply PLAN --api-url {url}",
+            "  (that one needs an api.oauth mapping in the plan; with its grant "
+            "refresh_token, set NEXADATA_REFRESH_TOKEN to the refresh token above)",
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+        by_curl = curl(banner[13].strip())
+        assert by_curl["token_type"] == "Bearer" and by_curl["expires_in"] == 1.5
+        with httpx.Client(timeout=30) as http:
+            bearer = {"Authorization": f"Bearer {by_curl['access_token']}"}
+            assert http.post(f"{url}/workflows/29/execute", headers=bearer).status_code == 200
+            refreshed = http.post(
+                token_url,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=("sandbox-client", "sandbox-secret"),
+            )
+            assert refreshed.status_code == 200, refreshed.text
+            assert refreshed.headers["cache-control"] == "no-store"
+            bearer = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+            assert http.get(f"{url}/workflows/executions/1", headers=bearer).status_code == 200
+            stats = http.get(f"{root}/__sandbox/stats").json()
+        assert stats["token_requests"] == {"client_credentials": 1, "refresh_token": 1}
+        assert stats["refresh_token_reuse"] == 0 and stats["expired_token_401s"] == 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert out == "runbook sandbox: stopped\n" and "Traceback" not in err
+
+
+def test_a_client_of_ones_own_by_the_body() -> None:
+    process, banner = start(
+        "--port", "0", "--token-ttl", "1h", "--client-id", "me", "--client-secret", "s3cr3t"
+    )
+    try:
+        token_url = banner[4].split()[-1]
+        assert banner[5:7] == ["  client id      me", "  client secret  s3cr3t"]
+        assert banner[8] == "  token TTL      1h"
+        form = {"grant_type": "client_credentials", "client_id": "me", "client_secret": "s3cr3t"}
+        with httpx.Client(timeout=30) as http:
+            issued = http.post(token_url, data=form)
+            refused = http.post(token_url, data={**form, "client_secret": "sandbox-secret"})
+        assert issued.status_code == 200 and issued.json()["expires_in"] == 3600
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_without_token_ttl_there_is_no_token_endpoint() -> None:
+    process, banner = start("--port", "0")
+    try:
+        root = banner[1].split()[-1].removesuffix("/api/v1")
+        assert not any("oauth" in line or "client" in line for line in banner)
+        answer = httpx.post(f"{root}/oauth/token", data={"grant_type": "client_credentials"})
+        assert answer.status_code == 404
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)

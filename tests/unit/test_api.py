@@ -21,8 +21,9 @@ from runbook.api import (
     RetryPolicy,
     Token,
     check_base_url,
-    parse_timestamp,
 )
+from runbook.api.credentials import EnvSource, read_token_file
+from runbook.api.secrets import Redactor
 from runbook.errors import (
     ApiError,
     ApiUnavailable,
@@ -35,6 +36,7 @@ from runbook.errors import (
 )
 from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
+from runbook.text import parse_timestamp
 from tests.helpers import Clock
 
 SECRET = "tok-Zq8-very-distinctive-4417"
@@ -469,24 +471,24 @@ def test_insecure_url_refused_before_any_request() -> None:
 
 
 def test_token_sources(tmp_path: Path) -> None:
-    assert Token.from_env("MY_TOKEN", {"MY_TOKEN": f"  {SECRET}\n"}).reveal() == SECRET
+    assert EnvSource("MY_TOKEN", {"MY_TOKEN": f"  {SECRET}\n"}).token.reveal() == SECRET
     with pytest.raises(ConfigError) as caught:
-        Token.from_env("MY_TOKEN", {})
+        EnvSource("MY_TOKEN", {})
     assert str(caught.value) == (
-        "no API token: set the environment variable MY_TOKEN (the plan's api.token_env) "
-        "or pass --token-file"
+        "no API token: set the environment variable MY_TOKEN (the plan's api.token_env), "
+        "configure the plan's api.oauth client, or pass --token-file or --token-command"
     )
     path = tmp_path / "token"
     path.write_text(SECRET + "\n")
-    assert Token.from_file(str(path)).reveal() == SECRET
+    assert read_token_file(str(path)).reveal() == SECRET
     path.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
-        Token.from_file(str(path))
+        read_token_file(str(path))
     with pytest.raises(ConfigError, match="No such file or directory"):
-        Token.from_file(str(tmp_path / "missing"))
+        read_token_file(str(tmp_path / "missing"))
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
-        Token.from_file(str(path))
+        read_token_file(str(path))
 
 
 @pytest.mark.parametrize("bad", [f"{SECRET}\ninjected: 1", f"{SECRET} x", f"{SECRET}é"])
@@ -499,7 +501,7 @@ def test_malformed_token_is_refused_without_showing_it(bad: str) -> None:
 def test_token_never_shows_itself() -> None:
     token = Token(SECRET)
     assert SECRET not in repr(token) and SECRET not in str(token) and SECRET not in f"{token}"
-    assert token.redact(f"x {SECRET} y") == "x *** y"
+    assert Redactor([token]).redact(f"x {SECRET} y") == "x *** y"
     with pytest.raises(TypeError):
         __import__("pickle").dumps(token)
     api = NexadataClient(URL, token, transport=httpx.MockTransport(lambda r: httpx.Response(200)))

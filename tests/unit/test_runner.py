@@ -17,6 +17,11 @@ from runbook.runner import ApplyOptions
         ({"retrigger_unknown": True}, "--retrigger-unknown goes with --resume"),
         ({"resume": True, "sandbox": True}, "--resume cannot use --sandbox"),
         ({"max_parallel": 0}, "--max-parallel must be at least 1"),
+        ({"sandbox": True, "token_command": "t"}, "--sandbox needs no token: drop --token-comm"),
+        ({"token_file": "f", "token_command": "c"}, "--token-file and --token-command are two"),
+        ({"token_ttl": 2.0}, "--token-ttl configures the built-in simulator: add --sandbox"),
+        ({"sandbox": True, "token_ttl": 0.0}, "--token-ttl must be more than 0 s"),
+        ({"resume": True, "new_run": True}, "--new-run starts a new run and --resume contin"),
     ],
 )
 def test_contradictions_are_usage_errors(flags: dict, message: str) -> None:
@@ -32,7 +37,15 @@ def test_the_resume_command_and_what_the_journal_keeps() -> None:
         max_parallel=8,
         selects=("+report",),
     )
-    assert options.resume_command == "runbook apply plans/n.yaml --resume --state-dir /srv/state"
+    assert options.resume_command == (
+        "runbook apply plans/n.yaml --resume --state-dir /srv/state "
+        "--token-file /etc/runbook/token --select +report"
+    )
+    command = ApplyOptions(plan_path="my plan.yaml", token_command="vault read -field=t x/y")
+    assert (
+        command.resume_command
+        == "runbook apply 'my plan.yaml' --resume --token-command 'vault ...'"
+    )
     assert ApplyOptions(plan_path="p.yaml").resume_command == "runbook apply p.yaml --resume"
     assert options.recorded == {
         "api_url": None,
