@@ -95,6 +95,8 @@ class OAuthSource:
         self._sleep, self._clock, self._wall = sleep, clock, wall
         self.requests = 0
         redactor.add(client.client_secret)
+        self._basic = Secret(base64.b64encode(_pair(client).encode()).decode())
+        redactor.add(self._basic)  # the secret as the Basic header carries it
         if client.refresh_token is not None:
             redactor.add(client.refresh_token)
 
@@ -166,10 +168,8 @@ class OAuthSource:
         body = dict(form)
         if client.scope:
             body["scope"] = client.scope
-        if client.auth_method == "basic":  # §2.3.1: each part form-encoded first
-            secret = client.client_secret.reveal()
-            pair = f"{quote(client.client_id, safe='')}:{quote(secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        if client.auth_method == "basic":
+            headers["Authorization"] = f"Basic {self._basic.reveal()}"
         else:
             body.update(client_id=client.client_id, client_secret=client.client_secret.reveal())
         request = httpx.Request(
@@ -285,6 +285,12 @@ class OAuthSource:
 
     def __repr__(self) -> str:
         return f"OAuthSource({self.client!r})"
+
+
+def _pair(client: OAuthClient) -> str:
+    """HTTP Basic's ``id:secret``, each part form-encoded first (RFC 6749, 2.3.1)."""
+    secret = client.client_secret.reveal()
+    return f"{quote(client.client_id, safe='')}:{quote(secret, safe='')}"
 
 
 def token_transport(proxy: str | None = None) -> httpx.AsyncBaseTransport:

@@ -119,7 +119,8 @@ def test_a_token_command_with_an_expiry_runs_again_before_it(
             "import json, pathlib, urllib.request, base64\n"
             f"runs = pathlib.Path({str(runs)!r})\n"
             "runs.write_text(str(int(runs.read_text()) + 1) if runs.exists() else '1')\n"
-            f"request = urllib.request.Request({token_url(url)!r}, data=b'grant_type=client_credentials')\n"
+            f"request = urllib.request.Request({token_url(url)!r},"
+            " data=b'grant_type=client_credentials')\n"
             "pair = base64.b64encode(b'sandbox-client:sandbox-secret').decode()\n"
             "request.add_header('Authorization', 'Basic ' + pair)\n"
             "answer = json.load(urllib.request.urlopen(request))\n"
@@ -152,7 +153,8 @@ def test_a_token_command_without_an_expiry_runs_again_after_a_401(
             f"echo x >> {runs}\n"
             f"curl --silent --show-error -u sandbox-client:sandbox-secret "
             f"-d grant_type=client_credentials {token_url(url)} | "
-            f"{sys.executable} -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'\n"
+            f"{sys.executable} -c "
+            "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'\n"
         )
         monkeypatch.setenv("NEXADATA_API_URL", url)
         monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
@@ -321,7 +323,7 @@ def test_a_timed_out_execution_allows_a_new_run_and_is_noted(
         "  slow: {workflow_id: 9, timeout: 200ms, poll_interval: 20ms}\n"
     )
     scenario = Scenario(workflows={9: {"queue": 0.0, "duration": 30.0}})
-    with sandbox(3600, scenario) as (app, url):
+    with sandbox(3600, scenario) as (_, url):
         monkeypatch.setenv("NEXADATA_API_URL", url)
         monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
         monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
@@ -458,6 +460,7 @@ def test_sigkill_between_the_token_answer_and_the_cache_write_is_the_documented_
             if scope["type"] == "http" and scope["path"] == "/oauth/token" and victim:
                 rotations[0] += 1
                 if rotations[0] == 2:  # the first refresh inside the run
+
                     async def dead_send(message):  # the answer is made, never delivered
                         if message["type"] == "http.response.start":
                             victim[0].send_signal(signal.SIGKILL)

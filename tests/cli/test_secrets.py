@@ -4,6 +4,7 @@ runs them all with distinctive tokens and scans everything they left behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from urllib.parse import quote
@@ -265,3 +266,120 @@ def test_no_webhook_or_ping_url_shows_and_no_receiver_sees_the_token(
             assert secret not in text, (secret, number, text[:2000])
         for path in files:
             assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+CLIENT_SECRET = "cl1ent-5ecret-Mm4-distinct"
+
+
+def hostile(app, seen: list[str]):
+    """The sandbox, made to echo every secret it was ever sent back in every answer: the
+    API's (errors, unknown fields) and the token endpoint's (a description) alike. A
+    token rotated away an hour ago comes back too."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        body = b""
+
+        async def reading():
+            nonlocal body
+            message = await receive()
+            body += message.get("body", b"")
+            return message
+
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                seen.append(value.decode().split(" ", 1)[1])
+        start: dict = {}
+
+        async def echoing(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            text = message.get("body", b"")
+            seen.extend(value for pair in body.decode().split("&") for value in pair.split("=")[1:])
+            try:
+                document = json.loads(text)
+            except ValueError:
+                document = None
+            if isinstance(document, dict):
+                echoes = sorted(set(seen))
+                if "access_token" in document:
+                    document["error_description"] = " ".join(echoes)
+                else:
+                    document["echo"] = echoes
+                    document["errors"] = (
+                        [" ".join(echoes)] if document.get("state") == "failed" else []
+                    )
+                text = json.dumps(document).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            headers.append((b"content-length", str(len(text)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": text})
+
+        await app(scope, reading, echoing)
+
+    return wrapped
+
+
+def test_no_client_secret_refresh_or_access_token_the_process_held_shows_anywhere(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OAuth client with a rotating refresh token over runs longer than its tokens,
+    against an API and token endpoint that echo every secret they were ever sent: the
+    client secret, every refresh and access token appear in no output, report, JUnit file
+    or journal byte; the credential cache holds the latest refresh token and nothing
+    else."""
+    from runbook.sandbox import SandboxOAuth
+
+    plan = tmp_path / "oauth.yaml"
+    plan.write_text(PLAN.replace("workflows:", "api:\n  oauth: {grant: refresh_token}\nworkflows:"))
+    out = tmp_path / "out"
+    out.mkdir()
+    scenario = Scenario(
+        default={"queue": 0.0, "duration": 0.4},
+        workflows={2: {"fail_first": 1}, 3: {"outcome": "failed", "errors": ["bad rows"]}},
+    )
+    app = create_app(
+        scenario, token=TOKEN, oauth=SandboxOAuth(token_ttl=0.3, client_secret=CLIENT_SECRET)
+    )
+    seen: list[str] = []
+    outputs: list[str] = []
+    with serve_in_thread(hostile(app, seen)) as url:
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        monkeypatch.setenv("NEXADATA_TOKEN_URL", url.removesuffix("/api/v1") + "/oauth/token")
+        monkeypatch.setenv("NEXADATA_CLIENT_ID", "sandbox-client")
+        monkeypatch.setenv("NEXADATA_CLIENT_SECRET", CLIENT_SECRET)
+        monkeypatch.setenv("NEXADATA_REFRESH_TOKEN", app.state.sandbox.first_refresh_token)
+        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+        for argv in (
+            ["apply", str(plan), "--report", str(out / "r.json"), "--junit", str(out / "j.xml")],
+            ["--traceback", "apply", str(plan), "--log-format", "json"],
+            ["status"],
+            ["status", "--format", "json"],
+            ["history"],
+        ):
+            seen.clear()  # what this process sent: another one's tokens it never held
+            result = run_entry(*argv)
+            outputs += [result.out, result.err]
+            assert result.code in (0, 1), (argv, result.out, result.err)
+        stats = app.state.sandbox.stats()
+        issued = list(app.state.sandbox.issuer._tokens)  # every token it ever issued
+    assert stats["token_requests"]["refresh_token"] >= 6 and stats["refresh_token_reuse"] == 0
+    assert "***" in outputs[0]  # the echoes were there, and were redacted
+    basic = base64.b64encode(f"sandbox-client:{CLIENT_SECRET}".encode()).decode()
+    secrets = [CLIENT_SECRET, basic, *issued]
+    assert len(issued) >= 12
+    cache = next((tmp_path / "state" / "credentials").glob("*.json"))
+    cached = json.loads(cache.read_text())
+    assert set(cached) == {"version", "refresh_token", "issued_at", "env_sha256"}
+    assert cached["refresh_token"] in issued
+    files = [path for path in tmp_path.rglob("*") if path.is_file() and path != cache]
+    assert {p.name for p in files} >= {"r.json", "j.xml", "journal.sqlite3"}
+    for secret in secrets:
+        for number, text in enumerate(outputs):
+            assert secret not in text, (number, text[:2000])
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
+        if secret != cached["refresh_token"]:
+            assert secret.encode() not in cache.read_bytes()

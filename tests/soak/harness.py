@@ -28,9 +28,18 @@ from tests.helpers import without_coverage_hook
 TOKEN = "soak-token-4f1c9e-never-shown"
 
 
-def environment(state: Path, url: str) -> dict[str, str]:
+def environment(state: Path, url: str, sandbox: Sandbox | None = None) -> dict[str, str]:
+    """What apply needs: the API and the state dir; the sandbox's OAuth client when it
+    has one (the plan's api.oauth then wins over the static token)."""
     env = without_coverage_hook()
     env.update(NEXADATA_TOKEN=TOKEN, NEXADATA_API_URL=url, RUNBOOK_STATE_DIR=str(state))
+    if sandbox is not None and sandbox.token_url:
+        env.update(
+            NEXADATA_TOKEN_URL=sandbox.token_url,
+            NEXADATA_CLIENT_ID="sandbox-client",
+            NEXADATA_CLIENT_SECRET="sandbox-secret",
+            NEXADATA_REFRESH_TOKEN=sandbox.refresh_token,
+        )
     return env
 
 
@@ -51,6 +60,10 @@ class Shape:
     fail_first_share: float = 0.0  # share of workflows that fail first, then succeed
     faults: dict[str, Any] = field(default_factory=dict)
     seed: int = 6
+    token_ttl: float | None = None
+    """The sandbox's tokens expire after this many seconds; apply reaches it through
+    the plan's OAuth client (``grant``)."""
+    grant: str = "client_credentials"
     cleanup_every: int = 0
     """Every this many steps of a layer after the first gets a ``run_if: failure`` step
     (skipped: nothing that counts fails) and a ``run_if: always`` step; the plan gets a
@@ -86,6 +99,7 @@ def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workloa
     rng = random.Random(shape.seed)
     plan = [
         f"version: 1\nname: {name}\nmax_parallel: {shape.max_parallel}",
+        *([f"api: {{oauth: {{grant: {shape.grant}}}}}"] if shape.token_ttl else []),
         f"defaults: {{poll_interval: {shape.poll}, max_poll_interval: {shape.poll}, "
         "retry_delay: 100ms}",
         "workflows:",
@@ -151,10 +165,10 @@ def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workloa
 class Sandbox:
     """``runbook sandbox`` in its own process: it outlives every apply it serves."""
 
-    def __init__(self, scenario: Path, port: int = 0) -> None:
-        self.scenario, self.port = scenario, port
+    def __init__(self, scenario: Path, port: int = 0, token_ttl: float | None = None) -> None:
+        self.scenario, self.port, self.token_ttl = scenario, port, token_ttl
         self.process: subprocess.Popen[str] | None = None
-        self.url = ""
+        self.url = self.token_url = self.refresh_token = ""
 
     def start(self) -> Sandbox:
         env = without_coverage_hook()
@@ -167,6 +181,7 @@ class Sandbox:
                 str(self.scenario),
                 "--token",
                 TOKEN,
+                *(["--token-ttl", f"{self.token_ttl}s"] if self.token_ttl else []),
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -178,6 +193,11 @@ class Sandbox:
             found = re.search(r"base URL\s+(http://127\.0\.0\.1:(\d+)\S*)", line)
             if found:
                 self.url, self.port = found.group(1), int(found.group(2))
+            if found := re.match(r"\s+token URL\s+(\S+)$", line):
+                self.token_url = found.group(1)
+            if found := re.match(r"\s+refresh token\s+(\S+)$", line):
+                self.refresh_token = found.group(1)
+            if line.startswith("Press Ctrl-C") or (self.url and not self.token_ttl):
                 return self
         raise RuntimeError("the sandbox did not print its base URL")
 
@@ -279,11 +299,11 @@ def fault_soak(directory: Path, shape: Shape) -> FaultSoak:
     """One ``runbook apply`` of the whole plan against a faulty sandbox."""
     workload = write_workload(directory, shape)
     state, report = directory / "state", directory / "report.json"
-    with Sandbox(workload.scenario) as sandbox:
+    with Sandbox(workload.scenario, token_ttl=shape.token_ttl) as sandbox:
         started = time.perf_counter()
         done = subprocess.run(
             runbook_command("apply", str(workload.plan), "--report", str(report), "-q"),
-            env=environment(state, sandbox.url),
+            env=environment(state, sandbox.url, sandbox),
             capture_output=True,
             text=True,
             timeout=1800,
@@ -317,6 +337,9 @@ def check_fault_soak(result: FaultSoak, shape: Shape) -> None:
     assert result.stats["peak_in_flight"] <= shape.max_parallel
     last = epoch(result.stats["last_request_at"])
     assert last <= result.run_ended_at + 0.001, "a request reached the API after the run ended"
+    if shape.token_ttl:  # tokens that expired many times over: none used twice
+        assert result.stats["refresh_token_reuse"] == 0
+        assert result.report["token_refreshes"] >= result.seconds / shape.token_ttl - 1
 
 
 # -- the crash soak ---------------------------------------------------------------------
@@ -370,8 +393,8 @@ def crash_soak(
     rng = random.Random(seed)
     workload = write_workload(directory, shape, name="crash")
     state = directory / "state"
-    sandbox = Sandbox(workload.scenario).start()
-    env = environment(state, sandbox.url)
+    sandbox = Sandbox(workload.scenario, token_ttl=shape.token_ttl).start()
+    env = environment(state, sandbox.url, sandbox)
     soak = CrashSoak(workload=workload)
     started = time.perf_counter()
     try:

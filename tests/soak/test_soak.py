@@ -34,6 +34,8 @@ FAULT_SOAK = Shape(
     fail_first_share=0.02,
     cleanup_every=50,
     ignored_failures=3,
+    token_ttl=2.0,  # tokens that live 2 s, refreshed all through the run by rotation
+    grant="refresh_token",
     faults={
         "error_rate": 0.05,
         "errors_on": ["poll"],  # a 500 on a trigger is ambiguous by the API's rules
@@ -56,6 +58,8 @@ CRASH_SOAK = Shape(
     poll="0.2s",
     faults={"latency": "20ms"},
     cleanup_every=5,
+    token_ttl=2.0,  # client_credentials: a kill inside a rotation is the documented
+    # window (the next refresh is refused), not something a resume can mend
 )
 KILLS = 20
 
