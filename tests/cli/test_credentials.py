@@ -489,3 +489,49 @@ def test_sigkill_between_the_token_answer_and_the_cache_write_is_the_documented_
     assert counters["refresh_token_reuse"] == 1  # the rotated-away token came back once
     assert kept not in out + err
     assert [p.name for p in cache.parent.iterdir() if not p.name.endswith((".json", ".lock"))] == []
+
+
+def test_a_failing_token_command_is_exit_3_before_any_run_is_written(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sandbox(3600, SEQUENTIAL) as (app, url):
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+        command = f"{sys.executable} -c \"import sys; sys.exit('vault: sealed')\" --key=s3cr3t"
+        failed = cli("apply", str(write_plan(tmp_path)), "--token-command", command)
+        history = cli("history")
+        counters = stats(app)
+    assert failed.code == 3
+    assert failed.err == (
+        f"runbook: the token command {sys.executable!r} exited with status 1 (its standard "
+        "error: vault: sealed)\n"
+    )
+    assert "s3cr3t" not in failed.out + failed.err
+    assert counters["requests_total"] == 0 and history.out == "No runs in the journal.\n"
+
+
+@pytest.mark.parametrize("damage", ["link", "group-writable", "corrupt", "foreign"])
+def test_a_credential_cache_that_cannot_be_trusted_is_exit_5(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    plan = write_plan(tmp_path, grant="refresh_token")
+    with sandbox(3600, SEQUENTIAL) as (app, url):
+        client_env(monkeypatch, url, tmp_path)
+        monkeypatch.setenv("NEXADATA_REFRESH_TOKEN", app.state.sandbox.first_refresh_token)
+        assert cli("apply", str(plan)).code == 0  # the cache now holds a rotated token
+        cache = next((tmp_path / "state" / "credentials").glob("*.json"))
+        if damage == "link":
+            cache.unlink()
+            cache.symlink_to(tmp_path / "elsewhere.json")
+        elif damage == "group-writable":
+            os.chmod(cache, 0o660)
+        elif damage == "corrupt":
+            cache.write_text('{"refresh_token": ')
+        else:
+            os.chown(cache, 12345, 12345)
+        sent = stats(app)["token_requests"]["refresh_token"]
+        refused = cli("apply", str(plan))
+        assert stats(app)["token_requests"]["refresh_token"] == sent  # the env's never sent
+    assert refused.code == 5, refused.err
+    assert str(cache) in refused.err
+    assert not (tmp_path / "elsewhere.json").exists()
