@@ -43,7 +43,9 @@ class TokenSetup:
     note: str | None = None
 
     async def aclose(self) -> None:
-        """Close what the source holds open (the token endpoint's connections)."""
+        """Close what the source holds open (the token endpoint's connections), once a
+        refresh under way has ended."""
+        await self.credentials.settle()
         closer = getattr(self.credentials.source, "aclose", None)
         if closer is not None:
             await closer()

@@ -8,7 +8,8 @@
     │   ├── PlanError            2  an invalid plan: nothing was sent
     │   └── ScenarioError        2  an invalid sandbox scenario
     ├── ConfigError              3  API configuration: no token, a non-HTTPS remote URL
-    │   ├── AuthError            3  the API refused the token (401/403)
+    │   ├── AuthError            3  no token could be had, or the API refused it (401/403)
+    │   │   └── CredentialCacheError 5  the credential cache became unusable mid-run
     │   ├── TlsError             3  the API's TLS certificate failed verification
     │   └── ProxyError           3  the proxy refused the tunnel for good (403, 407)
     ├── ApiError                 1  an API answer that fails a step (the run goes on)
@@ -33,6 +34,7 @@ __all__ = [
     "ApiUnavailable",
     "AuthError",
     "ConfigError",
+    "CredentialCacheError",
     "ExecutionNotFound",
     "InputError",
     "JournalError",
@@ -109,6 +111,13 @@ class ConfigError(RunbookError):
 
 class AuthError(ConfigError):
     """The API refused the token."""
+
+
+class CredentialCacheError(AuthError):
+    """The credential cache could not be read or written during a refresh: no token
+    (an authentication failure for the run), and exit 5 like any unusable state file."""
+
+    exit_code = 5
 
 
 class TlsError(ConfigError):

@@ -640,13 +640,17 @@ Flying = list[tuple[StepRecord, int]]
 def left_running(run: RunRecord) -> tuple[Flying, Flying]:
     """The executions ``run`` left without seeing them end, as (step, execution id): those
     a new run would duplicate (its process died, a signal or a lost token or API stopped
-    it), and those whose step timed out (the step's outcome is decided; they may still
-    run on Nexadata)."""
+    it; id 0: a trigger cut off unanswered, which may have created one), and those whose
+    step timed out (the step's outcome is decided; they may still run on Nexadata)."""
     unseen: Flying = []
     timed_out: Flying = []
     for step in run.ordered():
         attempt = step.attempt
-        if attempt is None or attempt.execution_id is None:
+        if attempt is None:
+            continue
+        if attempt.execution_id is None:  # a POST cut off unanswered: one may exist
+            if attempt.ended_at is None and attempt.state != "not created":
+                unseen.append((step, 0))
             continue
         if attempt.ended_at is None or _outcome_unseen(step, attempt):
             unseen.append((step, attempt.execution_id))

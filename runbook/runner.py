@@ -242,6 +242,7 @@ class Runner:
         self._notice: Tell = notice or (lambda level, text: None)
         self._stack = ExitStack()
         self._built: _Built | None = None
+        self._abandon: tuple[int, str] | None = None
 
     def __enter__(self) -> Runner:
         return self
@@ -292,8 +293,14 @@ class Runner:
         else:
             latest = store.latest(plan.name)
             previous = None if latest is None else latest.state == "succeeded"
-            if latest is not None and latest.state != "abandoned":
-                self._over_a_run(store, store.load_run(latest), plan)
+            # a sandbox's executions ended with it; a sandbox run never touches another's
+            if (
+                latest is not None
+                and latest.state != "abandoned"
+                and not o.sandbox
+                and not store.went_to_sandbox(latest.id)
+            ):
+                self._over_a_run(store.load_run(latest), plan)
         if target is None:
             target = self._stack.enter_context(_sandbox_target(o.scenario, o.token_ttl))
         stages = plan.dag.stages(selection.steps)
@@ -301,7 +308,7 @@ class Runner:
             plan, selection, stages, target, store, lock, prior, webhooks, ping, previous
         )
 
-    def _over_a_run(self, store: Store, latest: RunRecord, plan: Plan) -> None:
+    def _over_a_run(self, latest: RunRecord, plan: Plan) -> None:
         """A new run while the latest one left executions that may still be running is
         the duplicate a user makes by hand ("check the token", then the same command
         again): refused (exit 4) unless ``--new-run``, which abandons that run."""
@@ -309,7 +316,8 @@ class Runner:
         ident = f"run {latest.run_id}"
         if unseen:
             listed = "; ".join(
-                f"{step.name} (workflow {step.workflow_id}, execution {execution})"
+                f"{step.name} (workflow {step.workflow_id}, "
+                + (f"execution {execution})" if execution else "its trigger got no answer)")
                 for step, execution in unseen
             )
             if not self.options.new_run:
@@ -320,11 +328,12 @@ class Runner:
                     f"with --new-run ({ident} is then abandoned, its executions left to "
                     "finish on their own)"
                 )
-            store.abandon(latest.run_id or 0)
-            self._notice(
-                "note",
-                f"{ident} is abandoned (--new-run): its executions are left to finish on their "
-                f"own: {listed}",
+            # abandoned when the new run is written: a new run that fails to start
+            # (no token) leaves the old one resumable
+            self._abandon = (
+                latest.run_id or 0,
+                f"{ident} is abandoned (--new-run): its executions are left to finish on "
+                f"their own: {listed}",
             )
         for step, execution in timed_out:
             self._notice(
@@ -524,6 +533,9 @@ class Runner:
             new = False
         else:
             new = True
+            if self._abandon is not None:
+                store.abandon(self._abandon[0])
+                self._notice("note", self._abandon[1])
             run.run_id = store.create_run(
                 run,
                 plan_path=built.plan.path,

@@ -150,7 +150,8 @@ def target(conn: Any, conn_id: str, default_url: str | None) -> tuple[str, Crede
     extra = _extra(conn)
     if not extra.get("token_url"):
         return url, Credentials.static(Token(conn.password), f"the connection {conn_id!r}")
-    return url, Credentials(oauth_source(conn, conn_id, extra))
+    source = oauth_source(conn, conn_id, extra)
+    return url, Credentials(source, source.redactor)
 
 
 def oauth_source(conn: Any, conn_id: str, extra: dict[str, Any]) -> OAuthSource:
@@ -191,7 +192,9 @@ def _extra(conn: Any) -> dict[str, Any]:
 
 
 async def close_credentials(credentials: Credentials) -> None:
-    """Close the token endpoint's connections, if the credentials have any."""
+    """Close the token endpoint's connections, if the credentials have any, once a
+    refresh under way has ended."""
+    await credentials.settle()
     closer = getattr(credentials.source, "aclose", None)
     if closer is not None:
         await closer()

@@ -29,6 +29,8 @@ import math
 import os
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from typing import Any
 from runbook.errors import JournalError
 from runbook.statedir import check_owned, prepare
 
-__all__ = ["MAX_BYTES", "CachedRefresh", "CredentialCache", "sha256_hex"]
+__all__ = ["MAX_BYTES", "CachedRefresh", "CredentialCache", "LockTimeout", "sha256_hex"]
 
 VERSION = 1
 MAX_BYTES = 64 * 1024
@@ -94,9 +96,13 @@ class CredentialCache:
         os.close(self._open_directory())
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the exclusive lock of this cache for the block, waiting for it as long
-        as another process holds it. Plain blocking code: call it from a thread."""
+    def lock(
+        self, timeout: float | None = None, stop: threading.Event | None = None
+    ) -> Iterator[None]:
+        """Hold the exclusive lock of this cache for the block, waiting for it while
+        another process holds it: at most ``timeout`` seconds (then LockTimeout), and no
+        longer once ``stop`` is set (LockTimeout too). Plain blocking code: call it from
+        a thread."""
         directory = self._open_directory()
         try:
             try:
@@ -112,7 +118,7 @@ class CredentialCache:
             os.close(directory)
         try:
             self._check_file(fd, self.lock_path, "credential cache lock file")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_lock(fd, timeout, stop)
         except BaseException:
             os.close(fd)
             raise
@@ -296,6 +302,30 @@ class CredentialCache:
             f"{self.path}.damaged) and runbook starts again from the environment's refresh "
             "token: if that one has been rotated away since, new credentials are needed"
         )
+
+
+class LockTimeout(Exception):
+    """The cache's lock was not had in time (or the wait was called off)."""
+
+
+def _wait_for_lock(fd: int, timeout: float | None, stop: threading.Event | None) -> None:
+    """``flock(LOCK_EX)``, tried every 20 ms so that a wait can end: a process that
+    holds the lock holds it for one token request, 30 s at most."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if (stop is not None and stop.is_set()) or (
+            deadline is not None and time.monotonic() >= deadline
+        ):
+            raise LockTimeout
+        if stop is not None:
+            stop.wait(0.02)
+        else:
+            time.sleep(0.02)
 
 
 def _parse(data: bytes) -> CachedRefresh | None:

@@ -46,6 +46,8 @@ AuthKind = Literal["oauth client_credentials", "oauth refresh_token", "command",
 MAX_TOKEN_FILE = 64 * 1024
 COMMAND_TIMEOUT = 30.0
 MAX_COMMAND_OUTPUT = 64 * 1024
+PIPE_GRACE = 1.0
+"""How long a token command's pipes may stay open after it exited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,15 @@ class Credentials:
             return None
         new = await self._fetch()
         return None if new == token else new
+
+    async def settle(self, timeout: float = 35.0) -> None:
+        """Wait for a refresh still under way (at the end of a run): cut short, a
+        rotated refresh token's answer would be lost, and the next run would send the
+        one it replaced."""
+        flight = self._flight
+        if flight is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(flight), timeout)
 
     async def _fetch(self) -> Token:
         """Fetch from the source; requests that need a token meanwhile wait for this one."""
@@ -393,7 +404,10 @@ class CommandSource:
             when = parse_timestamp(expires_at) if isinstance(expires_at, str) else None
             if when is None:
                 raise self._failed('printed an "expires_at" that is not an RFC 3339 time', err)
-            return max(0.0, when.timestamp() - self._wall())
+            left = when.timestamp() - self._wall()
+            if left <= 0:
+                raise self._failed('printed an "expires_at" already past', err)
+            return left
         return None
 
     def _failed(self, why: str, err: bytes) -> AuthError:
@@ -426,12 +440,34 @@ class _TooLong(Exception):
 
 
 async def _communicate(process: asyncio.subprocess.Process) -> tuple[bytes, bytes, int]:
+    """Its output and exit status. A command that exits while something it started
+    still holds its pipes (``... &``) gets a moment for them, then the group is ended:
+    the output it printed stands."""
     assert process.stdout is not None and process.stderr is not None
-    out, err = await asyncio.gather(
-        _read_capped(process.stdout, MAX_COMMAND_OUTPUT),
-        _read_capped(process.stderr, MAX_COMMAND_OUTPUT),
+    readers = asyncio.ensure_future(
+        asyncio.gather(
+            _read_capped(process.stdout, MAX_COMMAND_OUTPUT),
+            _read_capped(process.stderr, MAX_COMMAND_OUTPUT),
+        )
     )
-    return out, err, await process.wait()
+    try:
+        # (Process.wait() waits for the pipes too: the exit is seen in returncode)
+        exited_at = None
+        while not readers.done():
+            await asyncio.wait({readers}, timeout=0.05)
+            if process.returncode is not None and not readers.done():
+                loop = asyncio.get_running_loop()
+                exited_at = exited_at if exited_at is not None else loop.time()
+                if loop.time() - exited_at >= PIPE_GRACE:
+                    _kill(process)  # its children hold the pipes: they go with the group
+                    break
+        out, err = await readers
+        return out, err, await process.wait()
+    finally:
+        if not readers.done():
+            readers.cancel()
+            with contextlib.suppress(BaseException):
+                await readers
 
 
 async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:

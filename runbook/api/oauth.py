@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 
 from runbook import __version__
-from runbook.api.cache import CachedRefresh, CredentialCache, sha256_hex
+from runbook.api.cache import CachedRefresh, CredentialCache, LockTimeout, sha256_hex
 from runbook.api.credentials import AuthKind, Issued
 from runbook.api.pacing import retry_after
 from runbook.api.secrets import Redactor, Secret, Token
-from runbook.errors import AuthError, ConfigError
+from runbook.errors import AuthError, ConfigError, CredentialCacheError, JournalError
 from runbook.text import printable
 
 __all__ = ["OAuthClient", "OAuthSource", "token_transport"]
@@ -44,6 +46,9 @@ AuthMethod = Literal["basic", "post"]
 
 TRIES = 3
 TOTAL_SECONDS = 30.0
+LOCK_WAIT = 60.0
+"""How long a refresh waits for another process's: one token request, with room."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ class OAuthSource:
         )
         self.origin = f"the OAuth client {client.client_id!r} ({client.token_url})"
         self._transport = transport
-        self._redactor = redactor
+        self._redactor = self.redactor = redactor
         self._cache = cache
         self._rng = rng or random.Random()
         self._sleep, self._clock, self._wall = sleep, clock, wall
@@ -107,11 +112,25 @@ class OAuthSource:
 
     async def _rotate(self, cache: CredentialCache) -> Issued:
         """Exchange the newest refresh token, holding the cache's lock from reading it
-        to keeping the one that replaces it."""
+        to keeping the one that replaces it. The lock is released only once the cache
+        is written, even when the refresh is cancelled meanwhile."""
         assert self.client.refresh_token is not None
         origin = sha256_hex(self.client.refresh_token.reveal())
-        async with _locked(cache):
-            cached = await asyncio.to_thread(cache.read)
+        stop = threading.Event()
+        manager = cache.lock(timeout=LOCK_WAIT, stop=stop)
+        try:
+            await _finish(asyncio.to_thread(manager.__enter__), stop.set, manager)
+        except LockTimeout:
+            raise AuthError(
+                f"the credential cache {cache.path} stayed locked by another process for "
+                f"{LOCK_WAIT:g} s (one token request takes {TOTAL_SECONDS:g} s at most): is "
+                "a runbook process stopped while it refreshes?"
+            ) from None
+        try:
+            try:
+                cached = await _finish(asyncio.to_thread(cache.read))
+            except JournalError as exc:
+                raise CredentialCacheError(str(exc)) from None
             if cached is not None and cached.env_sha256 == origin:
                 current = cached.refresh_token
                 self._redactor.add(Secret(current))
@@ -120,7 +139,12 @@ class OAuthSource:
             answer, rotated = await self._exchange(current)
             if rotated is not None and rotated != current:
                 entry = CachedRefresh(rotated, self._wall(), origin)
-                await asyncio.to_thread(cache.write, entry)
+                try:
+                    await _finish(asyncio.to_thread(cache.write, entry))
+                except JournalError as exc:
+                    raise CredentialCacheError(str(exc)) from None
+        finally:
+            manager.__exit__(None, None, None)
         return answer
 
     async def _exchange(self, refresh_token: str) -> tuple[Issued, str | None]:
@@ -311,25 +335,23 @@ def plural_tries(count: int) -> str:
     return "1 try" if count == 1 else f"{count} tries"
 
 
-class _locked:
-    """``async with _locked(cache)``: the cache's lock, waited for in a thread (another
-    process holds it for one token request at most). A wait cut short by cancellation
-    still releases the lock once the thread has it."""
-
-    def __init__(self, cache: CredentialCache) -> None:
-        self._manager = cache.lock()
-
-    async def __aenter__(self) -> None:
-        waiting = asyncio.ensure_future(asyncio.to_thread(self._manager.__enter__))
-        try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            waiting.add_done_callback(self._release_late)
-            raise
-
-    def _release_late(self, waiting: asyncio.Future[Any]) -> None:
-        if not waiting.cancelled() and waiting.exception() is None:
-            self._manager.__exit__(None, None, None)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._manager.__exit__(None, None, None)
+async def _finish(
+    work: Awaitable[T],
+    on_cancel: Callable[[], None] | None = None,
+    entered: contextlib.AbstractContextManager[None] | None = None,
+) -> T:
+    """``work`` (a thread's), seen to its end even when the caller is cancelled: a write
+    of the cache cannot be taken back, and the lock must not be released under it.
+    ``on_cancel`` asks the thread to give up; ``entered``: the thread was entering this
+    context manager, to leave at once if it got in after all."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        with contextlib.suppress(BaseException):
+            await task
+            if entered is not None:
+                entered.__exit__(None, None, None)
+        raise

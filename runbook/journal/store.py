@@ -364,6 +364,15 @@ class Store:
         row = self.latest(plan)
         return row if row is not None and row.state not in ("succeeded", "abandoned") else None
 
+    def went_to_sandbox(self, run_id: int) -> bool:
+        """Whether run ``run_id`` ran against ``--sandbox``'s simulator (gone with it)."""
+        row = self.db.execute("SELECT options FROM runs WHERE id = ?", (run_id,)).fetchone()
+        try:
+            options = json.loads(row[0]) if row is not None else {}
+        except (TypeError, ValueError):
+            return False
+        return isinstance(options, dict) and options.get("sandbox") is True
+
     def abandon(self, run_id: int) -> None:
         """``--new-run`` over run ``run_id``: its executions are left to finish alone."""
         with self.write() as db:

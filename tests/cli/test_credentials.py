@@ -294,6 +294,12 @@ def test_new_run_abandons_the_run_that_lost_its_token(
         assert error["in_flight"] == [{"step": "load", "workflow_id": 2, "execution_id": 2}]
         assert events[-1]["event"] == "run_finished" and events[-1]["auth"] == "env"
 
+        # a new run that cannot start (no token) abandons nothing: run 1 stays resumable
+        unstarted = cli("apply", str(plan), "--new-run", "--token-command", "false")
+        assert unstarted.code == 3 and "abandoned" not in unstarted.err
+        assert [r["state"] for r in json.loads(cli("history", "--format", "json").out)] == [
+            "failed"
+        ]
         monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)  # the sandbox's static token
         fresh = cli("apply", str(plan), "--new-run")
         counters = stats(app)
@@ -535,3 +541,28 @@ def test_a_credential_cache_that_cannot_be_trusted_is_exit_5(
     assert refused.code == 5, refused.err
     assert str(cache) in refused.err
     assert not (tmp_path / "elsewhere.json").exists()
+
+
+def test_an_interrupted_sandbox_run_is_no_obstacle_to_the_next_one(tmp_path: Path) -> None:
+    """The simulator's executions ended with it: nothing to duplicate, nothing to follow."""
+    plan = tmp_path / "p.yaml"
+    plan.write_text("version: 1\nname: p\nworkflows:\n  forever: {workflow_id: 5}\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("workflows:\n  5: {queue: 0, duration: forever}\n")
+    state = str(tmp_path / "state")
+    argv = [*entry_point(), "apply", str(plan), "--sandbox", "--scenario", str(scenario)]
+    process = subprocess.Popen(
+        [*argv, "--state-dir", state], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "(workflow 5, execution 1): " in line:
+            process.send_signal(signal.SIGINT)
+            break
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    scenario.write_text("workflows:\n  5: {queue: 0, duration: 0.1}\n")
+    again = subprocess.run(
+        [*argv, "--state-dir", state], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stdout + again.stderr

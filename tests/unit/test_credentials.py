@@ -445,6 +445,10 @@ def test_a_command_printing_an_expires_at(tmp_path: Path) -> None:
             'the token command {first!r} printed an "expires_at" that is not an RFC 3339',
         ),
         ("sys.stdout.write('x' * 70000)\n", "the token command {first!r} printed more than 64"),
+        (
+            'print(\'{"access_token": "abcdefghijkl", "expires_at": "2001-01-01T00:00:00Z"}\')\n',
+            'the token command {first!r} printed an "expires_at" already past',
+        ),
         ("sys.stdout.buffer.write(b'\\xff\\xfe')\n", "the token command {first!r} printed some"),
     ],
 )
@@ -493,3 +497,43 @@ def test_json_answer_of_a_command_is_redacted_from_then_on(tmp_path: Path) -> No
     body = 'print(\'{"access_token": "json-secret-abcdefgh", "expires_in": 60}\')\n'
     run(CommandSource(command(tmp_path, body), redactor).fetch())
     assert redactor.redact(json.dumps({"echo": "json-secret-abcdefgh"})) == '{"echo": "***"}'
+
+
+def test_a_command_that_leaves_a_child_holding_its_pipes_still_gives_its_token(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    source = CommandSource(
+        f"sh -c 'echo tok-from-sh-abcdef; sleep 30 & echo $! > {pid_file}'", Redactor()
+    )
+    issued = run(source.fetch())  # within the 1 s grace, not the 30 s bound
+    assert issued.token.reveal() == "tok-from-sh-abcdef"
+    status = Path(f"/proc/{pid_file.read_text().strip()}/status")
+
+    def ended() -> bool:  # a zombie until init reaps it, or gone
+        try:
+            return "State:\tZ" in status.read_text()
+        except FileNotFoundError:
+            return True
+
+    import time
+
+    deadline = time.monotonic() + 10  # SIGKILLed with the group: it dies within moments
+    while not ended() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended()  # not left for its 30 s
+
+
+def test_the_end_of_a_run_waits_for_a_refresh_under_way() -> None:
+    gate = asyncio.Event()
+    source = Minted(gate=gate)
+    credentials = Credentials(source, clock=Clock(0.0))
+
+    async def main():
+        pending = asyncio.ensure_future(credentials.token())
+        await asyncio.sleep(0)
+        pending.cancel()  # the request that wanted it is gone (a signal, a timeout)
+        asyncio.get_running_loop().call_later(0.05, gate.set)
+        await credentials.settle()
+        return credentials.current()
+
+    token = run(main())
+    assert token is not None and token.reveal() == "tok-0001-abcdefgh"  # kept, not lost

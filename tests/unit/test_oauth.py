@@ -375,3 +375,99 @@ def test_credentials_over_an_oauth_source_refresh_before_expiry() -> None:
 
 def made_redactor(made: OAuthSource) -> Redactor:
     return made._redactor
+
+
+def held_lock(tmp_path):
+    """Another process's refresh holding the cache's lock, until released."""
+    import fcntl
+
+    cache = CredentialCache(tmp_path, TOKEN_URL, "runbook-client")
+    handle = open(cache.lock_path, "a")  # noqa: SIM115
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return cache, handle
+
+
+def test_a_lock_held_too_long_by_another_process_is_an_authentication_failure(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(runbook.api.oauth, "LOCK_WAIT", 0.2)
+    cache, handle = held_lock(tmp_path)
+    _state, handler = rotating_server()
+    made, seen = source(handler, grant="refresh_token", cache=cache)
+    with pytest.raises(AuthError, match=r"stayed locked by another process for 0\.2 s"):
+        run(made.fetch())
+    assert seen == []  # nothing was exchanged without the lock
+    handle.close()
+
+
+def test_a_refresh_cancelled_while_it_waits_for_the_lock_leaves_it_at_once(tmp_path) -> None:
+    import threading
+
+    cache, handle = held_lock(tmp_path)
+    _state, handler = rotating_server()
+    made, seen = source(handler, grant="refresh_token", cache=cache)
+    before = threading.active_count()
+
+    async def main():
+        task = asyncio.ensure_future(made.fetch())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())  # would hang at the loop's end if the waiting thread went on waiting
+    handle.close()
+    assert seen == [] and threading.active_count() <= before
+    assert run(made.fetch()).token  # the lock is free: nobody kept it
+
+
+def test_a_refresh_cancelled_during_its_cache_write_keeps_the_lock_until_written(
+    tmp_path, monkeypatch
+) -> None:
+    import time
+
+    state, handler = rotating_server()
+    cache = CredentialCache(tmp_path, TOKEN_URL, "runbook-client")
+    made, _ = source(handler, grant="refresh_token", cache=cache)
+    real_write = CredentialCache.write
+    started = asyncio.Event()
+
+    def slow_write(self, entry):
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.3)
+        real_write(self, entry)
+
+    monkeypatch.setattr(CredentialCache, "write", slow_write)
+
+    async def main():
+        task = asyncio.ensure_future(made.fetch())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # cancelled, and yet the new refresh token is kept before the lock is free
+        cached = cache.read()
+        assert cached is not None and cached.refresh_token == "refresh-0001-rotated"
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert state["reuse"] == 0
+
+
+def test_a_cache_that_cannot_be_written_mid_run_is_exit_5(tmp_path, monkeypatch) -> None:
+    from runbook.errors import CredentialCacheError, JournalError
+
+    _state, handler = rotating_server()
+    cache = CredentialCache(tmp_path, TOKEN_URL, "runbook-client")
+    made, _ = source(handler, grant="refresh_token", cache=cache)
+
+    def full(self, entry):
+        raise JournalError("the credential cache cannot be written: No space left on device")
+
+    monkeypatch.setattr(CredentialCache, "write", full)
+    with pytest.raises(CredentialCacheError, match="No space left") as caught:
+        run(made.fetch())
+    assert caught.value.exit_code == 5 and isinstance(caught.value, AuthError)
