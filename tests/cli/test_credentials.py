@@ -87,6 +87,7 @@ def client_env(monkeypatch: pytest.MonkeyPatch, url: str, tmp_path: Path) -> Non
 
 
 SEQUENTIAL = Scenario(default={"queue": 0.0, "duration": 1.2})
+QUICK = Scenario(default={"queue": 0.0, "duration": 0.05})
 
 
 def test_an_oauth_client_carries_a_run_five_times_longer_than_its_tokens(
@@ -500,7 +501,7 @@ def test_sigkill_between_the_token_answer_and_the_cache_write_is_the_documented_
 def test_a_failing_token_command_is_exit_3_before_any_run_is_written(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with sandbox(3600, SEQUENTIAL) as (app, url):
+    with sandbox(3600, QUICK) as (app, url):
         monkeypatch.setenv("NEXADATA_API_URL", url)
         monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
         command = f"{sys.executable} -c \"import sys; sys.exit('vault: sealed')\" --key=s3cr3t"
@@ -521,7 +522,7 @@ def test_a_credential_cache_that_cannot_be_trusted_is_exit_5(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
 ) -> None:
     plan = write_plan(tmp_path, grant="refresh_token")
-    with sandbox(3600, SEQUENTIAL) as (app, url):
+    with sandbox(3600, QUICK) as (app, url):
         client_env(monkeypatch, url, tmp_path)
         monkeypatch.setenv("NEXADATA_REFRESH_TOKEN", app.state.sandbox.first_refresh_token)
         assert cli("apply", str(plan)).code == 0  # the cache now holds a rotated token
