@@ -39,14 +39,14 @@ from pathlib import Path
 
 from sandbox_process import start_sandbox, stats
 
-import runbook.plan
+import runbook.polling
 from runbook.executor import poll_delay
 from runbook.plan import BUILTIN_DEFAULTS, Step
 from runbook.text import parse_timestamp
 
 DEFAULT_LOW = float(BUILTIN_DEFAULTS["poll_interval"])
 DEFAULT_HIGH = float(BUILTIN_DEFAULTS["max_poll_interval"])
-DEFAULT_FRACTION = runbook.plan.POLL_FRACTION
+DEFAULT_FRACTION = runbook.polling.POLL_FRACTION
 
 
 def durations(count: int, low: float, high: float, seed: int = 7) -> list[float]:
@@ -72,12 +72,12 @@ def step(low: float, high: float) -> Step:
 @contextmanager
 def fraction(value: float) -> Iterator[None]:
     """The growth fraction, which ``poll_wait`` reads from its module at each call."""
-    saved = runbook.plan.POLL_FRACTION
-    runbook.plan.POLL_FRACTION = value
+    saved = runbook.polling.POLL_FRACTION
+    runbook.polling.POLL_FRACTION = value
     try:
         yield
     finally:
-        runbook.plan.POLL_FRACTION = saved
+        runbook.polling.POLL_FRACTION = saved
 
 
 Figures = tuple[float, float, float, float]

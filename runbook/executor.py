@@ -49,10 +49,11 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.plan import POLL_FRACTION, Plan, Step
+from runbook.plan import Plan, Step
+from runbook.polling import jittered
 from runbook.schedule import Ending, Rule, Schedule, Update
 
-__all__ = ["POLL_FRACTION", "Api", "Executor", "left_running", "poll_delay"]
+__all__ = ["Api", "Executor", "left_running", "poll_delay"]
 
 TIMEOUT_REASON = "timed out (the remote execution may still be running)"
 INTERRUPT_GRACE = 30.0
@@ -75,7 +76,7 @@ def poll_delay(step: Step, elapsed: float, rng: random.Random) -> float:
     ``max_poll_interval``, with up to 10 % of jitter downwards so that thousands of
     executions triggered together do not poll together.
     """
-    return step.poll_wait(elapsed) * rng.uniform(0.9, 1.0)
+    return jittered(step.poll_wait(elapsed), rng)
 
 
 T = TypeVar("T")

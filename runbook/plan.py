@@ -8,7 +8,6 @@ Every rule of docs/plan-format.md is checked and every violation collected in on
 from __future__ import annotations
 
 import gc
-import math
 import os
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
@@ -17,7 +16,7 @@ from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from runbook import graph, yamldoc
+from runbook import graph, polling, yamldoc
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import PlanError, Problem
 from runbook.schedule import OnFailure, RunIf
@@ -43,9 +42,6 @@ NotifyEvent = Literal["succeeded", "failed", "interrupted", "recovered", "late",
 DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
 DEFAULT_TOKEN_ENV = "NEXADATA_TOKEN"
 DEFAULT_MAX_PARALLEL = 4
-POLL_FRACTION = 0.1
-"""Poll every tenth of the time an execution has run so far, within the step's bounds:
-detection lags at most a tenth of the running time (or poll_interval, if longer)."""
 DURATION_KEYS = ("retry_delay", "timeout", "poll_interval", "max_poll_interval", "estimate")
 BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -57,12 +53,6 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "max_poll_interval": 60.0,
     }
 )
-
-
-def poll_wait(elapsed: float, low: float, high: float) -> float:
-    """The wait before the next poll of an execution running for ``elapsed`` seconds:
-    ``low``, growing with the running time (POLL_FRACTION) up to ``high``."""
-    return min(high, max(low, elapsed * POLL_FRACTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,30 +77,13 @@ class Step:
     def poll_wait(self, elapsed: float) -> float:
         """The wait before the next poll of an execution running for ``elapsed``
         seconds: ``poll_interval``, growing with the running time (POLL_FRACTION) up
-        to ``max_poll_interval``. (The executor takes up to 10 % off, as jitter.)"""
-        return poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
+        to ``max_poll_interval`` (:mod:`runbook.polling`; the executor adds the jitter)."""
+        return polling.poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
 
     def noticed(self, took: float) -> float:
         """When runbook sees the end of an execution that took ``took`` seconds from
-        its trigger: at the first poll after it (the jitter taken at its mean). The
-        waits are ``poll_interval`` at first, then grow with the running time, then
-        stay at ``max_poll_interval``: the first and last phases are counted, not
-        walked, so a day at 1 ms polls costs no more than a minute at 5 s."""
-        jitter = 0.95
-        if took <= 0:
-            return 0.0
-        low, high = self.poll_interval, self.max_poll_interval
-        wait = low * jitter
-        grows_from = low / POLL_FRACTION  # past it, the wait is a tenth of the time
-        if took <= grows_from:
-            return math.ceil(took / wait) * wait
-        seen = (math.floor(grows_from / wait) + 1) * wait
-        while seen < took and seen * POLL_FRACTION < high:
-            seen += seen * POLL_FRACTION * jitter
-        if seen >= took:
-            return seen
-        wait = high * jitter
-        return seen + math.ceil((took - seen) / wait) * wait
+        its trigger (:func:`runbook.polling.noticed`)."""
+        return polling.noticed(took, self.poll_interval, self.max_poll_interval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
 from runbook.errors import ApiError, ConfigError
 from runbook.executor import TIMEOUT_REASON
 from runbook.netenv import ProxySettings
-from runbook.plan import poll_wait
+from runbook.polling import jittered, poll_wait
 
 __all__ = ["NexadataExecutionTrigger"]
 
@@ -117,7 +117,7 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
                 )
             elapsed = time.time() - self.triggered_at
             wait = poll_wait(elapsed, self.poll_interval, self.max_poll_interval)
-            await asyncio.sleep(min(wait * rng.uniform(0.9, 1.0), max(0.0, remaining)))
+            await asyncio.sleep(min(jittered(wait, rng), max(0.0, remaining)))
 
 
 def _proxy(url: str) -> str | None:

@@ -98,3 +98,19 @@ def test_only_the_airflow_operator_and_trigger_import_airflow() -> None:
         if any(m == "airflow" or m.startswith("airflow.") for m in imports_of(path))
     }
     assert importers == {"runbook.airflow.operator", "runbook.airflow.trigger"}
+
+
+def test_the_polling_cadence_has_one_home() -> None:
+    """The growth fraction, the jitter and its mean are written in runbook/polling.py
+    alone: the executor, the Airflow trigger and the forecast take them from there, so
+    a change to the cadence is one edit."""
+    import re
+
+    copies = re.compile(r"uniform\(\s*0\.9|\b0\.95\b|POLL_FRACTION\s*=|\bjitter\s*=\s*0\.")
+    for name, path in MODULES.items():
+        if name == "runbook.polling":
+            continue
+        found = copies.findall(path.read_text())
+        assert not found, f"{name} has its own copy of the polling cadence: {found}"
+    polling = imports_of(MODULES["runbook.polling"])
+    assert not {m for m in polling if m.startswith("runbook")}, "polling imports nothing of ours"
