@@ -42,14 +42,6 @@ class TokenSetup:
     credentials: Credentials
     note: str | None = None
 
-    async def aclose(self) -> None:
-        """Close what the source holds open (the token endpoint's connections), once a
-        refresh under way has ended."""
-        await self.credentials.settle()
-        closer = getattr(self.credentials.source, "aclose", None)
-        if closer is not None:
-            await closer()
-
 
 def choose_credentials(
     plan: Plan,
@@ -61,10 +53,11 @@ def choose_credentials(
 ) -> TokenSetup:
     """The source the precedence picks, checked; a ConfigError naming what is missing."""
     env = os.environ if environ is None else environ
+    env_command = env.get(TOKEN_COMMAND_ENV, "").strip()
     offered: list[tuple[str, bool]] = [
         ("--token-command", bool(token_command)),
         ("--token-file", bool(token_file)),
-        (TOKEN_COMMAND_ENV, bool(env.get(TOKEN_COMMAND_ENV, "").strip())),
+        (TOKEN_COMMAND_ENV, bool(env_command)),
         ("the plan's api.oauth client", plan.api.oauth is not None),
         (plan.api.token_env, bool(env.get(plan.api.token_env, "").strip())),
     ]
@@ -77,8 +70,8 @@ def choose_credentials(
     elif token_file:
         file_source = FileSource(token_file)
         source, first = file_source, file_source.token
-    elif env.get(TOKEN_COMMAND_ENV, "").strip():
-        source = CommandSource(env[TOKEN_COMMAND_ENV], redactor)
+    elif env_command:
+        source = CommandSource(env_command, redactor)
     elif plan.api.oauth is not None:
         source = oauth_setup(plan.api.oauth, state_dir, redactor, env)
     else:

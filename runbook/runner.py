@@ -163,7 +163,7 @@ def api_target(
     api_url: str | None,
     token_file: str | None,
     token_command: str | None = None,
-    state_dir: Path | None = None,
+    state_dir: Path,
     environ: Mapping[str, str] | None = None,
 ) -> ApiTarget:
     """The URL (flag > NEXADATA_API_URL > plan), the proxy the environment names for it
@@ -180,7 +180,7 @@ def api_target(
         plan,
         token_file=token_file,
         token_command=token_command,
-        state_dir=state_dir if state_dir is not None else Path("."),
+        state_dir=state_dir,
         environ=env,
     )
     return ApiTarget(url, auth, proxy)
@@ -421,7 +421,7 @@ class Runner:
             ) as api:
                 return await self._run(built, api, sinks, recorded)
         finally:
-            await target.auth.aclose()
+            await credentials.aclose()
 
     async def _run(
         self,

@@ -221,7 +221,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
     async def _post(self) -> Any:
         from airflow.sdk import BaseHook
 
-        from runbook.airflow.trigger import _proxy, close_credentials, target
+        from runbook.airflow.trigger import _proxy, target
         from runbook.api import NexadataClient
 
         try:
@@ -237,7 +237,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
             async with NexadataClient(url, credentials, max_in_flight=1, proxy=_proxy(url)) as api:
                 return await asyncio.wait_for(api.trigger(self.workflow_id), self.step_timeout)
         finally:
-            await close_credentials(credentials)
+            await credentials.aclose()
 
     def _defer(self, record: rules.Record) -> None:
         from runbook.airflow.trigger import NexadataExecutionTrigger

@@ -87,7 +87,7 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
                 ) as api:
                     return {**done, **await self._poll(api)}
             finally:
-                await close_credentials(credentials)
+                await credentials.aclose()
         except asyncio.TimeoutError:
             return {**done, "state": "timed out", "detail": TIMEOUT_REASON}
         except (ConfigError, ApiError) as error:
@@ -189,12 +189,3 @@ def _extra(conn: Any) -> dict[str, Any]:
     except Exception:  # pragma: no cover - Airflow logs a bad extra and gives {}
         return {}
     return extra if isinstance(extra, dict) else {}
-
-
-async def close_credentials(credentials: Credentials) -> None:
-    """Close the token endpoint's connections, if the credentials have any, once a
-    refresh under way has ended."""
-    await credentials.settle()
-    closer = getattr(credentials.source, "aclose", None)
-    if closer is not None:
-        await closer()

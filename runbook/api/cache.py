@@ -103,21 +103,11 @@ class CredentialCache:
         another process holds it: at most ``timeout`` seconds (then LockTimeout), and no
         longer once ``stop`` is set (LockTimeout too). Plain blocking code: call it from
         a thread."""
-        directory = self._open_directory()
+        fd = self._open_file(
+            self._lock_name, self.lock_path, "credential cache lock file", os.O_RDWR | os.O_CREAT
+        )
+        assert fd is not None  # created if missing
         try:
-            try:
-                fd = os.open(
-                    self._lock_name,
-                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                    0o600,
-                    dir_fd=directory,
-                )
-            except OSError as exc:
-                raise self._unopenable(self.lock_path, "credential cache lock file", exc) from None
-        finally:
-            os.close(directory)
-        try:
-            self._check_file(fd, self.lock_path, "credential cache lock file")
             _wait_for_lock(fd, timeout, stop)
         except BaseException:
             os.close(fd)
@@ -132,22 +122,10 @@ class CredentialCache:
 
     def read(self) -> CachedRefresh | None:
         """The cached refresh token; None when there is none yet."""
-        directory = self._open_directory()
+        fd = self._open_file(self._name, self.path, "credential cache", os.O_RDONLY)
+        if fd is None:
+            return None
         try:
-            try:
-                fd = os.open(
-                    self._name,
-                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                    dir_fd=directory,
-                )
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                raise self._unopenable(self.path, "credential cache", exc) from None
-        finally:
-            os.close(directory)
-        try:
-            self._check_file(fd, self.path, "credential cache")
             with os.fdopen(fd, "rb", closefd=False) as handle:
                 data = handle.read(MAX_BYTES + 1)
         except OSError as exc:
@@ -251,6 +229,31 @@ class CredentialCache:
             check_owned(self.directory, info, "credentials directory", keeps=_KEEPS)
             if stat.S_IMODE(info.st_mode) & 0o077:
                 os.fchmod(fd, 0o700)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_file(self, name: str, path: Path, what: str, flags: int) -> int | None:
+        """An fd of ``name`` in the checked credentials directory, opened without
+        following a link, and checked (:meth:`_check_file`); None when there is none
+        (and ``flags`` do not create it)."""
+        directory = self._open_directory()
+        try:
+            fd = os.open(
+                name,
+                flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                0o600,
+                dir_fd=directory,
+            )
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unopenable(path, what, exc) from None
+        finally:
+            os.close(directory)
+        try:
+            self._check_file(fd, path, what)
         except BaseException:
             os.close(fd)
             raise

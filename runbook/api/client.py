@@ -292,10 +292,9 @@ class NexadataClient:
     def _judge(self, response: httpx.Response, call: Call) -> Execution | _Retry | None:
         """The answer's execution, None for a 404, or what to retry; raises what is final."""
         status = response.status_code
-        if status in (401, 403):
-            kind = "unauthorized" if status == 401 else "forbidden"
+        if status == 403:  # a refused token (401) was answered in _authorized
             raise AuthError(
-                f"authentication failed: the API answered {status} ({kind}); check "
+                f"authentication failed: the API answered 403 (forbidden); check "
                 f"{self.credentials.origin}"
             )
         if status == 404:

@@ -131,8 +131,6 @@ class Credentials:
         if token is not None:
             return token
         held = self._token
-        if held is not None and not self.source.refreshable:  # pragma: no cover - no expiry
-            return held
         try:
             return await self._fetch()
         except AuthError:
@@ -155,14 +153,18 @@ class Credentials:
         new = await self._fetch()
         return None if new == token else new
 
-    async def settle(self, timeout: float = 35.0) -> None:
-        """Wait for a refresh still under way (at the end of a run): cut short, a
-        rotated refresh token's answer would be lost, and the next run would send the
-        one it replaced."""
+    async def aclose(self, timeout: float = 35.0) -> None:
+        """The end of a run: wait for a refresh still under way (cut short, a rotated
+        refresh token's answer would be lost, and the next run would send the one it
+        replaced), then close what the source holds open (the token endpoint's
+        connections)."""
         flight = self._flight
         if flight is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(flight), timeout)
+        closer = getattr(self.source, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def _fetch(self) -> Token:
         """Fetch from the source; requests that need a token meanwhile wait for this one."""

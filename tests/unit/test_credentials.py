@@ -532,7 +532,7 @@ def test_the_end_of_a_run_waits_for_a_refresh_under_way() -> None:
         await asyncio.sleep(0)
         pending.cancel()  # the request that wanted it is gone (a signal, a timeout)
         asyncio.get_running_loop().call_later(0.05, gate.set)
-        await credentials.settle()
+        await credentials.aclose()
         return credentials.current()
 
     token = run(main())
