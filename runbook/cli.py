@@ -346,7 +346,7 @@ def apply(
         retrigger_unknown=retrigger_unknown,
         api_url=api_url,
         token_file=token_file,
-        token_command=token_command or None,
+        token_command=token_command,
         sandbox=use_sandbox,
         token_ttl=_duration_option("--token-ttl", token_ttl),
         new_run=new_run,

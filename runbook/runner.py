@@ -84,6 +84,8 @@ class ApplyOptions:
             raise UsageError("--sandbox needs no token: drop --token-file")
         if self.sandbox and self.token_command:
             raise UsageError("--sandbox needs no token: drop --token-command")
+        if self.token_command is not None and not self.token_command.strip():
+            raise UsageError("--token-command is empty: give the command that prints the token")
         if self.token_file and self.token_command:
             raise UsageError("--token-file and --token-command are two token sources: choose one")
         if self.token_ttl is not None and not self.sandbox:

@@ -22,6 +22,7 @@ from runbook.runner import ApplyOptions
         ({"token_ttl": 2.0}, "--token-ttl configures the built-in simulator: add --sandbox"),
         ({"sandbox": True, "token_ttl": 0.0}, "--token-ttl must be more than 0 s"),
         ({"resume": True, "new_run": True}, "--new-run starts a new run and --resume contin"),
+        ({"token_command": "  "}, "--token-command is empty: give the command that prints"),
     ],
 )
 def test_contradictions_are_usage_errors(flags: dict, message: str) -> None:
