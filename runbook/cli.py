@@ -416,12 +416,10 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
         """Signals, and deliveries that failed (which --quiet does not print, and JSON
         lines carry themselves)."""
         match event:
-            case SignalReceived(first=first):
+            case SignalReceived():
                 err = _stderr()
                 err.write(signal_message(event))
                 err.flush()
-                if not first:
-                    os._exit(130)
             case NotificationSent(record=record):
                 if not record.ok and not options.quiet and options.log_format == "text":
                     _notice("warning", delivery_text(record))
@@ -442,8 +440,13 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
             case _:
                 assert_never(event)
 
+    def end_now() -> None:
+        """The second signal: the process ends at once (what the run did is in the
+        journal; a trigger still unanswered stays *triggering*)."""
+        os._exit(130)
+
     try:
-        return runner.execute([*renderers, on_stderr])
+        return runner.execute([*renderers, on_stderr], on_second_signal=end_now)
     finally:
         for renderer in renderers:
             renderer.close()

@@ -368,14 +368,17 @@ class Runner:
             selection = Selection(steps=steps, assumed_done=frozenset(done))
         return prior, selection
 
-    def execute(self, sinks: Sequence[Sink]) -> RunRecord:
+    def execute(
+        self, sinks: Sequence[Sink], *, on_second_signal: Callable[[], None] = lambda: None
+    ) -> RunRecord:
         """Run the selected steps to the end, or until a signal; return the run's record.
 
         The journal is the first sink, so every event is durable before any renderer
         sees it. The first SIGINT or SIGTERM stops the run (no new trigger, polls end,
         in-flight executions are left to run and recorded as such); each signal reaches
-        the sinks as a :class:`~runbook.events.SignalReceived` event (the CLI exits at
-        the second).
+        the sinks as a :class:`~runbook.events.SignalReceived` event, and after the
+        second one has reached them, ``on_second_signal`` is called (the CLI ends the
+        process there).
         """
         built = self._built
         if built is None:  # pragma: no cover - a programming error
@@ -388,7 +391,7 @@ class Runner:
         thresholds = gc.get_threshold()
         gc.set_threshold(10_000, *thresholds[1:])
         try:
-            return asyncio.run(self._main(built, sinks, recorded))
+            return asyncio.run(self._main(built, sinks, recorded, on_second_signal))
         except JournalError as exc:
             if not recorded:
                 raise
@@ -406,7 +409,13 @@ class Runner:
         finally:
             gc.set_threshold(*thresholds)
 
-    async def _main(self, built: _Built, sinks: Sequence[Sink], recorded: list[int]) -> RunRecord:
+    async def _main(
+        self,
+        built: _Built,
+        sinks: Sequence[Sink],
+        recorded: list[int],
+        on_second_signal: Callable[[], None],
+    ) -> RunRecord:
         o, plan = self.options, built.plan
         parallel = o.max_parallel or plan.max_parallel
         target = built.target
@@ -421,7 +430,7 @@ class Runner:
                 max_in_flight=min(64, max(16, parallel)),
                 proxy=target.proxy,
             ) as api:
-                return await self._run(built, api, sinks, recorded)
+                return await self._run(built, api, sinks, recorded, on_second_signal)
         finally:
             await credentials.aclose()
 
@@ -431,6 +440,7 @@ class Runner:
         api: NexadataClient,
         sinks: Sequence[Sink],
         recorded: list[int],
+        on_second_signal: Callable[[], None],
     ) -> RunRecord:
         o, plan = self.options, built.plan
         parallel = o.max_parallel or plan.max_parallel
@@ -471,6 +481,8 @@ class Runner:
                     at=time.time(),
                 )
             )
+            if not first:
+                on_second_signal()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name)
