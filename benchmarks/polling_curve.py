@@ -3,7 +3,7 @@
 *Detection lag* is the time from an execution's end (the API's ``end_at``) to runbook
 seeing it end. Two parts:
 
-1. **The curve**, from runbook's own polling schedule (``runbook.executor.poll_delay``,
+1. **The curve**, from runbook's own polling schedule (``runbook.run.attempt.poll_delay``,
    jitter included) over 2,000 executions whose running times are log-uniform between
    30 s and 2 h (seeded): requests per step (the POST plus every poll), mean and p95
    lag, for sweeps of ``poll_interval``, ``max_poll_interval`` and the growth fraction
@@ -40,8 +40,8 @@ from pathlib import Path
 from sandbox_process import start_sandbox, stats
 
 import runbook.polling
-from runbook.executor import poll_delay
 from runbook.plan import BUILTIN_DEFAULTS, Step
+from runbook.run.attempt import poll_delay
 from runbook.text import parse_timestamp
 
 DEFAULT_LOW = float(BUILTIN_DEFAULTS["poll_interval"])

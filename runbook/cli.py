@@ -20,8 +20,9 @@ from runbook.sandbox import SANDBOX_TOKEN
 if TYPE_CHECKING:
     from runbook.events import RunFinished, RunRecord
     from runbook.forecast import Forecast
+    from runbook.options import ApplyOptions
     from runbook.plan import Plan
-    from runbook.runner import ApplyOptions, Runner
+    from runbook.runner import Prepared
 
 EXIT_INTERNAL = 70
 """An unexpected error: a bug in runbook (sysexits' EX_SOFTWARE)."""
@@ -337,7 +338,8 @@ def apply(
     4 the plan is already being applied, 5 the run journal cannot be used,
     130 interrupted (resume with --resume).
     """
-    from runbook.runner import ApplyOptions, Runner
+    from runbook import process, runner
+    from runbook.options import ApplyOptions
 
     options = ApplyOptions(
         plan_path=plan_path,
@@ -360,9 +362,9 @@ def apply(
         selects=selects,
         excludes=excludes,
     )
-    with Runner(options, notice=_notice) as runner:
-        runner.build()
-        run = _execute(runner, options)
+    process.forbid_core_dumps()  # before the token is read
+    with runner.prepare(options, notice=_notice) as prepared:
+        run = _execute(prepared, options)
     return _conclude(run, options)
 
 
@@ -382,11 +384,12 @@ def _notice(level: str, text: str) -> None:
     _stderr().write(f"runbook: {level}: {text}\n")
 
 
-def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
+def _execute(prepared: Prepared, options: ApplyOptions) -> RunRecord:
     """Run with the renderer the options and the terminal call for, and the signal
     messages on stderr; a second signal ends the process at once."""
     import os
 
+    from runbook import runner
     from runbook._compat import assert_never
     from runbook.events import (
         AttemptFinished,
@@ -446,7 +449,7 @@ def _execute(runner: Runner, options: ApplyOptions) -> RunRecord:
         os._exit(130)
 
     try:
-        return runner.execute([*renderers, on_stderr], on_second_signal=end_now)
+        return runner.run(prepared, [*renderers, on_stderr], on_second_signal=end_now)
     finally:
         for renderer in renderers:
             renderer.close()
@@ -745,6 +748,9 @@ def _stderr() -> TextIO:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command line and return its exit code."""
+    from runbook.process import without_httpx_cli
+
+    without_httpx_cli()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=args, prog_name="runbook", standalone_mode=False)

@@ -106,19 +106,9 @@ def forecast(
 
     For a run under way: ``done`` steps have ended, ``running`` ones have run for the
     seconds given; the forecast is then of what remains, from now."""
-    selected = set(plan.steps if steps is None else steps)
-    stages = plan.dag.stages(selected)
-    stage_of = {name: number for number, stage in enumerate(stages) for name in stage}
-    rules = [
-        Rule(
-            name,
-            plan.upstreams(name, selected),
-            plan.steps[name].run_if,
-            plan.steps[name].on_failure,
-        )
-        for stage in stages
-        for name in stage
-    ]
+    start = plan.start_order(None if steps is None else set(steps))
+    stage_of = start.stage
+    rules = plan.rules(start)
     parallel = max_parallel or plan.max_parallel
     pools: dict[str, tuple[float, ...]] = {}
     sources: dict[str, Source] = {}
@@ -135,18 +125,15 @@ def forecast(
         seen = {took: step.noticed(took) for took in set(times)}
         pools[name] = tuple(seen[took] for took in times)
 
-    def order(name: str) -> tuple[int, str]:
-        return stage_of[name], name
-
     finished = tuple(name for name in done if name in stage_of)
     under_way = {name: age for name, age in (running or {}).items() if name in stage_of}
     rng = random.Random(seed)
     makespans = []
     for _ in range(samples):
         drawn = {name: rng.choice(pool) for name, pool in pools.items()}
-        makespans.append(_simulate(rules, order, drawn, parallel, finished, under_way)[0])
+        makespans.append(_simulate(rules, start.key, drawn, parallel, finished, under_way)[0])
     medians = {name: percentile(pool, 0.5) for name, pool in pools.items()}
-    _, starts, ends, via = _simulate(rules, order, medians, parallel, finished, under_way)
+    _, starts, ends, via = _simulate(rules, start.key, medians, parallel, finished, under_way)
     path = _critical_path(rules, ends, via)
     on_path = set(path)
     return Forecast(
@@ -168,7 +155,7 @@ def forecast(
                 end=ends.get(name),
                 critical=name in on_path,
             )
-            for name in sorted(stage_of, key=order)
+            for name in start
         },
     )
 

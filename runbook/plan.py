@@ -7,9 +7,7 @@ Every rule of docs/plan-format.md is checked and every violation collected in on
 
 from __future__ import annotations
 
-import gc
 import os
-from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -17,12 +15,12 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from runbook import graph, polling, yamldoc
-from runbook.durations import DurationError, format_duration, parse_duration
+from runbook.durations import parse_duration
 from runbook.errors import PlanError, Problem
-from runbook.schedule import OnFailure, RunIf
-from runbook.schemacheck import checker, show, where
-from runbook.text import did_you_mean
-from runbook.yamldoc import Document, YamlPath
+from runbook.plancheck import BUILTIN_DEFAULTS, Semantics
+from runbook.schedule import OnFailure, Rule, RunIf
+from runbook.schemacheck import checker
+from runbook.yamldoc import Document
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -32,6 +30,7 @@ __all__ = [
     "NotifyTarget",
     "OAuthSettings",
     "Plan",
+    "StartOrder",
     "Step",
     "load_plan",
 ]
@@ -42,17 +41,6 @@ NotifyEvent = Literal["succeeded", "failed", "interrupted", "recovered", "late",
 DEFAULT_BASE_URL = "https://app.nexadata.com/api/v1"
 DEFAULT_TOKEN_ENV = "NEXADATA_TOKEN"
 DEFAULT_MAX_PARALLEL = 4
-DURATION_KEYS = ("retry_delay", "timeout", "poll_interval", "max_poll_interval", "estimate")
-BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        "on_failure": "stop",
-        "retries": 0,
-        "retry_delay": 30.0,
-        "timeout": 6 * 3600.0,
-        "poll_interval": 5.0,
-        "max_poll_interval": 60.0,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,24 +157,49 @@ class Plan:
         apart = set(self.finally_steps).union(explicit)
         return explicit + tuple(sorted(other for other in selected if other not in apart))
 
+    def start_order(self, selected: Collection[str] | None = None) -> StartOrder:
+        """The order ``selected`` steps (default: all) start in: by stage of the
+        selection, then by name. The executor grants its slots in this order and the
+        forecast simulates it."""
+        stages = tuple(tuple(stage) for stage in self.dag.stages(selected))
+        return StartOrder(stages, {name: n for n, stage in enumerate(stages) for name in stage})
+
+    def rules(self, order: StartOrder) -> tuple[Rule, ...]:
+        """What the scheduler core needs of each step of ``order``, in that order: its
+        upstreams within the selection (a ``finally`` step's implicit ones included)
+        and its two policies."""
+        steps, selected = self.steps, order.stage
+        return tuple(
+            Rule(name, self.upstreams(name, selected), steps[name].run_if, steps[name].on_failure)
+            for name in order
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StartOrder:
+    """Selected steps in the order they start: stage by stage (the selection's own
+    topological generations), by name within a stage."""
+
+    stages: tuple[tuple[str, ...], ...]
+    stage: Mapping[str, int]
+    """Each step's stage, from 0."""
+
+    def key(self, name: str) -> tuple[int, str]:
+        """``name``'s place in the order (the scheduler core's ``order``)."""
+        return self.stage[name], name
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for stage in self.stages for name in stage)
+
+    def __len__(self) -> int:
+        return len(self.stage)
+
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Load, check and resolve the plan at ``path``; raise PlanError listing every problem."""
     source = yamldoc.read_source(path)
     if isinstance(source, Problem):
         raise PlanError([source])
-    # Loading builds many small acyclic objects: the cycle collector only slows it down
-    # (about 3x on a 10,000-step plan). Nothing built here can form a cycle.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _load(source)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _load(source: yamldoc.Source) -> Plan:
     doc, problems = yamldoc.load(source)
     if doc is None:
         raise PlanError(problems)
@@ -195,7 +208,7 @@ def _load(source: yamldoc.Source) -> Plan:
             [doc.problem((), "the plan is empty: it needs 'version: 1' and 'workflows:'")]
         )
     schema_problems, bad = checker("plan").problems(doc)
-    semantics = _Semantics(doc, bad)
+    semantics = Semantics(doc, bad)
     # a node the YAML layer refused (a tag, a recursive alias) is not explained twice
     refused = {(problem.line, problem.column) for problem in problems}
     problems += [
@@ -206,178 +219,6 @@ def _load(source: yamldoc.Source) -> Plan:
     if problems:
         raise PlanError(problems)
     return _build(doc, semantics.edges, semantics.stages)
-
-
-class _Semantics:
-    """The rules JSON Schema cannot say: names that exist, no cycles, durations."""
-
-    def __init__(self, doc: Document, bad: set[YamlPath]) -> None:
-        self.doc = doc
-        self.bad = bad
-        self.problems: dict[Problem, None] = {}
-        data = doc.data if isinstance(doc.data, dict) else {}
-        self.data: dict[Any, Any] = data
-        workflows = data.get("workflows")
-        self.workflows: dict[Any, Any] = workflows if isinstance(workflows, dict) else {}
-        defaults = data.get("defaults")
-        self.defaults: dict[Any, Any] = defaults if isinstance(defaults, dict) else {}
-        self.edges: list[tuple[str, str]] = []
-        self.stages: list[list[str]] = []
-        self.finally_steps: dict[str, None] = {}
-
-    def report(self, path: YamlPath, message: str) -> None:
-        self.problems[self.doc.problem(path, f"{where(path, self.doc.data)}: {message}")] = None
-
-    def check(self) -> list[Problem]:
-        self._finally()
-        edges = self._dependencies()
-        self._cycles(edges)
-        self._conditions()
-        self._durations()
-        return list(self.problems)
-
-    def _finally(self) -> None:
-        """Rule 5, first half: every name in ``finally`` exists and is listed once."""
-        listed = self.data.get("finally")
-        if not isinstance(listed, list):
-            return
-        names = [name for name in self.workflows if isinstance(name, str)]
-        times = Counter(name for name in listed if isinstance(name, str))
-        for index, name in enumerate(listed):
-            if not isinstance(name, str) or ("finally", index) in self.bad:
-                continue
-            if name in self.finally_steps:
-                if times[name]:  # once, at the first repeat, with the count
-                    count = "twice" if times[name] == 2 else f"{times[name]} times"
-                    self.report(("finally", index), f"{show(name)} is listed {count}")
-                    times[name] = 0
-            elif name not in self.workflows:
-                hint = did_you_mean(name, names)
-                self.report(("finally", index), f"unknown step {show(name)}{hint}")
-            else:
-                self.finally_steps[name] = None
-
-    def _conditions(self) -> None:
-        """Rule 6: a ``failure`` or ``always`` step has an upstream to judge."""
-        has_others = any(
-            name not in self.finally_steps for name in self.workflows if isinstance(name, str)
-        )
-        for name, step in self.workflows.items():
-            if not isinstance(step, dict) or ("workflows", name, "run_if") in self.bad:
-                continue
-            last = name in self.finally_steps
-            run_if = step.get("run_if", "always" if last else "success")
-            if run_if not in ("failure", "always") or step.get("depends_on"):
-                continue
-            if last and not has_others:
-                index = list(self.data["finally"]).index(name)
-                self.report(
-                    ("finally", index),
-                    f"{show(name)} would run after every other step, but every step is in "
-                    f"finally: with run_if {run_if} it needs depends_on to judge",
-                )
-            elif not last:
-                self.report(
-                    ("workflows", name, "run_if"),
-                    f"run_if {run_if} needs an upstream to judge, and the step has none: "
-                    "give it depends_on, or list it in finally",
-                )
-
-    def _dependencies(self) -> dict[tuple[str, str], YamlPath]:
-        names = [name for name in self.workflows if isinstance(name, str)]
-        known = set(names)
-        edges: dict[tuple[str, str], YamlPath] = {}
-        for name, step in self.workflows.items():
-            if not isinstance(step, dict) or not isinstance(name, str):
-                continue
-            listed = list(_upstreams(name, step.get("depends_on")))
-            times = Counter(upstream for _, upstream in listed)
-            seen: set[str] = set()
-            for path, upstream in listed:
-                if upstream == name:
-                    self.report(path, "a step cannot depend on itself")
-                elif upstream in seen:
-                    if times[upstream]:  # once, at the first repeat, with the count
-                        count = "twice" if times[upstream] == 2 else f"{times[upstream]} times"
-                        self.report(path, f"{show(upstream)} is listed {count}")
-                        times[upstream] = 0
-                elif upstream not in known:
-                    hint = did_you_mean(upstream, names)
-                    self.report(path, f"unknown step {show(upstream)}{hint}")
-                else:
-                    if upstream in self.finally_steps and name not in self.finally_steps:
-                        self.report(
-                            path,
-                            f"{show(upstream)} is in finally: it runs after every other step, "
-                            "so only steps in finally may depend on it",
-                        )
-                    edges[(upstream, name)] = path
-                seen.add(upstream)
-        return edges
-
-    def _cycles(self, edges: dict[tuple[str, str], YamlPath]) -> None:
-        names = [name for name in self.workflows if isinstance(name, str)]
-        self.edges = list(edges)
-        self.stages, cycles = graph.stages_or_cycles(names, self.edges)
-        for cycle in cycles:
-            # cycle[0] depends on cycle[-1]: point at that entry of its depends_on
-            path = edges[(cycle[-1], cycle[0])]
-            shown = " -> ".join([*cycle, cycle[0]])
-            self.problems[self.doc.problem(path, f"dependency cycle: {shown}")] = None
-
-    def _durations(self) -> None:
-        parsed: dict[YamlPath, float] = {}
-        if "deadline" in self.data and ("deadline",) not in self.bad:
-            try:
-                parse_duration(self.data["deadline"])
-            except DurationError as exc:
-                self.report(("deadline",), str(exc))
-        for base, settings in self._settings():
-            for key in DURATION_KEYS:
-                path = (*base, key)
-                if key in settings and path not in self.bad:
-                    try:
-                        parsed[path] = parse_duration(settings[key])
-                    except DurationError as exc:
-                        self.report(path, str(exc))
-        for name, step in self.workflows.items():
-            if isinstance(step, dict):
-                self._poll_bounds(("workflows", name), parsed)
-
-    def _settings(self) -> Iterator[tuple[YamlPath, dict[Any, Any]]]:
-        yield ("defaults",), self.defaults
-        for name, step in self.workflows.items():
-            if isinstance(step, dict):
-                yield ("workflows", name), step
-
-    def _poll_bounds(self, base: YamlPath, parsed: dict[YamlPath, float]) -> None:
-        def setting(key: str) -> YamlPath | None:
-            for path in ((*base, key), ("defaults", key)):
-                if path in parsed:
-                    return path
-            return None
-
-        low, high = setting("poll_interval"), setting("max_poll_interval")
-        if high is None:
-            return
-        low_value = parsed[low] if low else BUILTIN_DEFAULTS["poll_interval"]
-        if parsed[high] < low_value:
-            # point at the setting this step gives itself, the one to change
-            high_text, low_text = format_duration(parsed[high]), format_duration(low_value)
-            if high[0] == "defaults" and low is not None and low[0] != "defaults":
-                self.report(low, f"{low_text} is more than max_poll_interval ({high_text})")
-            else:
-                self.report(high, f"{high_text} is less than poll_interval ({low_text})")
-
-
-def _upstreams(name: str, depends_on: Any) -> Iterator[tuple[YamlPath, Any]]:
-    base: YamlPath = ("workflows", name, "depends_on")
-    if isinstance(depends_on, str):
-        yield base, depends_on
-    elif isinstance(depends_on, list):
-        for index, upstream in enumerate(depends_on):
-            if isinstance(upstream, str):
-                yield (*base, index), upstream
 
 
 def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]]) -> Plan:

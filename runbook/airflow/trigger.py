@@ -21,9 +21,9 @@ from runbook.airflow import rules
 from runbook.api import Credentials, NexadataClient, Redactor, Secret, Token, check_token_url
 from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
 from runbook.errors import ApiError, ConfigError
-from runbook.executor import TIMEOUT_REASON
 from runbook.netenv import ProxySettings
 from runbook.polling import jittered, poll_wait
+from runbook.run.reasons import TIMEOUT_REASON
 
 __all__ = ["NexadataExecutionTrigger"]
 

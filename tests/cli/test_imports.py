@@ -86,7 +86,10 @@ def test_apply_off_a_terminal_loads_the_client_and_nothing_else_heavy(tmp_path: 
 
 
 def test_httpx_works_with_its_command_line_client_left_out() -> None:
-    code = "import runbook, httpx; print(httpx.Request('GET', 'http://x/').url); httpx.main()"
+    code = (
+        "from runbook.process import without_httpx_cli; without_httpx_cli(); import httpx; "
+        "print(httpx.Request('GET', 'http://x/').url); httpx.main()"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -97,3 +100,21 @@ def test_httpx_works_with_its_command_line_client_left_out() -> None:
     )
     assert done.stdout.startswith("http://x/\n")
     assert "httpx command line client could not run" in done.stdout
+
+
+def test_importing_runbook_changes_nothing_of_the_interpreter() -> None:
+    """``import runbook`` (and its plan loader) adds its own modules and nothing else:
+    no entry of sys.modules planted, the collector as it was; what a command does to
+    its process it does at its entry (runbook.process)."""
+    code = (
+        "import gc, sys\n"
+        "before = set(sys.modules), gc.isenabled(), gc.get_threshold()\n"
+        "import runbook, runbook.plan\n"
+        "added = {m for m in set(sys.modules) - before[0] if not m.startswith('runbook')}\n"
+        "planted = sorted(m for m in added if sys.modules[m] is None)\n"
+        "print(planted, before[1:] == (gc.isenabled(), gc.get_threshold()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[0] == "[] True"

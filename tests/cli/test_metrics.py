@@ -161,18 +161,18 @@ def test_a_write_that_fails_mid_run_is_a_warning_and_the_run_goes_on(
             shutil.rmtree(metrics, ignore_errors=True)
 
     plan = write_plan(tmp_path, name="p", steps="  a: {workflow_id: 1}\n")
-    from runbook.runner import Runner
+    import runbook.runner
 
-    original = Runner.execute
+    original = runbook.runner.run
 
-    def execute(self, sinks):
-        return original(self, [*sinks, remove_the_dir])
+    def run(prepared, sinks, **kwargs):
+        return original(prepared, [*sinks, remove_the_dir], **kwargs)
 
     try:
-        Runner.execute = execute  # type: ignore[method-assign]
+        runbook.runner.run = run  # type: ignore[assignment]
         result = cli("apply", str(plan), "--metrics-dir", str(metrics))
     finally:
-        Runner.execute = original  # type: ignore[method-assign]
+        runbook.runner.run = original  # type: ignore[assignment]
     assert result.code == 0
     path = metrics_path(metrics, "p")
     assert (

@@ -23,8 +23,13 @@ from runbook.events import (
     RunFinished,
     StepFinished,
 )
-from runbook.executor import TIMEOUT_REASON, Executor, poll_delay
+from runbook.executor import Executor
 from runbook.plan import load_plan
+from runbook.run.attempt import poll_delay
+from runbook.run.bus import Bus
+from runbook.run.planned import planned
+from runbook.run.reasons import TIMEOUT_REASON
+from runbook.run.shell import Clock
 from runbook.sandbox.app import TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
 from tests.helpers import VirtualClock
@@ -100,16 +105,16 @@ def execute(
             retry=retry or RetryPolicy(backoff_base=0.005),
         ) as api:
             executor = Executor(
-                plan,
+                planned(
+                    plan,
+                    steps=selection.steps,
+                    assumed_done=selection.assumed_done,
+                    max_parallel=max_parallel,
+                    prior=prior,
+                ),
                 api,
-                steps=selection.steps,
-                stages=plan.dag.stages(selection.steps),
-                assumed_done=selection.assumed_done,
-                max_parallel=max_parallel,
-                sinks=[recorder],
-                prior=prior,
-                clock=CLOCK,
-                wall=wall or CLOCK.wall,
+                Bus(sinks=[recorder]),
+                clock=Clock(CLOCK, wall or CLOCK.wall),
             )
             if executor_hook:
                 executor_hook(executor, recorder)
@@ -410,7 +415,9 @@ def test_plan_order_is_kept_when_no_stages_are_given(tmp_path: Path) -> None:
             Token("t"),
             transport=httpx.ASGITransport(app=sandbox_app()),
         ) as api:
-            return await Executor(plan, api, clock=CLOCK, wall=CLOCK.wall).execute()
+            return await Executor(
+                planned(plan), api, Bus(), clock=Clock(CLOCK, CLOCK.wall)
+            ).execute()
 
     run = CLOCK.run(main())
     assert [s.stage for s in run.steps.values()] == [1, 2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runbook.errors import UsageError
-from runbook.runner import ApplyOptions
+from runbook.options import ApplyOptions
 
 
 @pytest.mark.parametrize(

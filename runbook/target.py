@@ -1,0 +1,90 @@
+"""Where a run's requests go: the API's URL (flag, environment or plan), the proxy the
+environment names for it, and the token source — all checked before anything is
+sent — or the built-in simulator on a loopback port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from runbook.api import Token, check_base_url
+from runbook.api.credentials import Credentials
+from runbook.auth import TokenSetup, choose_credentials
+from runbook.netenv import ProxySettings, ca_bundle
+from runbook.plan import Plan
+from runbook.sandbox import SANDBOX_TOKEN
+
+__all__ = ["ApiTarget", "api_target", "sandbox_target"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTarget:
+    """Where requests go, through which proxy (None: directly), and with which token
+    source."""
+
+    base_url: str
+    auth: TokenSetup
+    proxy: str | None = None
+
+
+def api_target(
+    plan: Plan,
+    *,
+    api_url: str | None,
+    token_file: str | None,
+    token_command: str | None = None,
+    state_dir: Path,
+    environ: Mapping[str, str] | None = None,
+) -> ApiTarget:
+    """The URL (flag > NEXADATA_API_URL > plan), the proxy the environment names for it
+    (netenv) and the token source (runbook.auth).
+
+    All are checked before anything is sent: a ConfigError (exit 3) otherwise.
+    """
+    env = os.environ if environ is None else environ
+    url = check_base_url(api_url or env.get("NEXADATA_API_URL") or plan.api.base_url)
+    proxy = ProxySettings.from_env(env).for_url(url)
+    if url.startswith("https:"):
+        ca_bundle(env)
+    auth = choose_credentials(
+        plan,
+        token_file=token_file,
+        token_command=token_command,
+        state_dir=state_dir,
+        environ=env,
+    )
+    return ApiTarget(url, auth, proxy)
+
+
+@contextmanager
+def sandbox_target(scenario_path: str | None, token_ttl: float | None) -> Iterator[ApiTarget]:
+    """The built-in simulator on a free loopback port, for the length of the block;
+    with ``token_ttl``, reached through its OAuth client, whose tokens expire."""
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.scenario import Scenario, load_scenario
+    from runbook.sandbox.server import serve_in_thread
+
+    scenario = load_scenario(scenario_path) if scenario_path else Scenario()
+    if token_ttl is None:
+        with serve_in_thread(create_app(scenario, token=SANDBOX_TOKEN)) as url:
+            token = Token(SANDBOX_TOKEN)
+            yield ApiTarget(url, TokenSetup(Credentials.static(token, "the sandbox's token")))
+        return
+    from runbook.sandbox import SandboxOAuth
+
+    oauth = SandboxOAuth(token_ttl=token_ttl)
+    with serve_in_thread(create_app(scenario, token=SANDBOX_TOKEN, oauth=oauth)) as url:
+        from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
+        from runbook.api.secrets import Redactor, Secret
+
+        client = OAuthClient(
+            token_url=url.removesuffix("/api/v1") + "/oauth/token",
+            client_id=oauth.client_id,
+            client_secret=Secret(oauth.client_secret),
+        )
+        redactor = Redactor()
+        source = OAuthSource(client, transport=token_transport(), redactor=redactor)
+        yield ApiTarget(url, TokenSetup(Credentials(source, redactor)))
