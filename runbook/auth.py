@@ -15,14 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbook.api.credentials import (
-    CommandSource,
-    Credentials,
-    EnvSource,
-    FileSource,
-    TokenSource,
-)
+from runbook.api.credentials import Credentials
 from runbook.api.secrets import Redactor, Secret
+from runbook.api.sources import EnvSource, FileSource, TokenSource
+from runbook.api.tokencommand import CommandSource
 from runbook.api.urls import check_token_url
 from runbook.errors import ConfigError
 from runbook.netenv import ProxySettings, ca_bundle

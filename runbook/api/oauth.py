@@ -33,9 +33,9 @@ import httpx
 
 from runbook import __version__
 from runbook.api.cache import CachedRefresh, CredentialCache, LockTimeout, sha256_hex
-from runbook.api.credentials import AuthKind, Issued
 from runbook.api.pacing import retry_after
 from runbook.api.secrets import Redactor, Secret, Token
+from runbook.api.sources import AuthKind, Issued
 from runbook.errors import AuthError, ConfigError, CredentialCacheError, JournalError
 from runbook.text import printable
 

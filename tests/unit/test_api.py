@@ -22,8 +22,8 @@ from runbook.api import (
     Token,
     check_base_url,
 )
-from runbook.api.credentials import EnvSource, read_token_file
 from runbook.api.secrets import Redactor
+from runbook.api.sources import EnvSource, read_token_file
 from runbook.errors import (
     ApiError,
     ApiUnavailable,

@@ -13,14 +13,10 @@ import httpx
 import pytest
 
 from runbook.api import NexadataClient, Token
-from runbook.api.credentials import (
-    CommandSource,
-    Credentials,
-    FileSource,
-    Issued,
-    margin,
-)
+from runbook.api.credentials import Credentials, margin
 from runbook.api.secrets import Redactor
+from runbook.api.sources import FileSource, Issued
+from runbook.api.tokencommand import CommandSource
 from runbook.errors import AuthError, ConfigError
 from tests.helpers import Clock
 
