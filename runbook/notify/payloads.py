@@ -14,7 +14,8 @@ import json
 
 from runbook.events import RunRecord
 from runbook.render.report import report_document
-from runbook.render.runlog import count_text, late_text, write_summary
+from runbook.render.summary import count_text, write_summary
+from runbook.render.wording import late_text
 
 __all__ = ["MAX_PING_BODY", "json_payload", "ping_body", "slack_payload"]
 

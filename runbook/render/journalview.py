@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runbook.durations import format_duration
 from runbook.events import RunRecord
 from runbook.render.report import report_document
-from runbook.render.runlog import stamp, step_duration
+from runbook.render.wording import stamp, step_duration
 from runbook.text import plural, printable
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.render.runlog import clock
+from runbook.render.wording import clock
 
 __all__ = ["LiveView"]
 

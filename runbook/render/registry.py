@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TextIO
 
 from runbook.events import Event
-from runbook.render.runlog import JsonLines, PlainLines
+from runbook.render.jsonlines import JsonLines
+from runbook.render.runlog import PlainLines
 
 __all__ = ["RUN_RENDERERS", "RunRenderer", "run_renderer_name"]
 

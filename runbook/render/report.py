@@ -8,7 +8,8 @@ from typing import Any
 
 from runbook.events import RunRecord, StepRecord
 from runbook.files import write_atomically
-from runbook.render.runlog import attempt_fields, in_flight_fields, stamp, step_duration
+from runbook.render.jsonlines import attempt_fields, in_flight_fields
+from runbook.render.wording import stamp, step_duration
 
 __all__ = ["report_document", "write_junit", "write_report"]
 

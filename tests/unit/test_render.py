@@ -15,7 +15,7 @@ from runbook.events import (
     StepRecord,
 )
 from runbook.render.live import LiveView
-from runbook.render.runlog import write_summary
+from runbook.render.summary import write_summary
 
 
 def big_run() -> RunRecord:
@@ -138,8 +138,9 @@ class Terminal(io.StringIO):
 
 
 def test_the_run_renderer_is_chosen_by_format_and_terminal() -> None:
+    from runbook.render.jsonlines import JsonLines
     from runbook.render.registry import RUN_RENDERERS, run_renderer_name
-    from runbook.render.runlog import JsonLines, PlainLines
+    from runbook.render.runlog import PlainLines
 
     assert run_renderer_name("json", Terminal()) == "json"
     assert run_renderer_name("text", Terminal()) == "live"
@@ -155,7 +156,9 @@ def test_a_signal_is_told_on_stderr_and_as_a_json_line() -> None:
     import json
 
     from runbook.events import SignalReceived
-    from runbook.render.runlog import JsonLines, PlainLines, signal_message
+    from runbook.render.jsonlines import JsonLines
+    from runbook.render.runlog import PlainLines
+    from runbook.render.wording import signal_message
 
     def received(first: bool, waiting: int) -> SignalReceived:
         return SignalReceived(
@@ -188,7 +191,7 @@ def test_a_notice_about_a_step_names_it_in_json_lines() -> None:
     import json
 
     from runbook.events import Notice
-    from runbook.render.runlog import JsonLines
+    from runbook.render.jsonlines import JsonLines
 
     step = StepRecord("load", 72, 1)
     out = io.StringIO()
