@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from runbook.api import NexadataClient
-from runbook.api.credentials import token_file_warning
+from runbook.api.sources import token_file_warning
 from runbook.errors import JournalError, LockedError, UsageError
 from runbook.events import Notice, RunRecord, Sink
 from runbook.executor import Executor

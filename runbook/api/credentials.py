@@ -17,17 +17,10 @@ import time
 from collections.abc import Callable
 
 from runbook.api.secrets import Redactor, Token
-from runbook.api.sources import AuthKind, Issued, StaticSource, TokenSource, token_file_warning
+from runbook.api.sources import AuthKind, Issued, StaticSource, TokenSource
 from runbook.errors import AuthError
 
-__all__ = [
-    "AuthKind",
-    "Credentials",
-    "Issued",
-    "TokenSource",
-    "margin",
-    "token_file_warning",  # the runner takes it from here, with Credentials
-]
+__all__ = ["Credentials", "margin"]
 
 
 def margin(lifetime: float) -> float:
