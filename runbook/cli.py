@@ -159,7 +159,8 @@ def plan(
     loaded = load_plan(plan_path)
     selection = loaded.dag.select(selects, excludes)
     predicted = _forecast(loaded, selection.steps, state_dir) if with_forecast else None
-    PLAN_FORMATS[fmt](_stdout(), loaded, loaded.dag.stages(selection.steps), selection, predicted)
+    stages = loaded.start_order(selection.steps).stages
+    PLAN_FORMATS[fmt](_stdout(), loaded, stages, selection, predicted)
     return 0
 
 

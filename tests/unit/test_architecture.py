@@ -114,3 +114,85 @@ def test_the_polling_cadence_has_one_home() -> None:
         assert not found, f"{name} has its own copy of the polling cadence: {found}"
     polling = imports_of(MODULES["runbook.polling"])
     assert not {m for m in polling if m.startswith("runbook")}, "polling imports nothing of ours"
+
+
+def _calls(path: Path) -> list[ast.Call]:
+    return [node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)]
+
+
+def _called(call: ast.Call) -> str:
+    func = call.func
+    return (
+        func.id
+        if isinstance(func, ast.Name)
+        else func.attr
+        if isinstance(func, ast.Attribute)
+        else ""
+    )
+
+
+def test_the_start_order_and_the_cores_rules_have_one_home() -> None:
+    """A selection's order (stage, then name) and the core's Rules are made by
+    Plan.start_order and Plan.rules alone: the executor, the forecast and the plan
+    command take them from there."""
+    for name, path in MODULES.items():
+        if name in ("runbook.plan", "runbook.graph", "runbook.schedule"):
+            continue
+        for call in _calls(path):
+            assert _called(call) != "Rule", f"{name} builds the core's rules itself"
+            func = call.func
+            dag_stages = (
+                isinstance(func, ast.Attribute)
+                and func.attr == "stages"
+                and isinstance(func.value, ast.Attribute)
+                and func.value.attr == "dag"
+            )
+            assert not dag_stages, f"{name} orders a selection itself: use Plan.start_order"
+
+
+def test_the_sink_order_has_one_home() -> None:
+    """The bus owns the sinks: the runner builds it with the journal first, and nothing
+    else calls sinks in a loop or edits a list of them."""
+    builders = set()
+    for name, path in MODULES.items():
+        text = path.read_text()
+        assert ".insert(0" not in text, f"{name} puts something in front of a list"
+        assert "for sink in" not in text or name == "runbook.run.bus", f"{name} calls sinks"
+        for call in _calls(path):
+            if _called(call) == "Bus":
+                builders.add(name)
+                first = call.args[0] if call.args else None
+                assert isinstance(first, ast.Name) and first.id == "journal", (
+                    f"{name} builds the bus without the journal first"
+                )
+    assert builders == {"runbook.runner"}
+
+
+RUN_ROOMS = {name for name in MODULES if name.startswith("runbook.run.")} | {"runbook.executor"}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_ROOMS))
+def test_the_executors_rooms_know_no_terminal_no_sql_no_yaml(name: str) -> None:
+    imported = imports_of(MODULES[name])
+    ours = {m for m in imported if m.startswith("runbook.")}
+    assert not imported & {"sqlite3", "yaml", "click", "rich"}
+    assert not {m for m in ours if m.startswith(("runbook.journal", "runbook.render"))}
+    assert not ours & {"runbook.runner", "runbook.notify", "runbook.cli", "runbook.forecast"}
+    if name in ("runbook.run.resume", "runbook.run.planned", "runbook.run.reasons"):
+        assert not imported & {"asyncio", "httpx", "aiohttp"}, "decided on records alone"
+    if name == "runbook.run.slots":
+        assert not ours, "the slots know nothing of runbook"
+    if name != "runbook.run.signals":
+        assert "signal" not in imported, "only the signals' room handles signals"
+
+
+def test_process_settings_are_made_at_a_commands_entry_only() -> None:
+    """Nothing changes the interpreter on import: the cycle collector, sys.modules and
+    the process's limits are set by runbook.process, called where a command starts."""
+    for name, path in MODULES.items():
+        if name == "runbook.process":
+            continue
+        text = path.read_text()
+        for marker in ("gc.disable", "gc.set_threshold", "sys.modules[", "setrlimit", "prctl"):
+            assert marker not in text, f"{name} changes the process itself ({marker})"
+    assert not {m for m in imports_of(MODULES["runbook.process"]) if m.startswith("runbook")}
