@@ -34,9 +34,18 @@ from runbook.sandbox.app import TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
 from tests.helpers import VirtualClock
 
-CLOCK = VirtualClock()
+CLOCK = VirtualClock()  # each test's own: see the fixture below
 FAST = "defaults: {poll_interval: 10ms, max_poll_interval: 30ms, retry_delay: 10ms}\n"
 QUICK = {"queue": 0.0, "duration": 0.05}
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """Each test on a clock of its own, starting at the same time: no test sees where
+    another left the time."""
+    fresh = VirtualClock()
+    monkeypatch.setitem(globals(), "CLOCK", fresh)
+    return fresh
 
 
 def sandbox_app(scenario: Scenario | None = None):
