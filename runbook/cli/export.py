@@ -1,0 +1,82 @@
+"""``export``: a plan handed over to another scheduler; ``export airflow`` writes it as an
+Airflow DAG file whose header says how to export it again."""
+
+from __future__ import annotations
+
+import click
+
+from runbook.cli.shared import files, selection_options, stderr, stdout
+from runbook.errors import UsageError
+
+
+@click.group()
+def export() -> None:
+    """Hand a plan over to another scheduler."""
+
+
+@export.command("airflow")
+@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    metavar="FILE",
+    shell_complete=files,
+    help="Write the DAG file here (atomically) instead of to stdout.",
+)
+@click.option(
+    "--schedule",
+    metavar="CRON",
+    help="The DAG's schedule: a cron expression ('0 3 * * *') or a preset (@daily). "
+    "Default: none (runs are triggered by hand or by the API).",
+)
+@selection_options
+def export_airflow(
+    plan_path: str,
+    output: str | None,
+    schedule: str | None,
+    selects: tuple[str, ...],
+    excludes: tuple[str, ...],
+) -> int:
+    """Write an Apache Airflow 3 DAG file equivalent to the plan.
+
+    One task per selected step, running runbook.airflow's operator (install
+    nexadata-runbook[airflow] where Airflow runs), plus a last task that fails the DAG
+    run exactly when apply would exit 1. The token comes from an Airflow connection
+    (default nexadata_default, or the plan's airflow.conn_id): the file holds no secret.
+    The plan stays the source of truth: export again when it changes. Nothing is sent.
+    """
+    from runbook.airflow import dagfile
+    from runbook.files import write_atomically
+    from runbook.plan import load_plan
+
+    cron = dagfile.check_schedule(schedule) if schedule is not None else None
+    loaded = load_plan(plan_path)
+    selection = loaded.dag.select(selects, excludes)
+    command = ["runbook", "export", "airflow", plan_path]
+    command += [f"--select={spec}" for spec in selects]
+    command += [f"--exclude={spec}" for spec in excludes]
+    if cron:
+        command.append(f"--schedule={cron!r}" if " " in cron else f"--schedule={cron}")
+    if output:
+        command += ["-o", output]
+    text = dagfile.render(
+        loaded,
+        selection.steps,
+        schedule=cron,
+        conn_id=loaded.airflow_conn_id,
+        command=command,
+    )
+    for setting in dagfile.not_exported(loaded):
+        stderr().write(f"runbook: note: not exported: {setting}\n")
+    if output is None:
+        stdout().write(text)
+        return 0
+    try:
+        write_atomically(output, text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    stderr().write(
+        f"runbook: wrote DAG {loaded.name!r} ({len(selection.steps)} steps) to {output}\n"
+    )
+    return 0
