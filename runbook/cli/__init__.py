@@ -10,17 +10,13 @@ fast.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
 
 from runbook import __version__
 from runbook.cli import apply, export, plans, runs, sandbox
-from runbook.errors import InputError, RunbookError
-
-EXIT_INTERNAL = 70
-"""An unexpected error: a bug in runbook (sysexits' EX_SOFTWARE)."""
+from runbook.cli.error_handler import error_handler
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,7 +38,7 @@ def cli(show_traceback: bool) -> None:
     4 the plan is already being applied, 5 the run journal cannot be used,
     130 interrupted (resumable), 70 an unexpected error in runbook itself.
     """
-    # --traceback is read by main(), which handles every error
+    # --traceback is read by main(), whose error handler reports every error
 
 
 cli.add_command(plans.validate)
@@ -58,29 +54,7 @@ cli.add_command(export.export)
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command line and return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
+    with error_handler(show_traceback="--traceback" in args) as outcome:
         result = cli.main(args=args, prog_name="runbook", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.Abort:
-        click.echo("runbook: interrupted", err=True)
-        return 130
-    except InputError as exc:
-        from runbook.render import planview
-
-        planview.write_invalid(sys.stderr, exc)
-        return exc.exit_code
-    except RunbookError as exc:
-        click.echo(f"runbook: {exc}", err=True)
-        return exc.exit_code
-    except Exception as exc:
-        if "--traceback" in args:
-            traceback.print_exc()
-        click.echo(
-            f"runbook: unexpected error ({type(exc).__name__}); this is a bug in runbook. "
-            "Run again with --traceback (runbook --traceback COMMAND ...) to see where.",
-            err=True,
-        )
-        return EXIT_INTERNAL
-    return result if isinstance(result, int) else 0
+        outcome.exit_code = result if isinstance(result, int) else 0
+    return outcome.exit_code
