@@ -3,7 +3,10 @@ Airflow DAG file whose header says how to export it again."""
 
 from __future__ import annotations
 
+import shlex
+
 import click
+from click.core import ParameterSource
 
 from runbook.cli.shared import files, selection_options, stderr, stdout
 from runbook.errors import UsageError
@@ -31,7 +34,9 @@ def export() -> None:
     "Default: none (runs are triggered by hand or by the API).",
 )
 @selection_options
+@click.pass_context
 def export_airflow(
+    ctx: click.Context,
     plan_path: str,
     output: str | None,
     schedule: str | None,
@@ -53,11 +58,8 @@ def export_airflow(
     cron = dagfile.check_schedule(schedule) if schedule is not None else None
     loaded = load_plan(plan_path)
     selection = loaded.dag.select(selects, excludes)
-    command = ["runbook", "export", "airflow", plan_path]
-    command += [f"--select={spec}" for spec in selects]
-    command += [f"--exclude={spec}" for spec in excludes]
-    if cron:
-        command.append(f"--schedule={cron!r}" if " " in cron else f"--schedule={cron}")
+    # the header's command line: what decides the file, then where it goes
+    command = command_line(ctx, schedule=cron, output=None)
     if output:
         command += ["-o", output]
     text = dagfile.render(
@@ -80,3 +82,32 @@ def export_airflow(
         f"runbook: wrote DAG {loaded.name!r} ({len(selection.steps)} steps) to {output}\n"
     )
     return 0
+
+
+def command_line(ctx: click.Context, **given: object) -> list[str]:
+    """The command line that runs ``ctx``'s command again, spelled from what click
+    parsed rather than option by option: the command's path, then each parameter not left
+    at its default, in the order the command declares them (its ``--help`` order). An
+    argument is its value, an option ``--name=value`` (once for each value of a repeatable
+    one), a flag that is on ``--name``; values are quoted for a shell where they need it.
+    ``given`` replaces parsed values by parameter name: the checked form of a value, or
+    ``None`` to leave a parameter out."""
+    words = [ctx.command_path]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None:
+            continue
+        if name in given:
+            value = given[name]
+        elif ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            continue
+        else:
+            value = ctx.params[name]
+        values = [v for v in (value if isinstance(value, tuple) else (value,)) if v is not None]
+        if not isinstance(param, click.Option):
+            words += [shlex.quote(str(v)) for v in values]
+        elif param.is_flag:
+            words += [max(param.opts, key=len)] if value else []
+        else:
+            words += [f"{max(param.opts, key=len)}={shlex.quote(str(v))}" for v in values]
+    return words
