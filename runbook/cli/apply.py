@@ -8,8 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runbook.cli.shared import dirs, files, selection_options, state_dir_option, stderr, stdout
-from runbook.errors import UsageError
+from runbook.cli.shared import (
+    dirs,
+    duration,
+    files,
+    selection_options,
+    state_dir_option,
+    stderr,
+    stdout,
+)
 
 if TYPE_CHECKING:
     from runbook.events import RunFinished, RunRecord
@@ -155,7 +162,7 @@ def apply(
         token_file=token_file,
         token_command=token_command,
         sandbox=use_sandbox,
-        token_ttl=_duration_option("--token-ttl", token_ttl),
+        token_ttl=None if token_ttl is None else duration("--token-ttl", token_ttl),
         new_run=new_run,
         scenario=scenario_path,
         max_parallel=max_parallel,
@@ -179,18 +186,6 @@ def apply_plan(options: ApplyOptions) -> int:
         runner.build()
         run = _execute(runner, options)
     return _conclude(run, options)
-
-
-def _duration_option(name: str, value: str | None) -> float | None:
-    """A duration flag's seconds (``2s``, ``1.5s``, ``1h``); a UsageError if unreadable."""
-    if value is None:
-        return None
-    from runbook.durations import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"{name}: {exc}") from None
 
 
 def _notice(level: str, text: str) -> None:

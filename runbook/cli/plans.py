@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runbook.cli.shared import files, forecast_options, selection_options, stderr, stdout
+from runbook.cli.shared import (
+    files,
+    forecast_options,
+    format_option,
+    selection_options,
+    stderr,
+    stdout,
+)
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
@@ -41,14 +48,7 @@ def validate(plans: tuple[str, ...]) -> int:
 
 @click.command()
 @click.argument("plan_path", metavar="PLAN", shell_complete=files)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("text", "json", help="Output format.")
 @forecast_options
 @selection_options
 def plan(
@@ -77,14 +77,7 @@ def plan(
 
 @click.command()
 @click.argument("plan_path", metavar="PLAN", shell_complete=files)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["dot", "mermaid"]),
-    default="dot",
-    show_default=True,
-    help="Graphviz DOT or a Mermaid flowchart.",
-)
+@format_option("dot", "mermaid", help="Graphviz DOT or a Mermaid flowchart.")
 @forecast_options
 def graph(plan_path: str, fmt: str, with_forecast: bool, state_dir: str | None) -> int:
     """Draw the dependency graph, edges from upstream to downstream; with --forecast,

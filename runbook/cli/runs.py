@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import click
 
-from runbook.cli.shared import state_dir_option, stdout
+from runbook.cli.shared import format_option, state_dir_option, stdout
 from runbook.errors import UsageError
 
 
 @click.command()
 @click.argument("run_id", type=int, required=False)
 @state_dir_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
     """One run from the journal (default the latest): each step's state, attempts,
     execution ids, times and errors."""
@@ -46,9 +44,7 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
     type=click.IntRange(min=1),
     help="How many runs at most.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) -> int:
     """Past runs, newest first: id, plan, state, start and duration."""
     from runbook.journal import Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from runbook.cli.shared import files, stderr, stdout
+from runbook.cli.shared import duration, files, stderr, stdout
 from runbook.errors import UsageError
 from runbook.sandbox import SANDBOX_TOKEN
 
@@ -66,7 +66,6 @@ def sandbox(
     grants, tokens that expire, refresh tokens rotated, and a reused one revoking
     every token issued from it.
     """
-    from runbook.durations import parse_duration
     from runbook.netenv import is_loopback
     from runbook.render.sandboxview import write_banner
     from runbook.sandbox import (
@@ -88,10 +87,7 @@ def sandbox(
             given = "--client-id" if client_id is not None else "--client-secret"
             raise UsageError(f"{given} needs --token-ttl (the OAuth client is off without it)")
     else:
-        try:
-            ttl = parse_duration(token_ttl)
-        except ValueError as exc:
-            raise UsageError(f"--token-ttl: {exc}") from None
+        ttl = duration("--token-ttl", token_ttl)
         if ttl <= 0:
             raise UsageError(f"--token-ttl: {token_ttl!r} is not more than 0 (e.g. 2s, 1h)")
         for flag, value in (("--client-id", client_id), ("--client-secret", client_secret)):

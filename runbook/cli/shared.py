@@ -1,12 +1,18 @@
-"""What several commands share: their common options, shell completion of file and
-directory names, and the output streams, looked up when written to."""
+"""What several commands share: their common options and the reading of a duration
+flag, shell completion of file and directory names, and the output streams, looked up
+when written to."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
 import click
+
+from runbook.errors import UsageError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _SELECT_HELP = (
     "Only these steps: NAME, +NAME (and its upstreams), NAME+ (and its downstreams) "
@@ -27,6 +33,28 @@ def selection_options(command: Any) -> Any:
     return click.option(
         "--select", "-s", "selects", multiple=True, metavar="SPEC", help=_SELECT_HELP
     )(command)
+
+
+def format_option(*choices: str, help: str | None = None) -> Callable[[_F], _F]:
+    """``--format``, as ``fmt``: one of ``choices``, the first by default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
+def duration(flag: str, text: str) -> float:
+    """A duration flag's seconds (``2s``, ``1.5s``, ``1h``); a UsageError if unreadable."""
+    from runbook.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
