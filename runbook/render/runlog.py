@@ -30,29 +30,17 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.render.jsonlines import JsonLines
-from runbook.render.summary import write_summary
 from runbook.render.wording import (
-    delivery_text,
     eta_text,
     late_text,
     risk_text,
     shown_state,
-    signal_message,
     stamp,
     step_duration,
 )
 from runbook.text import plural
 
-# JsonLines, delivery_text, signal_message, write_summary: the CLI takes them from here
-__all__ = [
-    "JsonLines",
-    "PlainLines",
-    "delivery_text",
-    "describe",
-    "signal_message",
-    "write_summary",
-]
+__all__ = ["PlainLines", "describe"]
 
 
 def _who(step: StepRecord, attempt: AttemptRecord | None = None) -> str:

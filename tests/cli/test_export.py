@@ -13,9 +13,11 @@ import types
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 import runbook.airflow
+from runbook.cli.export import command_line
 from runbook.plan import load_plan
 from tests.helpers import ROOT, TOKEN, run_entry
 
@@ -170,6 +172,34 @@ def test_output_file_is_written_whole_and_says_so(cli, tmp_path: Path) -> None:
     assert '"refresh_dashboards"' not in text  # not selected
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
     assert [p.name for p in out.parent.iterdir()] == ["nightly.py"]  # no temporary left
+
+
+def test_the_header_spells_again_what_click_parsed(cli) -> None:
+    """Every option given, by its long name, in --help's order, the schedule as it was
+    checked, quoted for a shell; an option left at its default is not there."""
+    argv = ["-x", "refresh_dashboards", "--schedule", " 0  3 * * *"]
+    text = cli("export", "airflow", NIGHTLY, *argv).out
+    again = (
+        f"#   runbook export airflow {NIGHTLY} --schedule='0 3 * * *' --exclude=refresh_dashboards"
+    )
+    assert text.splitlines()[3] == again
+
+
+def test_a_command_line_is_spelled_from_the_parsed_parameters() -> None:
+    @click.command()
+    @click.argument("paths", nargs=-1)
+    @click.option("--name", "-n", default="x")
+    @click.option("--tag", "-t", multiple=True)
+    @click.option("--loud", is_flag=True)
+    def toy(**kwargs: object) -> None:
+        pass
+
+    ctx = toy.make_context("toy", ["a b", "-t", "1", "--loud", "c", "-t", "it's"])
+    spelled = ["toy", "'a b'", "c", "--tag=1", "--tag='it'\"'\"'s'", "--loud"]
+    assert command_line(ctx) == spelled
+    assert command_line(ctx, tag=None, name="y") == ["toy", "'a b'", "c", "--name=y", "--loud"]
+    quiet = toy.make_context("toy", ["-n", "x"])
+    assert command_line(quiet) == ["toy", "--name=x"]  # given, though equal to the default
 
 
 def test_unselected_upstreams_count_as_done(cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,59 @@
+"""``status`` and ``history``: the runs the journal holds, read without the HTTP stack."""
+
+from __future__ import annotations
+
+import click
+
+from runbook.cli.shared import format_option, state_dir_option, stdout
+from runbook.errors import UsageError
+
+
+@click.command()
+@click.argument("run_id", type=int, required=False)
+@state_dir_option
+@format_option("text", "json")
+def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
+    """One run from the journal (default the latest): each step's state, attempts,
+    execution ids, times and errors."""
+    from runbook.journal import Store
+    from runbook.journal import state_dir as resolve
+    from runbook.render import journalview
+
+    journal = Store(resolve(state_dir))
+    try:
+        row = journal.run_row(run_id)
+        if row is None:
+            raise UsageError(
+                f"no run {run_id} in the journal"
+                if run_id is not None
+                else "no run in the journal yet"
+            )
+        journalview.write_status(stdout(), row, journal.load_run(row), fmt)
+    finally:
+        journal.close()
+    return 0
+
+
+@click.command()
+@click.argument("plan_name", required=False)
+@state_dir_option
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many runs at most.",
+)
+@format_option("text", "json")
+def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) -> int:
+    """Past runs, newest first: id, plan, state, start and duration."""
+    from runbook.journal import Store
+    from runbook.journal import state_dir as resolve
+    from runbook.render import journalview
+
+    journal = Store(resolve(state_dir))
+    try:
+        journalview.write_history(stdout(), journal.runs(plan_name, limit), fmt)
+    finally:
+        journal.close()
+    return 0

@@ -1,0 +1,115 @@
+"""What several commands share: their common options and the reading of a duration
+flag, loading a plan, shell completion of file and directory names, and the output
+streams, looked up when written to."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import click
+
+from runbook.errors import UsageError
+
+if TYPE_CHECKING:
+    from runbook.plan import Plan
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_SELECT_HELP = (
+    "Only these steps: NAME, +NAME (and its upstreams), NAME+ (and its downstreams) "
+    "or +NAME+. Repeatable."
+)
+
+
+def selection_options(command: Any) -> Any:
+    """``--select`` and ``--exclude``, as ``selects`` and ``excludes``."""
+    command = click.option(
+        "--exclude",
+        "-x",
+        "excludes",
+        multiple=True,
+        metavar="SPEC",
+        help="Leave out these steps (same SPEC forms as --select). Repeatable.",
+    )(command)
+    return click.option(
+        "--select", "-s", "selects", multiple=True, metavar="SPEC", help=_SELECT_HELP
+    )(command)
+
+
+def format_option(*choices: str, help: str | None = None) -> Callable[[_F], _F]:
+    """``--format``, as ``fmt``: one of ``choices``, the first by default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
+def duration(flag: str, text: str) -> float:
+    """A duration flag's seconds (``2s``, ``1.5s``, ``1h``); a UsageError if unreadable."""
+    from runbook.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers file names here (click asks the shell for them)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def dirs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers directory names here."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    metavar="DIR",
+    shell_complete=dirs,
+    envvar="RUNBOOK_STATE_DIR",
+    help="Where the run journal lives (env RUNBOOK_STATE_DIR; default "
+    "$XDG_STATE_HOME/runbook, i.e. ~/.local/state/runbook).",
+)
+
+
+def forecast_options(command: Any) -> Any:
+    """``--forecast`` (as ``with_forecast``) and the ``--state-dir`` whose journal it reads."""
+    command = state_dir_option(command)
+    return click.option(
+        "--forecast",
+        "with_forecast",
+        is_flag=True,
+        help="Forecast the run from the journal's history: p50, p90, the critical path.",
+    )(command)
+
+
+def stdout() -> TextIO:
+    """The stream of the moment (a test or a pager may have replaced it since import)."""
+    return sys.stdout
+
+
+def stderr() -> TextIO:
+    """The error stream of the moment."""
+    return sys.stderr
+
+
+def load(path: str) -> Plan:
+    """The plan at ``path``, loaded as every command loads it: with the cycle collector
+    paused (runbook.process), which a plan's many small acyclic objects only slow down."""
+    from runbook.plan import load_plan
+    from runbook.process import collector_paused
+
+    with collector_paused():
+        return load_plan(path)
