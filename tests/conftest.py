@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Result
+from tests.support.entry import Result
 
 REAL_STATE = Path(os.path.expanduser("~")) / ".local" / "state" / "runbook"
 

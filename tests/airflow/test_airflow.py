@@ -17,7 +17,9 @@ import pytest
 
 from runbook.sandbox import SandboxOAuth
 from tests.airflow.conftest import Airflow, Sandbox, sandbox
-from tests.helpers import DATA, ROOT, TOKEN, closed_port
+from tests.support.night import TOKEN
+from tests.support.paths import DATA, ROOT
+from tests.support.servers import closed_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.timeout(900)]
 

@@ -11,7 +11,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import PLAN, TOKEN
+from tests.support.night import PLAN, TOKEN
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import ROOT, entry_point, run_entry
+from tests.support.entry import entry_point, run_entry
+from tests.support.paths import ROOT
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 SECRET = "apply-secret-Qm91-distinct"

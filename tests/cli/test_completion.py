@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import entry_point
+from tests.support.entry import entry_point
 
 
 def complete(variable: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from runbook.sandbox.scenario import Scenario
-from tests.helpers import entry_point, executions
+from tests.support.entry import entry_point
+from tests.support.night import executions
 
 FAST = {"queue": 0.0, "duration": 0.05}
 PLAN = """\

@@ -22,7 +22,8 @@ from runbook.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SandboxOAu
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import TOKEN, entry_point
+from tests.support.entry import entry_point
+from tests.support.night import TOKEN
 
 PLAN = """\
 version: 1

@@ -17,7 +17,8 @@ from pathlib import Path
 from runbook.journal import PlanLock
 from runbook.sandbox.app import POLL, TRIGGER
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.helpers import PLAN, TOKEN, entry_point, executions
+from tests.support.entry import entry_point
+from tests.support.night import PLAN, TOKEN, executions
 
 
 def apply_until(plan: Path, marker: str | set[str], *extra: str) -> subprocess.Popen[str]:

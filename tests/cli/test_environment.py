@@ -18,8 +18,9 @@ import pytest
 
 import runbook.api.client
 from runbook.sandbox.scenario import Scenario
-from tests.helpers import entry_point, executions, without_coverage_hook
-from tests.proxy import Proxy
+from tests.support.entry import entry_point, without_coverage_hook
+from tests.support.night import executions
+from tests.support.proxy import Proxy
 
 
 def test_the_api_going_away_fails_steps_in_bounded_tries_then_resume_reattaches(

@@ -19,7 +19,9 @@ import pytest
 import runbook.airflow
 from runbook.cli.export import command_line
 from runbook.plan import load_plan
-from tests.helpers import ROOT, TOKEN, run_entry
+from tests.support.entry import run_entry
+from tests.support.night import TOKEN
+from tests.support.paths import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CLEANUP = str(ROOT / "examples" / "cleanup.yaml")

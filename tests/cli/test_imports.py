@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import Receiver, without_coverage_hook
+from tests.support.entry import without_coverage_hook
+from tests.support.receiver import Receiver
 
 RECORD = """\
 import atexit, json, sys

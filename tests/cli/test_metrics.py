@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runbook.notify.metrics import metrics_path
 from runbook.sandbox.scenario import Scenario
-from tests.helpers import entry_point
+from tests.support.entry import entry_point
 
 FAST = {"queue": 0.0, "duration": 0.05}
 NAME = 'night "wh" \\ load'  # a plan name that needs escaping as a label value

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from runbook.sandbox.scenario import Scenario
-from tests.helpers import Receiver, entry_point, executions
+from tests.support.entry import entry_point
+from tests.support.night import executions
+from tests.support.receiver import Receiver
 
 FAST = {"queue": 0.0, "duration": 0.05}
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DATA, ROOT, run_entry
+from tests.support.entry import run_entry
+from tests.support.paths import DATA, ROOT
 
 MINIMAL = str(ROOT / "examples" / "minimal.yaml")
 NIGHTLY = str(ROOT / "examples" / "nightly.yaml")

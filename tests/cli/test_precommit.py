@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import DATA, REAL_PIP_CACHE, ROOT
+from tests.support.paths import DATA, REAL_PIP_CACHE, ROOT
 
 
 def pre_commit(*argv: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:

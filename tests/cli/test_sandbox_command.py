@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import DATA, entry_point, run_entry
+from tests.support.entry import entry_point, run_entry
+from tests.support.paths import DATA
 
 
 def start(*argv: str) -> tuple[subprocess.Popen[str], list[str]]:

@@ -14,7 +14,7 @@ import pytest
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import run_entry
+from tests.support.entry import run_entry
 
 TOKEN = "tok-5ecret-Q9z7-runbook-distinct"
 WRONG = "wrong-5ecret-K3p1-distinct"  # a token the API refuses: it must not show either
@@ -197,7 +197,7 @@ def test_no_webhook_or_ping_url_shows_and_no_receiver_sees_the_token(
     """A webhook's path and query, a ping URL's check id: in no output, report, JUnit
     file, journal byte or traceback, whether the receiver answers or fails; and the
     Nexadata token in no request a receiver gets."""
-    from tests.helpers import Receiver
+    from tests.support.receiver import Receiver
 
     plan = tmp_path / "notified.yaml"
     plan.write_text(

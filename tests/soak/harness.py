@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import without_coverage_hook
+from tests.support.entry import without_coverage_hook
 
 TOKEN = "soak-token-4f1c9e-never-shown"
 

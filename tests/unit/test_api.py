@@ -37,7 +37,7 @@ from runbook.errors import (
 from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
 from runbook.text import parse_timestamp
-from tests.helpers import Clock
+from tests.support.clocks import Clock
 
 SECRET = "tok-Zq8-very-distinctive-4417"
 URL = "http://127.0.0.1/api/v1"

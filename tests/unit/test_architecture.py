@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 PACKAGE = ROOT / "runbook"
 

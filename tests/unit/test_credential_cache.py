@@ -17,7 +17,7 @@ import pytest
 
 from runbook.api.cache import CachedRefresh, CredentialCache, sha256_hex
 from runbook.errors import JournalError
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 TOKEN_URL = "https://auth.example.com/oauth/token"
 CLIENT = "runbook-cron"

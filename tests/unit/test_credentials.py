@@ -18,7 +18,7 @@ from runbook.api.secrets import Redactor
 from runbook.api.sources import FileSource, Issued
 from runbook.api.tokencommand import CommandSource
 from runbook.errors import AuthError, ConfigError
-from tests.helpers import Clock
+from tests.support.clocks import Clock
 
 URL = "http://127.0.0.1/api/v1"
 RECORD = {"id": 7, "state": "running"}

@@ -13,7 +13,7 @@ import pytest
 
 from runbook.cli import cli
 from runbook.plan import load_plan
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 
 def tracked(*patterns: str) -> list[Path]:

@@ -32,7 +32,7 @@ from runbook.run.reasons import TIMEOUT_REASON
 from runbook.run.shell import Clock
 from runbook.sandbox.app import TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.helpers import VirtualClock
+from tests.support.clocks import VirtualClock
 
 CLOCK = VirtualClock()  # each test's own: see the fixture below
 FAST = "defaults: {poll_interval: 10ms, max_poll_interval: 30ms, retry_delay: 10ms}\n"

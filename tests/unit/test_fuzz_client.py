@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from runbook.api import Execution, NexadataClient, RateBudget, Token
 from runbook.errors import ApiError, AuthError, ConfigError, RunbookError, TriggerOutcomeUnknown
-from tests.helpers import Clock
+from tests.support.clocks import Clock
 
 SECRET = "fuzz-secret-token-7d2b"
 URL = "http://127.0.0.1/api/v1"

@@ -28,7 +28,7 @@ from runbook.events import (
 from runbook.journal import JournalError, JournalSink, PlanLock, Store, state_dir
 from runbook.journal.sink import LINGER
 from runbook.render.journalview import write_history, write_status
-from tests.helpers import VirtualClock
+from tests.support.clocks import VirtualClock
 
 
 def a_run() -> RunRecord:

@@ -22,7 +22,7 @@ from runbook.notify.delivery import Delivery
 from runbook.notify.notifier import END_BUDGET, Notifier, Webhook
 from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_payload
 from runbook.notify.urls import SecretUrl, secret_url
-from tests.helpers import VirtualClock
+from tests.support.clocks import VirtualClock
 
 CLOCK = VirtualClock()
 

@@ -20,7 +20,7 @@ from runbook.api.credentials import Credentials
 from runbook.api.oauth import OAuthClient, OAuthSource
 from runbook.api.secrets import Redactor, Secret
 from runbook.errors import AuthError
-from tests.helpers import Clock
+from tests.support.clocks import Clock
 
 TOKEN_URL = "http://127.0.0.1:9/oauth/token"
 CLIENT_SECRET = "client-secret-Qx7-distinctive"

@@ -7,7 +7,7 @@ import pytest
 
 from runbook.errors import PlanError
 from runbook.plan import BUILTIN_DEFAULTS, load_plan
-from tests.helpers import DATA, ROOT
+from tests.support.paths import DATA, ROOT
 
 INVALID = sorted((DATA / "plans" / "invalid").glob("*.yaml"))
 VALID = sorted((DATA / "plans" / "valid").glob("*.yaml"))

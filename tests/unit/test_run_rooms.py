@@ -19,7 +19,7 @@ from runbook.run.bus import Bus
 from runbook.run.planned import planned
 from runbook.run.reasons import TIMEOUT_REASON
 from runbook.run.shell import Clock
-from tests.helpers import VirtualClock
+from tests.support.clocks import VirtualClock
 
 
 class FakeApi:

@@ -12,7 +12,8 @@ import pytest
 from runbook.errors import ScenarioError
 from runbook.sandbox.app import OTHER, PIPELINE, POLL, TRIGGER, create_app, iso
 from runbook.sandbox.scenario import Faults, Scenario, default_duration, load_scenario
-from tests.helpers import DATA, Clock
+from tests.support.clocks import Clock
+from tests.support.paths import DATA
 
 AUTH = {"Authorization": "Bearer sandbox"}
 WALL = 1_800_000_000.0

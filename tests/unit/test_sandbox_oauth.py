@@ -14,7 +14,7 @@ import pytest
 
 from runbook.sandbox import SandboxOAuth
 from runbook.sandbox.app import POLL, TOKEN, TRIGGER, create_app
-from tests.helpers import Clock
+from tests.support.clocks import Clock
 
 STATIC = {"Authorization": "Bearer sandbox"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from runbook.schemacheck import checker
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 
 def test_schema_is_valid_against_the_2020_12_metaschema() -> None:

@@ -8,7 +8,8 @@ from runbook.sandbox import SANDBOX_TOKEN
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
-from tests.helpers import Certificate, Clock, make_certificate
+from tests.support.clocks import Clock
+from tests.support.servers import Certificate, make_certificate
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from runbook.errors import (
 from runbook.sandbox import SANDBOX_TOKEN
 from runbook.sandbox.app import POLL, TRIGGER
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.helpers import closed_port, raw_server
+from tests.support.servers import closed_port, raw_server
 
 
 def make_client(url: str, clock, token: str = SANDBOX_TOKEN, **kwargs) -> NexadataClient:

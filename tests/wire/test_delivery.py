@@ -9,7 +9,8 @@ import socket
 from runbook.notify.delivery import post
 from runbook.notify.urls import SecretUrl
 from runbook.sandbox.app import create_app
-from tests.helpers import Certificate, Receiver, serve_https
+from tests.support.receiver import Receiver
+from tests.support.servers import Certificate, serve_https
 
 
 async def no_wait(seconds: float) -> None:

@@ -15,7 +15,7 @@ import yaml
 
 from runbook.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_TOKEN, SandboxOAuth
 from tests.cli.test_sandbox_command import start
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 DOCUMENT = ROOT / "runbook" / "sandbox" / "openapi.yaml"
 

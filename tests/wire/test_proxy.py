@@ -21,8 +21,9 @@ from runbook.netenv import ProxySettings
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.transport import AiohttpTransport
-from tests.connect_proxy import ConnectProxy
-from tests.helpers import API_HOST, Certificate, run_entry, serve_https
+from tests.support.connect_proxy import ConnectProxy
+from tests.support.entry import run_entry
+from tests.support.servers import API_HOST, Certificate, serve_https
 
 TOKEN = "proxy-test-token-5e1f9a"
 PLAN = """\

@@ -11,7 +11,8 @@ import pytest
 
 from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
-from tests.helpers import Certificate, run_entry, serve_https
+from tests.support.entry import run_entry
+from tests.support.servers import Certificate, serve_https
 
 TOKEN = "tls-test-token-93ab"
 PLAN = "version: 1\nname: tls\nworkflows:\n  a: {workflow_id: 1}\n"

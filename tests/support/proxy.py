@@ -8,7 +8,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from tests.helpers import LoopThread
+from tests.support.receiver import LoopThread
 
 
 class Proxy(LoopThread):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from tests.helpers import LoopThread
+from tests.support.receiver import LoopThread
 
 
 class ConnectProxy(LoopThread):

@@ -1,0 +1,20 @@
+"""The plan and token the apply tests share, and the sandbox's count of executions."""
+
+from __future__ import annotations
+
+TOKEN = "durable-token-Xy7-distinct"
+PLAN = """\
+version: 1
+name: night
+defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}
+workflows:
+  extract: {workflow_id: 1}
+  load: {workflow_id: 2, depends_on: extract}
+  side: {workflow_id: 3}
+  report: {workflow_id: 4, depends_on: [load, side]}
+"""
+
+
+def executions(app) -> dict[str, int]:
+    """Executions per workflow id, as the sandbox counted them."""
+    return dict(app.state.sandbox.stats()["executions"])
