@@ -5,14 +5,16 @@
 - :mod:`~runbook.journal.sink`: the executor sink that turns events into
   group-committed writes;
 - :mod:`~runbook.journal.lock`: one ``apply`` per plan at a time;
+- :mod:`~runbook.journal.location`: which state dir, when a command does not say;
 - :mod:`~runbook.journal.rows`: what a row must hold before runbook acts on it.
 """
 
 from __future__ import annotations
 
 from runbook.errors import JournalError
+from runbook.journal.location import state_dir
 from runbook.journal.lock import PlanLock
 from runbook.journal.sink import JournalSink
-from runbook.journal.store import RunRow, Store, state_dir
+from runbook.journal.store import RunRow, Store
 
 __all__ = ["JournalError", "JournalSink", "PlanLock", "RunRow", "Store", "state_dir"]

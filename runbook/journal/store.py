@@ -25,7 +25,7 @@ from runbook.statedir import open_private as _open_private
 from runbook.statedir import prepare as _prepare
 from runbook.text import message_texts, parse_timestamp, printable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store", "state_dir"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store"]
 
 DB_NAME = "journal.sqlite3"
 MIGRATIONS: list[str] = [
@@ -122,18 +122,6 @@ def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
 
 def _text(value: Any) -> str | None:
     return printable(value) if isinstance(value, str) else None
-
-
-def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """``--state-dir`` > ``RUNBOOK_STATE_DIR`` > ``$XDG_STATE_HOME/runbook`` >
-    ``~/.local/state/runbook``."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return Path(explicit)
-    if env.get("RUNBOOK_STATE_DIR"):
-        return Path(env["RUNBOOK_STATE_DIR"])
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "runbook"
 
 
 @dataclass(frozen=True, slots=True)
