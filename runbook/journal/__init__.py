@@ -1,7 +1,9 @@
 """The run journal: every run, step and attempt in SQLite, and the per-plan lock.
 
-- :mod:`~runbook.journal.store`: the database of one state dir (the dir's checks,
-  migrations, typed queries);
+- :mod:`~runbook.journal.schema`: the tables and their columns, the one list of them,
+  and the migrations written from it;
+- :mod:`~runbook.journal.store`: the database of one state dir (its connection, typed
+  queries);
 - :mod:`~runbook.journal.sink`: the executor sink that turns events into
   group-committed writes;
 - :mod:`~runbook.journal.lock`: one ``apply`` per plan at a time;
