@@ -4,11 +4,12 @@
   and the migrations written from it;
 - :mod:`~runbook.journal.store`: the database of one state dir (its connection, typed
   queries);
-- :mod:`~runbook.journal.sink`: the executor sink that turns events into
-  group-committed writes;
+- :mod:`~runbook.journal.writes`: what each event writes, and whether the executor waits
+  for its commit;
+- :mod:`~runbook.journal.sink`: the executor sink that group-commits those writes;
+- :mod:`~runbook.journal.rows`: what a row must hold before runbook acts on it;
 - :mod:`~runbook.journal.lock`: one ``apply`` per plan at a time;
-- :mod:`~runbook.journal.location`: which state dir, when a command does not say;
-- :mod:`~runbook.journal.rows`: what a row must hold before runbook acts on it.
+- :mod:`~runbook.journal.location`: which state dir, when a command does not say.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The journal's schema, in one place: its tables, their columns, since which version
-each exists and what it holds; the migrations are written from them.
+each exists and what it holds; the migrations, and the INSERT and UPDATE statements,
+are written from them.
 
-The row checks (:mod:`~runbook.journal.rows`) check the columns marked ``checked``, and
-the loaders fill a record's fields from the checked columns of the same names. A new
-column is one line here, with the version that adds it.
+The other journal modules name no column of their own: the row checks
+(:mod:`~runbook.journal.rows`) check the columns marked ``checked``, the loaders fill a
+record's fields from the checked columns of the same names, and the writes
+(:mod:`~runbook.journal.writes`) are built by :func:`insert`, :func:`update` and
+:func:`insert_rows`, which refuse a column its table does not have. A new column is one line
+here, with the version that adds it; the event that sets it says so in ``writes``.
 
 A released version never changes: a column's declaration and ``since`` are history, and
 ``tests/unit/test_journal_schema.py`` keeps every released version's statements as they
@@ -12,11 +16,14 @@ were first written, against which old journals and new ones are checked.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from functools import cache
+from typing import Any, Literal, get_args
 
+from runbook._compat import assert_never
 from runbook.events import RunState, StepState
 from runbook.schedule import OnFailure, RunIf
 
@@ -28,11 +35,22 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEPS",
     "TABLES",
+    "Batch",
     "Column",
+    "Statement",
     "Table",
+    "insert",
+    "insert_rows",
+    "update",
     "upgrade",
+    "upsert_rows",
     "version",
 ]
+
+Statement = tuple[str, tuple[Any, ...]]
+"""One SQL statement and its parameters."""
+Batch = tuple[str, list[tuple[Any, ...]]]
+"""One SQL statement and the parameters of each row it writes (``executemany``)."""
 
 Holds = Literal["value", "flag", "names", "json object"]
 """How a column holds its value: as it is; a bool as 0 or 1; a tuple of names as a JSON
@@ -67,6 +85,25 @@ class Column:
     def nullable(self) -> bool:
         return "NOT NULL" not in self.declared and "PRIMARY KEY" not in self.declared
 
+    @property
+    def encode(self) -> Callable[[Any], Any] | None:
+        """What turns a value into what the column keeps (``None``: it keeps the value)."""
+        match self.holds:
+            case "flag":
+                return int
+            case "names":
+                return _names
+            case "json object":
+                return json.dumps
+            case "value":
+                return None
+            case _:
+                assert_never(self.holds)
+
+
+def _names(value: Any) -> str:
+    return json.dumps(list(value))
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -81,6 +118,9 @@ class Table:
     since: int = 1
     by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
     checked: Mapping[str, Column] = field(init=False, repr=False, compare=False)
+    _encode: Mapping[str, Callable[[Any], Any] | None] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_name = {column.name: column for column in self.columns}
@@ -88,6 +128,7 @@ class Table:
         object.__setattr__(
             self, "checked", {column.name: column for column in self.columns if column.checked}
         )
+        object.__setattr__(self, "_encode", {column.name: column.encode for column in self.columns})
         for name in (*self.key, *(name for _, names in self.indexes for name in names)):
             self.column(name)
         assert all(column.since >= self.since for column in self.columns), self.name
@@ -97,6 +138,16 @@ class Table:
             return self.by_name[name]
         except KeyError:
             raise ValueError(f"the journal's {self.name} table has no column {name!r}") from None
+
+    def stored(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` (column name: value) as this table keeps them."""
+        encoders = self._encode
+        for name in values.keys() - encoders.keys():
+            self.column(name)  # raises
+        return {
+            name: value if (encode := encoders[name]) is None else encode(value)
+            for name, value in values.items()
+        }
 
 
 _RUN_STATES = frozenset(get_args(RunState))
@@ -257,3 +308,63 @@ def upgrade(db: sqlite3.Connection) -> int:
                 db.execute(statement)
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
     return found
+
+
+def insert(table: Table, /, **values: Any) -> Statement:
+    """An INSERT into ``table`` of ``values``, column name = value."""
+    stored = table.stored(values)
+    return _insert_sql(table.name, tuple(stored)), tuple(stored.values())
+
+
+def update(table: Table, key: tuple[Any, ...], /, **values: Any) -> Statement:
+    """An UPDATE of ``values`` in the row of ``table`` whose key columns hold ``key``."""
+    assert len(key) == len(table.key), (table.name, key)
+    stored = table.stored(values)
+    return _update_sql(table.name, table.key, tuple(stored)), (*stored.values(), *key)
+
+
+def insert_rows(table: Table, rows: Iterable[Mapping[str, Any]], /) -> tuple[Batch, ...]:
+    """One INSERT into ``table`` for all ``rows``, each column name = value, every row
+    of the same columns in the same order; none when there are no rows."""
+    parameters: list[tuple[Any, ...]] = []
+    for row in rows:
+        if not parameters:
+            names = tuple(row)
+            encoders = [table.column(name).encode for name in names]
+            kept = not any(encoders)  # every value as it is: no encoding row by row
+        elif tuple(row) != names:
+            raise ValueError(f"rows of one INSERT into {table.name} with other columns")
+        values = row.values()
+        parameters.append(
+            tuple(values)
+            if kept
+            else tuple(v if e is None else e(v) for v, e in zip(values, encoders, strict=True))
+        )
+    return ((_insert_sql(table.name, names), parameters),) if parameters else ()
+
+
+def upsert_rows(
+    table: Table, rows: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]], /
+) -> tuple[Batch, ...]:
+    """:func:`insert_rows` of rows given as (values, refresh): where ``table`` has a row
+    of that key already, only the refresh columns are written to it."""
+    pairs = list(rows)
+    if not pairs:
+        return ()
+    ((sql, parameters),) = insert_rows(table, [{**values, **fresh} for values, fresh in pairs])
+    sets = ", ".join(f"{name} = excluded.{name}" for name in pairs[0][1])
+    return ((f"{sql} ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {sets}", parameters),)
+
+
+# the same few statements for every event: written once each
+@cache
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    places = ",".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({places})"
+
+
+@cache
+def _update_sql(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{name} = ?" for name in columns)
+    where = " AND ".join(f"{name} = ?" for name in key)
+    return f"UPDATE {table} SET {sets} WHERE {where}"

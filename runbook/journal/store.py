@@ -1,10 +1,10 @@
-"""The journal database of one state dir: its connection, its writes, its queries.
+"""The journal database of one state dir: its connection, and the typed queries.
 
 WAL with ``synchronous=FULL``: a commit survives a killed process and a lost machine
 alike. Opening it checks the state dir and the file (:mod:`runbook.statedir`) and brings
 the schema up to date (:mod:`~runbook.journal.schema`). Queries return typed records
 (:class:`RunRow`, :class:`~runbook.events.RunRecord`), every row checked as it loads
-(:mod:`~runbook.journal.rows`).
+(:mod:`~runbook.journal.rows`). What it writes, :mod:`~runbook.journal.writes` builds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
+from runbook.journal import writes
 from runbook.journal.rows import BadRow, check_row, record_of
 from runbook.journal.schema import ATTEMPTS, NOTIFICATIONS, RUNS, SCHEMA_VERSION, STEPS
 from runbook.journal.schema import upgrade as _upgrade
@@ -33,19 +34,6 @@ from runbook.text import message_texts, parse_timestamp, printable
 __all__ = ["DB_NAME", "RunRow", "Store"]
 
 DB_NAME = "journal.sqlite3"
-
-
-_INSERT_STEP = (
-    "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure) "
-    "VALUES (?,?,?,?,?,?,?)"
-)
-
-
-def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
-    return [
-        (run_id, s.name, s.workflow_id, s.stage, s.state, s.run_if, s.on_failure)
-        for s in run.steps.values()
-    ]
 
 
 def _text(value: Any) -> str | None:
@@ -149,40 +137,28 @@ class Store:
     ) -> int:
         with self.write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, "
-                "max_parallel, assumed_done, options, started_at, auth) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run.plan,
-                    plan_path,
-                    plan_sha256,
-                    os.getpid(),
-                    socket.gethostname(),
-                    "running",
-                    run.max_parallel,
-                    json.dumps(list(run.assumed_done)),
-                    json.dumps(dict(options)),
-                    started_at,
-                    run.auth,
-                ),
+                *writes.new_run(
+                    run,
+                    plan_path=plan_path,
+                    plan_sha256=plan_sha256,
+                    options=options,
+                    started_at=started_at,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
             )
             run_id = int(cursor.lastrowid or 0)
-            db.executemany(_INSERT_STEP, _step_rows(run_id, run))
+            for sql, rows in writes.new_steps(run_id, run):
+                db.executemany(sql, rows)
         return run_id
 
     def reopen_run(self, run_id: int, run: RunRecord) -> None:
         """A resumed run: this process now owns it; steps new to the plan are added."""
+        owner, steps = writes.reopened_run(run_id, run, pid=os.getpid(), host=socket.gethostname())
         with self.write() as db:
-            db.execute(
-                "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL, "
-                "auth = ?, auth_failed = 0 WHERE id = ?",
-                (os.getpid(), socket.gethostname(), run.auth, run_id),
-            )
-            db.executemany(
-                _INSERT_STEP + " ON CONFLICT (run_id, name) DO UPDATE SET "
-                "run_if = excluded.run_if, on_failure = excluded.on_failure",
-                _step_rows(run_id, run),
-            )
+            db.execute(*owner)
+            for sql, rows in steps:
+                db.executemany(sql, rows)
 
     def latest(self, plan: str) -> RunRow | None:
         """The latest run of ``plan``, however it went."""
@@ -278,7 +254,7 @@ class Store:
     def abandon(self, run_id: int) -> None:
         """``--new-run`` over run ``run_id``: its executions are left to finish alone."""
         with self.write() as db:
-            db.execute("UPDATE runs SET state = 'abandoned' WHERE id = ?", (run_id,))
+            db.execute(*writes.abandoned(run_id))
 
     def run_row(self, run_id: int | None = None) -> RunRow | None:
         """Run ``run_id``, or the latest run."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from runbook.journal.schema import (
     RUNS,
     SCHEMA_VERSION,
     TABLES,
+    insert,
+    insert_rows,
+    update,
+    upsert_rows,
 )
 from tests.helpers import ROOT
 
@@ -198,6 +203,13 @@ def test_a_journal_of_each_version_migrates_to_the_schema_of_a_new_one(
 PACKAGE = ROOT / "runbook"
 SCHEMA = PACKAGE / "journal" / "schema.py"
 NAMES = {table.name for table in TABLES} | {c.name for table in TABLES for c in table.columns}
+WRITING_SQL = re.compile(
+    r"\b(INSERT\s+(OR\s+\w+\s+)?INTO|REPLACE\s+INTO|UPDATE\s+\w+\s+SET"
+    r"|(CREATE|ALTER|DROP)\s+(TABLE|INDEX)|ADD\s+COLUMN)\b",
+    re.IGNORECASE,
+)
+
+
 NOT_COLUMNS = {("location.py", "state")}  # ~/.local/state, the user's state home
 
 
@@ -226,6 +238,41 @@ def test_no_other_journal_module_names_a_table_or_a_column_of_its_own(path: Path
         if text in NAMES and (path.name, text) not in NOT_COLUMNS
     ]
     assert not found, f"{path.name} names the journal's columns itself: {found}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in sorted(PACKAGE.rglob("*.py")) if p != SCHEMA], ids=lambda p: p.name
+)
+def test_the_statements_that_create_or_write_columns_are_schema_pys(path: Path) -> None:
+    """CREATE and ALTER come from the column table; INSERT and UPDATE from
+    schema.insert/update/insert_rows, which refuse a column the table lacks."""
+    found = [(line, text[:60]) for line, text in strings(path) if WRITING_SQL.search(text)]
+    assert not found, f"{path.name} writes its own SQL for the journal's columns: {found}"
+
+
+def test_the_writes_keep_each_value_as_its_column_holds_it() -> None:
+    assert insert(RUNS, late=True, assumed_done=("a", "b"), options={"x": None}) == (
+        "INSERT INTO runs (late, assumed_done, options) VALUES (?,?,?)",
+        (1, '["a", "b"]', '{"x": null}'),
+    )
+    assert insert_rows(
+        TABLES[1], [{"name": "a", "ignored": False}, {"name": "b", "ignored": 1}]
+    ) == (("INSERT INTO steps (name, ignored) VALUES (?,?)", [("a", 0), ("b", 1)]),)
+    assert update(TABLES[2], (1, "a", 2), record=None) == (
+        "UPDATE attempts SET record = ? WHERE run_id = ? AND step = ? AND number = ?",
+        ("null", 1, "a", 2),
+    )
+
+
+def test_a_write_of_a_column_the_table_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="the journal's runs table has no column 'stat'"):
+        insert(RUNS, stat="running")
+    with pytest.raises(ValueError, match="steps table has no column 'ignore'"):
+        update(TABLES[1], (1, "a"), ignore=True)
+    with pytest.raises(ValueError, match="steps table has no column 'runif'"):
+        upsert_rows(TABLES[1], [({"run_id": 1, "name": "a"}, {"runif": "always"})])
+    with pytest.raises(ValueError, match="rows of one INSERT into steps with other columns"):
+        insert_rows(TABLES[1], [{"run_id": 1, "name": "a"}, {"name": "b", "run_id": 1}])
 
 
 def a_journal(directory: Path) -> Store:
