@@ -1,100 +1,87 @@
-"""What a journal row must hold before runbook acts on it.
+"""What a journal row must hold before runbook acts on it, and the records made of it.
 
 The journal is a file on disk: another version, a crash of the filesystem or a person
 with sqlite3 may have left a row that SQLite accepts and runbook cannot use (text in a
 number column, a record that is not JSON, an attempt of a step that does not exist).
-Every row is checked as it is loaded, so that such a journal is the journal's error
-(exit 5) with the row named, never a crash in ``status``, ``history`` or ``--resume``.
+Every row is checked as it is loaded, against the columns :mod:`~runbook.journal.schema`
+marks checked, so that such a journal is the journal's error (exit 5) with the row
+named, never a crash in ``status``, ``history`` or ``--resume``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
-from typing import Any, get_args
+from collections.abc import Callable
+from dataclasses import fields
+from functools import cache
+from typing import Any, TypeVar
 
-from runbook.events import RunState, StepState
-from runbook.schedule import OnFailure, RunIf
+from runbook._compat import assert_never
+from runbook.journal.schema import Column, Table
 
-__all__ = ["BadRow", "check_row", "json_field"]
+__all__ = ["BadRow", "Checked", "check_row", "json_field", "record_of"]
 
-_NUMBER = (int, float)
-_TEXT = (str,)
-_INT = (int,)
-RUN_STATES: frozenset[str] = frozenset(get_args(RunState))
-STEP_STATES: frozenset[str] = frozenset(get_args(StepState))
-
-# column -> (types, nullable, allowed values or None)
-_COLUMNS: Mapping[str, Mapping[str, tuple[tuple[type, ...], bool, frozenset[str] | None]]] = {
-    "runs": {
-        "id": (_INT, False, None),
-        "plan": (_TEXT, False, None),
-        "plan_path": (_TEXT, False, None),
-        "plan_sha256": (_TEXT, False, None),
-        "pid": (_INT, False, None),
-        "host": (_TEXT, False, None),
-        "state": (_TEXT, False, RUN_STATES),
-        "reason": (_TEXT, True, None),
-        "max_parallel": (_INT, False, None),
-        "assumed_done": (_TEXT, False, None),
-        "auth": (_TEXT, True, None),
-        "token_refreshes": (_INT, False, None),
-        "auth_failed": (_INT, False, None),
-        "started_at": (_NUMBER, False, None),
-        "ended_at": (_NUMBER, True, None),
-        "late": (_INT, False, None),
-    },
-    "notifications": {
-        "id": (_INT, False, None),
-        "kind": (_TEXT, False, frozenset({"webhook", "healthchecks"})),
-        "event": (_TEXT, False, None),
-        "target": (_TEXT, False, None),
-        "ok": (_INT, False, None),
-        "error": (_TEXT, True, None),
-        "attempts": (_INT, False, None),
-        "at": (_NUMBER, False, None),
-    },
-    "steps": {
-        "name": (_TEXT, False, None),
-        "workflow_id": (_INT, False, None),
-        "stage": (_INT, False, None),
-        "state": (_TEXT, False, STEP_STATES),
-        "reason": (_TEXT, True, None),
-        "started_at": (_NUMBER, True, None),
-        "ended_at": (_NUMBER, True, None),
-        "run_if": (_TEXT, False, frozenset(get_args(RunIf))),
-        "on_failure": (_TEXT, False, frozenset(get_args(OnFailure))),
-        "ignored": (_INT, False, None),
-        "why": (_TEXT, True, None),
-    },
-    "attempts": {
-        "step": (_TEXT, False, None),
-        "number": (_INT, False, None),
-        "execution_id": (_INT, True, None),
-        "state": (_TEXT, False, None),
-        "record": (_TEXT, True, None),
-        "triggered_at": (_NUMBER, False, None),
-        "ended_at": (_NUMBER, True, None),
-    },
-}
+T = TypeVar("T")
 
 
 class BadRow(ValueError):
     """A row runbook cannot use; the message names the table, the row and the column."""
 
 
-def check_row(table: str, row: sqlite3.Row, ident: object) -> sqlite3.Row:
-    """``row`` if every column runbook reads has the type (and value) it must."""
-    for column, (types, nullable, allowed) in _COLUMNS[table].items():
-        value = row[column]
-        if value is None and nullable:
+class Checked:
+    """A row whose checked columns hold what they must: they, and only they, are read
+    as attributes, as their column holds them (a flag as a bool, JSON decoded, a
+    column's bad JSON a :class:`BadRow` when it is read). ``where``: ``table row key``,
+    for messages."""
+
+    __slots__ = ("_row", "_table", "where")
+
+    def __init__(self, table: Table, row: sqlite3.Row) -> None:
+        self._table = table
+        self._row = row
+        key = "/".join(_key_part(table.column(name), row[name]) for name in table.key)
+        self.where = f"{table.name} row {key}"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table.checked
+
+    def __getattr__(self, name: str) -> Any:
+        column = None if name.startswith("_") else self._table.checked.get(name)
+        if column is None:
+            raise AttributeError(f"{self._table.name}.{name} is not a column runbook checks")
+        return _read(column, self._row[name], self.where)
+
+
+def check_row(table: Table, row: sqlite3.Row) -> Checked:
+    """``row`` of ``table`` if every column runbook reads has the type (and value) it
+    must."""
+    checked = Checked(table, row)
+    for column in table.checked.values():
+        value = row[column.name]
+        if value is None and column.nullable:
             continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise BadRow(f"{table} row {ident}: {column} holds {_shown(value)}")
-        if allowed is not None and value not in allowed:
-            raise BadRow(f"{table} row {ident}: {column} holds {_shown(value)}")
-    return row
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, column.types)
+            or (column.allowed is not None and value not in column.allowed)
+        ):
+            raise BadRow(f"{checked.where}: {column.name} holds {_shown(value)}")
+    return checked
+
+
+def record_of(make: Callable[..., T], row: Checked, /, **given: Any) -> T:
+    """A ``make`` (a dataclass) whose fields take the row's checked columns of the same
+    names, but for those ``given``; a field that is neither is a TypeError."""
+    names = [name for name in _fields(make) if name not in given]
+    if missing := [name for name in names if name not in row]:
+        raise TypeError(f"{make}: {missing} are neither given nor columns runbook checks")
+    return make(**{name: getattr(row, name) for name in names}, **given)
+
+
+@cache
+def _fields(make: Callable[..., Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(make) if f.init)  # type: ignore[arg-type]
 
 
 def json_field(text: str, kind: type, where: str) -> Any:
@@ -106,6 +93,26 @@ def json_field(text: str, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
         raise BadRow(f"{where} is not a JSON {kind.__name__}")
     return value
+
+
+def _read(column: Column, value: Any, where: str) -> Any:
+    match column.holds:
+        case "value":
+            return value
+        case "flag":
+            return bool(value)
+        case "names":
+            return tuple(str(name) for name in json_field(value, list, f"{where}: {column.name}"))
+        case "json object":
+            if value is None or (column.nullable and value == "null"):
+                return None  # NULL, or JSON null where the column may be empty
+            return json_field(value, dict, f"{where}: {column.name}")
+        case _:
+            assert_never(column.holds)
+
+
+def _key_part(column: Column, value: object) -> str:
+    return repr(value) if column.types == (str,) else f"{value}"
 
 
 def _shown(value: object) -> str:

@@ -1,44 +1,25 @@
-"""The journal as an executor sink: events become group-committed writes.
+"""The journal as an executor sink: the group commit of the writes events make.
 
-The sacred write: an attempt is committed as *triggering* before its POST, and its
-execution id as soon as the answer arrives, before anything else happens. The executor
-awaits every sink for every event, so for those events the commit has happened when
-the executor goes on.
+What each event writes, and whether the executor waits for its commit, is
+:func:`~runbook.journal.writes.statements_for`'s; this module decides when the writes
+are committed. The executor awaits every sink for every event, so for the events it
+waits on (an attempt *triggering* before its POST, its execution id) the commit has
+happened when the executor goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Awaitable
-from typing import Any
 
-from runbook._compat import assert_never
 from runbook.errors import JournalError
-from runbook.events import (
-    TERMINAL_STATES,
-    AttemptFinished,
-    AttemptRecord,
-    AttemptTriggered,
-    AttemptTriggering,
-    Event,
-    ExecutionSeen,
-    Forecasted,
-    Notice,
-    NotificationSent,
-    RetryScheduled,
-    RunFinished,
-    RunLate,
-    RunStarted,
-    SignalReceived,
-    StepFinished,
-)
+from runbook.events import Event
+from runbook.journal.schema import Statement
 from runbook.journal.store import Store
+from runbook.journal.writes import statements_for
 
 __all__ = ["JournalSink"]
-
-Statement = tuple[str, tuple[Any, ...]]
 
 LINGER = 0.25
 """How long a write the executor does not wait for may stay queued, in seconds: an
@@ -82,7 +63,7 @@ class JournalSink:
         """
         if self._failure is not None:
             raise self._failure
-        statements, awaited = self._statements(event)
+        statements, awaited = statements_for(event, self.run_id, new=self._new)
         if not statements and not (awaited and self._queued):
             return None
         loop = asyncio.get_running_loop()
@@ -125,111 +106,3 @@ class JournalSink:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
-
-    def _statements(self, event: Event) -> tuple[list[Statement], bool]:
-        """The writes ``event`` makes, and whether the executor waits for their commit:
-        before a POST, after its answer, before a retry delay (the failed attempt is
-        durable before a wait that may be long), at the end."""
-        run_id = self.run_id
-        match event:
-            case AttemptTriggering(step=s, attempt=a):
-                return [
-                    (
-                        "INSERT INTO attempts (run_id, step, number, phase, state, "
-                        "triggered_at) VALUES (?,?,?,'triggering','triggering',?)",
-                        (run_id, s.name, a.number, a.triggered_at),
-                    ),
-                    (
-                        "UPDATE steps SET state = ?, started_at = ?, why = ? "
-                        "WHERE run_id = ? AND name = ?",
-                        (s.state, s.started_at, s.why, run_id, s.name),
-                    ),
-                ], True
-            case AttemptTriggered(step=s, attempt=a):
-                return [self._attempt(s.name, a, "in flight")], True
-            case ExecutionSeen(step=s, attempt=a):
-                if a.state in TERMINAL_STATES:
-                    return [], False  # the attempt's end follows at once, in one transaction
-                return [self._attempt(s.name, a, "in flight")], False
-            case AttemptFinished(step=s, attempt=a):
-                return [self._attempt(s.name, a, "terminal")], False
-            case RetryScheduled():
-                return [], True
-            case StepFinished(step=s):
-                return [
-                    (
-                        "UPDATE steps SET state = ?, reason = ?, started_at = ?, ended_at = ?, "
-                        "ignored = ?, why = ? WHERE run_id = ? AND name = ?",
-                        (
-                            s.state,
-                            s.reason,
-                            s.started_at,
-                            s.ended_at,
-                            int(s.ignored),
-                            s.why,
-                            run_id,
-                            s.name,
-                        ),
-                    )
-                ], False
-            case RunFinished(run=run):
-                pending: list[Statement] = [
-                    (
-                        "UPDATE steps SET state = ?, reason = ? WHERE run_id = ? AND name = ?",
-                        (s.state, s.reason, run_id, s.name),
-                    )
-                    for s in run.steps.values()
-                    if s.state == "pending"
-                ]
-                return [
-                    *pending,
-                    (
-                        "UPDATE runs SET state = ?, reason = ?, ended_at = ?, "
-                        "token_refreshes = ?, auth_failed = ? WHERE id = ?",
-                        (
-                            run.state,
-                            run.reason,
-                            run.ended_at,
-                            run.token_refreshes,
-                            int(run.auth_failed),
-                            run_id,
-                        ),
-                    ),
-                ], True
-            case RunLate():
-                return [("UPDATE runs SET late = 1 WHERE id = ?", (run_id,))], False
-            case NotificationSent(record=n):
-                return [
-                    (
-                        "INSERT INTO notifications (run_id, kind, event, target, ok, error, "
-                        "attempts, at) VALUES (?,?,?,?,?,?,?,?)",
-                        (run_id, n.kind, n.event, n.target, int(n.ok), n.error, n.attempts, n.at),
-                    )
-                ], False
-            case RunStarted(run=run) if self._new:
-                # one start for the run: the one its events, metrics and report show
-                return [
-                    ("UPDATE runs SET started_at = ? WHERE id = ?", (run.started_at, run_id))
-                ], False
-            case RunStarted() | Notice() | SignalReceived() | Forecasted():
-                # the run and its steps were written before it started; notices and
-                # signals change nothing (the run's end says how it ended)
-                return [], False
-            case _:
-                assert_never(event)
-
-    def _attempt(self, step: str, a: AttemptRecord, phase: str) -> Statement:
-        return (
-            "UPDATE attempts SET phase = ?, execution_id = ?, state = ?, record = ?, "
-            "ended_at = ? WHERE run_id = ? AND step = ? AND number = ?",
-            (
-                phase,
-                a.execution_id,
-                a.state,
-                json.dumps(a.record),
-                a.ended_at,
-                self.run_id,
-                step,
-                a.number,
-            ),
-        )

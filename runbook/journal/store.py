@@ -1,8 +1,10 @@
-"""The journal database of one state dir: its checks, its schema, its queries.
+"""The journal database of one state dir: its connection, and the typed queries.
 
 WAL with ``synchronous=FULL``: a commit survives a killed process and a lost machine
-alike. Queries return typed records (:class:`RunRow`, :class:`~runbook.events.RunRecord`),
-every row checked as it loads (:mod:`runbook.journal.rows`).
+alike. Opening it checks the state dir and the file (:mod:`runbook.statedir`) and brings
+the schema up to date (:mod:`~runbook.journal.schema`). Queries return typed records
+(:class:`RunRow`, :class:`~runbook.events.RunRecord`), every row checked as it loads
+(:mod:`~runbook.journal.rows`). What it writes, :mod:`~runbook.journal.writes` builds.
 """
 
 from __future__ import annotations
@@ -20,120 +22,22 @@ from typing import Any
 
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
-from runbook.journal.rows import BadRow, check_row, json_field
+from runbook.journal import writes
+from runbook.journal.rows import BadRow, check_row, record_of
+from runbook.journal.schema import ATTEMPTS, NOTIFICATIONS, RUNS, SCHEMA_VERSION, STEPS
+from runbook.journal.schema import upgrade as _upgrade
+from runbook.journal.schema import version as _version
 from runbook.statedir import open_private as _open_private
 from runbook.statedir import prepare as _prepare
 from runbook.text import message_texts, parse_timestamp, printable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "RunRow", "Store", "state_dir"]
+__all__ = ["DB_NAME", "RunRow", "Store"]
 
 DB_NAME = "journal.sqlite3"
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY,
-        plan TEXT NOT NULL,
-        plan_path TEXT NOT NULL,
-        plan_sha256 TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT,
-        max_parallel INTEGER NOT NULL,
-        assumed_done TEXT NOT NULL,
-        options TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL
-    );
-    CREATE INDEX runs_by_plan ON runs (plan, id);
-    CREATE TABLE steps (
-        run_id INTEGER NOT NULL REFERENCES runs (id),
-        name TEXT NOT NULL,
-        workflow_id INTEGER NOT NULL,
-        stage INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT,
-        started_at REAL,
-        ended_at REAL,
-        PRIMARY KEY (run_id, name)
-    );
-    CREATE TABLE attempts (
-        run_id INTEGER NOT NULL,
-        step TEXT NOT NULL,
-        number INTEGER NOT NULL,
-        phase TEXT NOT NULL CHECK (phase IN ('triggering', 'in flight', 'terminal')),
-        execution_id INTEGER,
-        state TEXT NOT NULL,
-        record TEXT,
-        triggered_at REAL NOT NULL,
-        ended_at REAL,
-        PRIMARY KEY (run_id, step, number),
-        FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name)
-    );
-    """,
-    # run_if, on_failure and whether a failure was ignored: status shows them without
-    # the plan file, which may have changed since
-    """
-    ALTER TABLE steps ADD COLUMN run_if TEXT NOT NULL DEFAULT 'success';
-    ALTER TABLE steps ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';
-    ALTER TABLE steps ADD COLUMN ignored INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE steps ADD COLUMN why TEXT;
-    """,
-    # deadlines and notifications: whether the run was late, and every delivery tried
-    # (status shows them; a resume does not send 'late' twice)
-    """
-    ALTER TABLE runs ADD COLUMN late INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE notifications (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs (id),
-        kind TEXT NOT NULL,
-        event TEXT NOT NULL,
-        target TEXT NOT NULL,
-        ok INTEGER NOT NULL,
-        error TEXT,
-        attempts INTEGER NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE INDEX notifications_by_run ON notifications (run_id, id);
-    """,
-    # credentials: which kind of token source a run used (never a value), how many
-    # tokens it fetched after the first, and whether it ended for want of one
-    """
-    ALTER TABLE runs ADD COLUMN auth TEXT;
-    ALTER TABLE runs ADD COLUMN token_refreshes INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN auth_failed INTEGER NOT NULL DEFAULT 0;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-_INSERT_STEP = (
-    "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure) "
-    "VALUES (?,?,?,?,?,?,?)"
-)
-
-
-def _step_rows(run_id: int, run: RunRecord) -> list[tuple[Any, ...]]:
-    return [
-        (run_id, s.name, s.workflow_id, s.stage, s.state, s.run_if, s.on_failure)
-        for s in run.steps.values()
-    ]
 
 
 def _text(value: Any) -> str | None:
     return printable(value) if isinstance(value, str) else None
-
-
-def state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """``--state-dir`` > ``RUNBOOK_STATE_DIR`` > ``$XDG_STATE_HOME/runbook`` >
-    ``~/.local/state/runbook``."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return Path(explicit)
-    if env.get("RUNBOOK_STATE_DIR"):
-        return Path(env["RUNBOOK_STATE_DIR"])
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "runbook"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,27 +111,13 @@ class Store:
                     raise
                 time.sleep(0.02)
 
-    def _version(self) -> int:
-        if not self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-        ).fetchone():
-            return 0
-        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
-        return int(row[0] or 0)
-
     def _migrate(self) -> None:
-        """Bring the schema up to date. The version is read again under the write lock,
-        so that processes opening the journal together migrate it once."""
-        version = self._version()
+        """Bring the schema up to date, under the write lock (the version is read again
+        there, so that processes opening the journal together migrate it once)."""
+        version = _version(self.db)
         if version < SCHEMA_VERSION:
             with self.write() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                version = self._version()
-                for number in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[number - 1].split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                version = _upgrade(db)
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"the journal {self.path} was written by a newer runbook (schema {version}, "
@@ -247,40 +137,28 @@ class Store:
     ) -> int:
         with self.write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, "
-                "max_parallel, assumed_done, options, started_at, auth) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run.plan,
-                    plan_path,
-                    plan_sha256,
-                    os.getpid(),
-                    socket.gethostname(),
-                    "running",
-                    run.max_parallel,
-                    json.dumps(list(run.assumed_done)),
-                    json.dumps(dict(options)),
-                    started_at,
-                    run.auth,
-                ),
+                *writes.new_run(
+                    run,
+                    plan_path=plan_path,
+                    plan_sha256=plan_sha256,
+                    options=options,
+                    started_at=started_at,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
             )
             run_id = int(cursor.lastrowid or 0)
-            db.executemany(_INSERT_STEP, _step_rows(run_id, run))
+            for sql, rows in writes.new_steps(run_id, run):
+                db.executemany(sql, rows)
         return run_id
 
     def reopen_run(self, run_id: int, run: RunRecord) -> None:
         """A resumed run: this process now owns it; steps new to the plan are added."""
+        owner, steps = writes.reopened_run(run_id, run, pid=os.getpid(), host=socket.gethostname())
         with self.write() as db:
-            db.execute(
-                "UPDATE runs SET pid = ?, host = ?, state = 'running', ended_at = NULL, "
-                "auth = ?, auth_failed = 0 WHERE id = ?",
-                (os.getpid(), socket.gethostname(), run.auth, run_id),
-            )
-            db.executemany(
-                _INSERT_STEP + " ON CONFLICT (run_id, name) DO UPDATE SET "
-                "run_if = excluded.run_if, on_failure = excluded.on_failure",
-                _step_rows(run_id, run),
-            )
+            db.execute(*owner)
+            for sql, rows in steps:
+                db.executemany(sql, rows)
 
     def latest(self, plan: str) -> RunRow | None:
         """The latest run of ``plan``, however it went."""
@@ -376,7 +254,7 @@ class Store:
     def abandon(self, run_id: int) -> None:
         """``--new-run`` over run ``run_id``: its executions are left to finish alone."""
         with self.write() as db:
-            db.execute("UPDATE runs SET state = 'abandoned' WHERE id = ?", (run_id,))
+            db.execute(*writes.abandoned(run_id))
 
     def run_row(self, run_id: int | None = None) -> RunRow | None:
         """Run ``run_id``, or the latest run."""
@@ -400,29 +278,9 @@ class Store:
         if row is None:
             return None
         try:
-            check_row("runs", row, row["id"])
-            where = f"runs row {row['id']}: assumed_done"
-            assumed = json_field(row["assumed_done"], list, where)
+            return record_of(RunRow, check_row(RUNS, row))
         except BadRow as exc:
             raise self._damaged(exc) from None
-        return RunRow(
-            id=row["id"],
-            plan=row["plan"],
-            plan_path=row["plan_path"],
-            plan_sha256=row["plan_sha256"],
-            pid=row["pid"],
-            host=row["host"],
-            state=row["state"],
-            reason=row["reason"],
-            max_parallel=row["max_parallel"],
-            assumed_done=tuple(str(name) for name in assumed),
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-            late=bool(row["late"]),
-            auth=row["auth"],
-            token_refreshes=row["token_refreshes"],
-            auth_failed=bool(row["auth_failed"]),
-        )
 
     def _damaged(self, exc: BadRow) -> JournalError:
         return JournalError(
@@ -441,61 +299,45 @@ class Store:
     def _load_run(self, row: RunRow) -> RunRecord:
         run_id = row.id
         steps: dict[str, StepRecord] = {}
-        for step in self.db.execute(
+        for found in self.db.execute(
             "SELECT * FROM steps WHERE run_id = ? ORDER BY stage, name", (run_id,)
         ):
-            check_row("steps", step, f"{run_id}/{step['name']!r}")
-            steps[step["name"]] = StepRecord(
-                name=step["name"],
-                workflow_id=step["workflow_id"],
-                stage=step["stage"],
-                state=step["state"],
-                reason=_text(step["reason"]),
-                started_at=step["started_at"],
-                ended_at=step["ended_at"],
-                run_if=step["run_if"],
-                on_failure=step["on_failure"],
-                ignored=bool(step["ignored"]),
-                why=_text(step["why"]),
+            step = check_row(STEPS, found)
+            steps[step.name] = record_of(
+                StepRecord, step, reason=_text(step.reason), why=_text(step.why), attempts=[]
             )
-        for attempt in self.db.execute(
+        for found in self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (run_id,)
         ):
-            where = f"attempts row {run_id}/{attempt['step']!r}/{attempt['number']}"
-            check_row("attempts", attempt, where.removeprefix("attempts row "))
-            if attempt["step"] not in steps:
-                raise BadRow(f"{where}: the attempt of a step the run does not have")
-            record = None  # no answer yet: stored as NULL, or JSON null
-            if attempt["record"] not in (None, "null"):
-                record = json_field(attempt["record"], dict, f"{where}: record")
-            steps[attempt["step"]].attempts.append(
-                AttemptRecord(
-                    number=attempt["number"],
-                    triggered_at=attempt["triggered_at"],
-                    execution_id=attempt["execution_id"],
-                    state=printable(attempt["state"]),
-                    start_at=_text((record or {}).get("start_at")),
-                    end_at=_text((record or {}).get("end_at")),
-                    errors=message_texts((record or {}).get("errors")),
-                    warnings=message_texts((record or {}).get("warnings")),
-                    record=record,
-                    ended_at=attempt["ended_at"],
+            attempt = check_row(ATTEMPTS, found)
+            if attempt.step not in steps:
+                raise BadRow(f"{attempt.where}: the attempt of a step the run does not have")
+            recorded = attempt.record  # None: no answer yet
+            answer = recorded or {}
+            steps[attempt.step].attempts.append(
+                record_of(
+                    AttemptRecord,
+                    attempt,
+                    state=printable(attempt.state),
+                    start_at=_text(answer.get("start_at")),
+                    end_at=_text(answer.get("end_at")),
+                    errors=message_texts(answer.get("errors")),
+                    warnings=message_texts(answer.get("warnings")),
+                    record=recorded,
                 )
             )
         notifications = []
-        for note in self.db.execute(
+        for found in self.db.execute(
             "SELECT * FROM notifications WHERE run_id = ? ORDER BY id", (run_id,)
         ):
-            check_row("notifications", note, f"{run_id}/{note['id']}")
+            note = check_row(NOTIFICATIONS, found)
             notifications.append(
-                NotificationRecord(
-                    kind=note["kind"],
-                    event=printable(note["event"]),
-                    target=printable(note["target"]),
-                    ok=bool(note["ok"]),
-                    error=_text(note["error"]),
-                    attempts=note["attempts"],
-                    at=note["at"],
+                record_of(
+                    NotificationRecord,
+                    note,
+                    event=printable(note.event),
+                    target=printable(note.target),
+                    error=_text(note.error),
                 )
             )
         return RunRecord(

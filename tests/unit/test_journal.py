@@ -129,7 +129,7 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
 def test_a_journal_of_the_first_schema_is_migrated_and_its_runs_still_load(
     tmp_path: Path,
 ) -> None:
-    from runbook.journal.store import MIGRATIONS
+    from runbook.journal.schema import MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     db.executescript(MIGRATIONS[0])
