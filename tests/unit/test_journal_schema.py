@@ -35,7 +35,7 @@ from runbook.journal.schema import (
     update,
     upsert_rows,
 )
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 RELEASED = [
     """

@@ -36,7 +36,7 @@ from runbook.journal.writes import (
     reopened_run,
     statements_for,
 )
-from tests.helpers import ROOT
+from tests.support.paths import ROOT
 
 RUN_ID = 7
 UPDATE_ATTEMPT = (
