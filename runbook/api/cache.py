@@ -155,14 +155,8 @@ class CredentialCache:
         try:
             self._check_target(directory)
             temporary = self._write_temporary(directory, data)
-            try:
+            with self._or_removed(temporary, directory):
                 os.replace(temporary, self._name, src_dir_fd=directory, dst_dir_fd=directory)
-            except BaseException as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary, dir_fd=directory)
-                if isinstance(exc, OSError):
-                    raise self._unwritable(exc) from None
-                raise
             try:
                 os.fsync(directory)
             except OSError as exc:
@@ -191,7 +185,7 @@ class CredentialCache:
             except OSError as exc:
                 raise self._unwritable(exc) from None
             break
-        try:
+        with self._or_removed(temporary, directory):
             try:
                 os.fchmod(fd, 0o600)  # whatever the umask
                 view = memoryview(data)
@@ -200,13 +194,20 @@ class CredentialCache:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        return temporary
+
+    @contextlib.contextmanager
+    def _or_removed(self, temporary: str, directory: int) -> Iterator[None]:
+        """The block; if it fails, the temporary file is removed first (and an OSError
+        is told as the cache being unwritable)."""
+        try:
+            yield
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temporary, dir_fd=directory)
             if isinstance(exc, OSError):
                 raise self._unwritable(exc) from None
             raise
-        return temporary
 
     def _open_directory(self) -> int:
         """An fd of the credentials directory, checked: the user's own, writable by
