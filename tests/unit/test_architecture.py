@@ -198,3 +198,12 @@ def test_process_settings_are_made_at_a_commands_entry_only() -> None:
         for marker in ("gc.disable", "gc.set_threshold", "sys.modules[", "setrlimit", "prctl"):
             assert marker not in text, f"{name} changes the process itself ({marker})"
     assert not {m for m in imports_of(MODULES["runbook.process"]) if m.startswith("runbook")}
+
+
+def test_no_room_outgrows_what_a_reader_can_hold() -> None:
+    """A module past 400 lines (the executor's past 300) has more than one job: split
+    it along its seams before it grows on."""
+    for name, path in MODULES.items():
+        limit = 300 if name == "runbook.executor" else 400
+        lines = len(path.read_text().splitlines())
+        assert lines <= limit, f"{name} has {lines} lines (at most {limit})"
