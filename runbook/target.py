@@ -15,7 +15,6 @@ from runbook.api.credentials import Credentials
 from runbook.auth import TokenSetup, choose_credentials
 from runbook.netenv import ProxySettings, ca_bundle
 from runbook.plan import Plan
-from runbook.sandbox import SANDBOX_TOKEN
 
 __all__ = ["ApiTarget", "api_target", "sandbox_target"]
 
@@ -63,6 +62,7 @@ def api_target(
 def sandbox_target(scenario_path: str | None, token_ttl: float | None) -> Iterator[ApiTarget]:
     """The built-in simulator on a free loopback port, for the length of the block;
     with ``token_ttl``, reached through its OAuth client, whose tokens expire."""
+    from runbook.sandbox import SANDBOX_TOKEN
     from runbook.sandbox.app import create_app
     from runbook.sandbox.scenario import Scenario, load_scenario
     from runbook.sandbox.server import serve_in_thread

@@ -2,24 +2,56 @@
 dispatches to the command and returns its exit code.
 
 Only this package imports click; each command or group of commands has a module of its
-own. Heavy modules (YAML, jsonschema, networkx, httpx, rich) are imported inside the
-commands that need them, so importing this package stays light and ``runbook --help``
-fast.
+own, imported only when its command runs (or ``--help`` lists them all). Heavy modules
+(YAML, jsonschema, networkx, httpx, rich) are imported inside the commands that need
+them, so starting a command costs what that command uses.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
 import click
 
 from runbook import __version__
-from runbook.cli import apply, export, plans, runs, sandbox
 from runbook.cli.error_handler import error_handler
 
+COMMANDS = {
+    "validate": "plans",
+    "plan": "plans",
+    "graph": "plans",
+    "apply": "apply",
+    "status": "runs",
+    "history": "runs",
+    "sandbox": "sandbox",
+    "export": "export",
+}
+"""Each command's module in this package (the command is the module's attribute of the
+same name)."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    """The group whose commands are imported when they are looked up (click's lazily
+    loaded subcommands)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(f"runbook.cli.{module}"), cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(
     __version__, "--version", "-V", prog_name="runbook", message="%(prog)s %(version)s"
 )
@@ -40,15 +72,6 @@ def cli(show_traceback: bool) -> None:
     """
     # --traceback is read by main(), whose error handler reports every error
 
-
-cli.add_command(plans.validate)
-cli.add_command(plans.plan)
-cli.add_command(plans.graph)
-cli.add_command(apply.apply)
-cli.add_command(runs.status)
-cli.add_command(runs.history)
-cli.add_command(sandbox.sandbox)
-cli.add_command(export.export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
