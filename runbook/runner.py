@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runbook.api import NexadataClient
 from runbook.api.sources import token_file_warning
@@ -28,9 +29,6 @@ from runbook.executor import Executor
 from runbook.forecast import Eta
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
-from runbook.notify.metrics import MetricsFile, check_metrics_dir
-from runbook.notify.notifier import Notifier, Webhook, targets_of
-from runbook.notify.urls import SecretUrl
 from runbook.options import ApplyOptions
 from runbook.plan import Plan, load_plan
 from runbook.process import collector_paused, collector_relaxed
@@ -39,6 +37,10 @@ from runbook.run.planned import planned
 from runbook.run.resume import left_running
 from runbook.run.signals import interrupts
 from runbook.target import ApiTarget, api_target, sandbox_target
+
+if TYPE_CHECKING:
+    from runbook.notify.notifier import Webhook
+    from runbook.notify.urls import SecretUrl
 
 __all__ = ["Prepared", "prepare", "run"]
 
@@ -83,6 +85,8 @@ def prepare(options: ApplyOptions, *, notice: Tell | None = None) -> Iterator[Pr
     tell: Tell = notice or (lambda level, text: None)
     with ExitStack() as stack:
         if o.metrics_dir:
+            from runbook.notify.metrics import check_metrics_dir
+
             check_metrics_dir(o.metrics_dir)
         with collector_paused():
             plan = load_plan(o.plan_path)
@@ -100,7 +104,12 @@ def prepare(options: ApplyOptions, *, notice: Tell | None = None) -> Iterator[Pr
             )
             if target.auth.note:
                 tell("note", target.auth.note)
-        webhooks, ping = targets_of(plan)
+        webhooks: list[Webhook] = []
+        ping = None
+        if plan.notify or plan.healthchecks:  # the notifier loads only for a plan that has one
+            from runbook.notify.notifier import targets_of
+
+            webhooks, ping = targets_of(plan)
         warning = token_file_warning(o.token_file) if o.token_file else None
         if warning:
             tell("warning", warning)
@@ -338,6 +347,8 @@ def _operations(prepared: Prepared, bus: Bus, run: RunRecord) -> list[Sink]:
         )
     )
     if o.metrics_dir:
+        from runbook.notify.metrics import MetricsFile
+
         last_row = store.last_finished(plan.name)
         sinks.append(
             MetricsFile(
@@ -350,6 +361,8 @@ def _operations(prepared: Prepared, bus: Bus, run: RunRecord) -> list[Sink]:
             )
         )
     if prepared.webhooks or prepared.ping:
+        from runbook.notify.notifier import Notifier
+
         assert run.run_id is not None  # written by _record
         sinks.append(
             Notifier(

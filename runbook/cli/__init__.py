@@ -73,7 +73,6 @@ def cli(show_traceback: bool) -> None:
     # --traceback is read by main(), whose error handler reports every error
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the command line and return its exit code."""
     from runbook.process import without_httpx_cli
