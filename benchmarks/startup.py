@@ -7,10 +7,16 @@
   process's CPU from ``/proc/PID/stat`` (user + sys, in clock ticks), then answers 401 so
   that the run ends. Target: <= 0.3 s.
 
-Both run the installed ``runbook`` console script, as a user or cron does. Runs are
-interleaved; medians are printed with every run's figure.
+Both run the installed ``runbook`` console script, as a user or cron does, with its
+``.pyc`` files written and used (``PYTHONDONTWRITEBYTECODE`` is dropped for the children).
+Runs are interleaved; medians are printed with every run's figure.
 
-    python benchmarks/startup.py [--repeat 7]
+With ``--against TREE`` (another checkout's root, e.g. a ``git worktree`` of an older
+commit), each run of this tree is paired with one of ``TREE``'s (``PYTHONPATH``), and the
+median of the per-pair differences is printed: the machine's drift over the minutes of
+a run falls on both sides, which two separate runs' medians cannot promise.
+
+    python benchmarks/startup.py [--repeat 7] [--against TREE]
 """
 
 from __future__ import annotations
@@ -85,21 +91,33 @@ def runbook_command() -> str:
     return found
 
 
-def validate_cpu(command: str, plan: Path) -> float:
-    process = subprocess.Popen([command, "validate", str(plan)], stdout=subprocess.DEVNULL)
+def source_env(tree: str | None) -> dict[str, str]:
+    """This environment, with ``tree``'s runbook imported first (None: the installed one)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if tree:
+        env["PYTHONPATH"] = tree
+    return env
+
+
+def validate_cpu(command: str, plan: Path, tree: str | None = None) -> float:
+    process = subprocess.Popen(
+        [command, "validate", str(plan)], stdout=subprocess.DEVNULL, env=source_env(tree)
+    )
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError("validate failed")
     return usage.ru_utime + usage.ru_stime
 
 
-def apply_cpu(command: str, plan: Path, state: Path) -> tuple[float, float]:
+def apply_cpu(
+    command: str, plan: Path, state: Path, tree: str | None = None
+) -> tuple[float, float]:
     """(CPU at the first request, CPU of the whole process)."""
     server = FirstRequest()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
-    env = {**os.environ, "NEXADATA_TOKEN": "startup-token", "RUNBOOK_STATE_DIR": str(state)}
+    env = {**source_env(tree), "NEXADATA_TOKEN": "startup-token", "RUNBOOK_STATE_DIR": str(state)}
     try:
         process = subprocess.Popen(
             [command, "apply", str(plan), "--api-url", url],
@@ -117,9 +135,34 @@ def apply_cpu(command: str, plan: Path, state: Path) -> tuple[float, float]:
     return server.cpu, usage.ru_utime + usage.ru_stime
 
 
+def paired(command: str, plan: Path, tmp: Path, against: str, repeat: int) -> None:
+    """This tree and ``against`` (another checkout's root), one run of each in turn, so
+    that the machine's drift falls on both: the median of the per-pair differences."""
+    here = str(Path(__file__).resolve().parent.parent)
+    diffs: dict[str, list[float]] = {"validate": [], "first": [], "whole": []}
+    for run in range(repeat):
+        ours = (validate_cpu(command, plan, here), *apply_cpu(command, plan, tmp / f"a{run}", here))
+        theirs = (
+            validate_cpu(command, plan, against),
+            *apply_cpu(command, plan, tmp / f"b{run}", against),
+        )
+        for key, a, b in zip(diffs, ours, theirs, strict=True):
+            diffs[key].append(a - b)
+    print(f"this tree - {against}, {repeat} interleaved pairs (CPU, median and quartiles):")
+    for key, values in diffs.items():
+        values.sort()
+        q1, q3 = values[len(values) // 4], values[3 * len(values) // 4]
+        print(f"  {key:8s} {statistics.median(values):+.3f} s  ({q1:+.3f} .. {q3:+.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--against",
+        metavar="TREE",
+        help="another checkout of runbook (its root): print the paired differences instead",
+    )
     args = parser.parse_args()
     command = runbook_command()
     socket.setdefaulttimeout(30)
@@ -127,6 +170,10 @@ def main() -> None:
         plan = Path(tmp) / "plan.yaml"
         plan.write_text(plan_text())
         validate_cpu(command, plan)  # warm the .pyc files and the page cache
+        if args.against:
+            validate_cpu(command, plan, args.against)
+            paired(command, plan, Path(tmp), args.against, args.repeat)
+            return
         validates, firsts, wholes = [], [], []
         for run in range(args.repeat):
             validates.append(validate_cpu(command, plan))
