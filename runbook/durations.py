@@ -52,8 +52,16 @@ def _parse(value: float | str) -> float:
     return seconds
 
 
+MAX_SHOWN = 100 * 365.25 * 86400
+"""Beyond a century, a duration is said to be so rather than counted in days."""
+
+
 def format_duration(seconds: float) -> str:
-    """Render seconds compactly for people: ``0.5s``, ``90s`` -> ``1m30s``, ``2h``."""
+    """Render seconds compactly for people: ``0.5s``, ``90s`` -> ``1m30s``, ``2h``; any
+    value (a negative one as 0, one that is not finite or beyond a century said so)."""
+    if not math.isfinite(seconds) or seconds > MAX_SHOWN:
+        return "more than 100 years" if seconds > 0 else "an unknown time"
+    seconds = max(0.0, seconds)
     if seconds < 1:
         ms = round(seconds * 1000)
         return f"{ms}ms" if ms < 1000 else "1s"

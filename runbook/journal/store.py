@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runbook.apitimes import believed_span, seen_span
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
 from runbook.journal import writes
@@ -29,7 +30,7 @@ from runbook.journal.schema import upgrade as _upgrade
 from runbook.journal.schema import version as _version
 from runbook.statedir import open_private as _open_private
 from runbook.statedir import prepare as _prepare
-from runbook.text import message_texts, parse_timestamp, printable
+from runbook.text import message_texts, printable
 
 __all__ = ["DB_NAME", "RunRow", "Store"]
 
@@ -203,9 +204,10 @@ class Store:
     ) -> dict[int, list[float]]:
         """Per workflow id of ``workflow_ids``, the times of its last ``limit`` executions
         that succeeded, in any run of any plan, newest first: the wait in ``created``
-        plus the running time, from the API's ``start_at``/``end_at`` (runbook's own
-        trigger-to-end time when they are missing or unreadable; a negative wait, from
-        clock skew, is 0)."""
+        plus the running time, from the API's ``start_at``/``end_at`` when they are
+        believed (runbook.apitimes), else runbook's own trigger-to-end time; a negative
+        wait, from clock skew, is 0. A damaged row gives no figure, rather than a wrong
+        one."""
         rows = self.db.execute(
             "SELECT workflow_id, triggered_at, ended_at, start_at, end_at FROM ("
             " SELECT s.workflow_id, a.triggered_at, a.ended_at,"
@@ -225,13 +227,12 @@ class Store:
         for workflow_id, triggered, ended, start_at, end_at in rows:
             if not isinstance(workflow_id, int) or not isinstance(triggered, (int, float)):
                 continue  # a damaged row: no figure, rather than a wrong one
-            start = parse_timestamp(start_at) if isinstance(start_at, str) else None
-            end = parse_timestamp(end_at) if isinstance(end_at, str) else None
-            if start is not None and end is not None:
-                wait = max(0.0, start.timestamp() - triggered)
-                took = wait + max(0.0, (end - start).total_seconds())
-            elif isinstance(ended, (int, float)):
-                took = max(0.0, ended - triggered)
+            claimed = believed_span(start_at, end_at, triggered, ended)
+            seen = seen_span(triggered, ended)
+            if claimed is not None:  # the API's times, when they fit what runbook saw
+                took = max(0.0, claimed[0] - triggered) + claimed[1] - claimed[0]
+            elif seen is not None:
+                took = seen[1] - seen[0]
             else:
                 continue
             history.setdefault(workflow_id, []).append(took)

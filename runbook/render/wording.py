@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from runbook.apitimes import believed_span, seen_span
 from runbook.durations import format_duration
 from runbook.events import Forecasted, NotificationRecord, RunRecord, SignalReceived, StepRecord
-from runbook.text import parse_timestamp, plural
+from runbook.text import plural
 
 __all__ = [
+    "OUT_OF_RANGE",
     "clock",
     "delivery_text",
     "eta_text",
@@ -26,27 +28,42 @@ __all__ = [
 ]
 
 
+OUT_OF_RANGE = "(a time out of range)"
+"""What a moment that no calendar can show is shown as (a damaged record, an absurd
+forecast): words, never a crash."""
+
+
+def _utc(epoch: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None
+
+
 def stamp(epoch: float) -> str:
-    """``2026-11-28T02:00:01Z``"""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-11-28T02:00:01Z`` (any value: one out of range is said so)."""
+    moment = _utc(epoch)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else OUT_OF_RANGE
 
 
 def clock(epoch: float) -> str:
-    """``02:31:10Z``"""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%SZ")
+    """``02:31:10Z`` (any value: one out of range is said so)."""
+    moment = _utc(epoch)
+    return moment.strftime("%H:%M:%SZ") if moment else OUT_OF_RANGE
 
 
 def step_duration(step: StepRecord) -> float | None:
-    """How long the step's last attempt ran: the API's start_at/end_at when it gave
-    them, else what runbook saw."""
+    """How long the step's last attempt ran: the API's start_at/end_at when they are
+    believed (runbook.apitimes), else what runbook saw."""
     attempt = step.attempt
     if attempt is not None:
-        start, end = parse_timestamp(attempt.start_at), parse_timestamp(attempt.end_at)
-        if start is not None and end is not None:
-            return max(0.0, (end - start).total_seconds())
-    if step.started_at is not None and step.ended_at is not None:
-        return max(0.0, step.ended_at - step.started_at)
-    return None
+        claimed = believed_span(
+            attempt.start_at, attempt.end_at, attempt.triggered_at, attempt.ended_at
+        )
+        if claimed is not None:
+            return claimed[1] - claimed[0]
+    seen = seen_span(step.started_at, step.ended_at)
+    return None if seen is None else seen[1] - seen[0]
 
 
 def shown_state(step: StepRecord) -> str:
