@@ -23,6 +23,22 @@ SECRET = "fuzz-secret-token-7d2b"
 URL = "http://127.0.0.1/api/v1"
 STATES = ["created", "running", "succeeded", "failed", "paused", "", None, 3]
 
+TIMES = st.one_of(
+    st.datetimes().map(lambda moment: moment.isoformat() + "Z"),
+    st.sampled_from(
+        [
+            "2027-01-15T08:00Z",
+            "2027-01-15T08:05:00+01:00",
+            "9999-12-31T23:59:59.999999Z",
+            "0001-01-01T00:00:00+23:59",
+            "2026-12-31T23:59:60Z",
+            "2026-01-01T00:00:00+24:00",
+            "1e400",
+        ]
+    ),
+)
+"""Timestamps across the whole range a datetime holds, and past it."""
+
 json_values = st.recursive(
     st.one_of(
         st.none(),
@@ -45,8 +61,8 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": draw(st.one_of(st.integers(-3, 10**20), st.text(max_size=4), st.none())),
         "state": draw(st.sampled_from(STATES)),
-        "start_at": draw(st.one_of(st.none(), st.text(max_size=25), st.just("2027-01-15T08:00Z"))),
-        "end_at": draw(st.one_of(st.none(), st.integers(), st.just("2027-01-15T08:05:00+01:00"))),
+        "start_at": draw(st.one_of(st.none(), st.text(max_size=25), TIMES, st.floats())),
+        "end_at": draw(st.one_of(st.none(), st.integers(), TIMES, st.floats())),
         "errors": draw(st.one_of(st.none(), json_values)),
         "warnings": draw(st.one_of(st.none(), json_values)),
     }
