@@ -8,6 +8,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runbook.errors import ConfigError
 from runbook.events import (
@@ -20,7 +22,7 @@ from runbook.events import (
 )
 from runbook.notify.delivery import Delivery
 from runbook.notify.notifier import END_BUDGET, Notifier, Webhook
-from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_payload
+from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_literal, slack_payload
 from runbook.notify.urls import SecretUrl, secret_url
 from tests.support.clocks import VirtualClock
 
@@ -85,7 +87,7 @@ def test_each_target_is_told_only_its_events_and_recovered_comes_with_success() 
     bodies = [json.loads(body) for _, body in sends.calls]
     assert [body.get("event") for body in bodies] == ["succeeded", "recovered", None]
     assert bodies[2] == {
-        "text": "runbook: run 3 of plan night succeeded again after an invocation that did "
+        "text": "runbook: run 3 of plan `night` succeeded again after an invocation that did "
         "not: 1 succeeded"
     }
     assert [(e.record.event, e.record.ok) for e in told] == [
@@ -199,5 +201,37 @@ def test_a_ping_body_is_the_summary_cut_to_10_000_bytes() -> None:
 
 def test_a_late_slack_message() -> None:
     assert json.loads(slack_payload(a_run("running"), "late")) == {
-        "text": "runbook: plan night: run 3 is late: still going past its 1m deadline (1 succeeded)"
+        "text": "runbook: plan `night`: run 3 is late: still going past its 1m deadline "
+        "(1 succeeded)"
     }
+
+
+ENTITY = re.compile(r"&(?!amp;|lt;|gt;)")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+@given(st.text())
+def test_foreign_text_in_slack_is_one_code_span_with_nothing_slack_would_parse(text) -> None:
+    shown = slack_literal(text)
+    assert "<" not in shown and ">" not in shown and not ENTITY.search(shown)
+    if not text:
+        assert shown == ""
+        return
+    inside = shown[1:-1]
+    assert shown == f"`{inside}`" and "`" not in inside  # nothing ends the span early
+    assert unescape(inside) == text.replace("`", "\u02cb")  # the text itself, shown
+
+
+@given(plan=st.text(min_size=1), reason=st.text())
+def test_a_slack_message_has_no_markup_but_its_own(plan, reason) -> None:
+    step = StepRecord("load", 72, 1, state="failed")
+    step.reason = reason
+    run = RunRecord(plan=plan, run_id=3, max_parallel=4, steps={"load": step})
+    run.state = "failed"
+    text = json.loads(slack_payload(run, "failed"))["text"]
+    assert "<" not in text and ">" not in text and not ENTITY.search(text)
+    own = re.sub(r"`[^`]*`", "", text)  # what is left outside the code spans: runbook's
+    assert own == "runbook: run 3 of plan  failed: 1 failed\n•  (workflow 72): "
