@@ -1,14 +1,20 @@
 """The run's metrics as a Prometheus textfile, for node_exporter's textfile collector.
 
-``DIR/runbook_<plan>.prom`` is written when an invocation starts and again when it
-ends, each time atomically (prometheus_client writes a temporary file and renames it
-over the old one), so a scrape never reads half a file. The file written at the start
-says the run is in progress and carries the last finished run's values from the
-journal. A write that fails is a warning; the run goes on.
+The plan's file in ``DIR`` (:func:`metrics_path`) is written when an invocation starts
+and again when it ends, each time atomically (prometheus_client writes a temporary file
+and renames it over the old one), so a scrape never reads half a file. The file written
+at the start says the run is in progress and carries the last finished run's values
+from the journal. A write that fails is a warning; the run goes on.
+
+Distinct plans have distinct file names, but two can still meet at one file (``Sales``
+and ``sales`` where the filesystem ignores case, or a file put there by hand): the file
+is overwritten only when its series are labelled with this plan alone, and left as it
+is, with a warning, when they are another's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -36,20 +42,60 @@ from runbook.events import (
     StepFinished,
     StepState,
 )
+from runbook.text import printable
 
 if TYPE_CHECKING:
     from prometheus_client import Gauge
 
-__all__ = ["MetricsFile", "check_metrics_dir", "metrics_path"]
+__all__ = ["MetricsFile", "check_metrics_dir", "metrics_path", "plans_in"]
 
 _OUTCOMES = ("succeeded", "failed", "interrupted")
 _STEP_STATES: tuple[str, ...] = get_args(StepState)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SLUG_MAX = 100
+"""A hashed name's readable part is cut there: the file name stays far from 255 bytes."""
+
+
 def metrics_path(directory: str | os.PathLike[str], plan: str) -> Path:
-    """``DIR/runbook_<plan>.prom``, each character of the name outside
-    ``A-Za-z0-9_.-`` made ``_``."""
-    return Path(directory) / f"runbook_{re.sub(r'[^A-Za-z0-9_.-]', '_', plan)}.prom"
+    """``DIR/runbook_<plan>.prom`` for a name made of ``A-Za-z0-9_.-`` alone; for any
+    other, ``DIR/runbook_<slug>+<hash>.prom``: the name with each other character made
+    ``_`` (at most 100 characters of it), and the first 12 hex digits of the SHA-256 of
+    the exact name. A ``+`` is in no name of the first kind, so no two plans share one."""
+    if not _UNSAFE.search(plan):
+        return Path(directory) / f"runbook_{plan}.prom"
+    slug = _UNSAFE.sub("_", plan)[:_SLUG_MAX]
+    digest = hashlib.sha256(plan.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return Path(directory) / f"runbook_{slug}+{digest}.prom"
+
+
+def _old_path(directory: str | os.PathLike[str], plan: str) -> Path:
+    """The file name before hashes: ``sales eu``'s and ``sales/eu``'s were one."""
+    return Path(directory) / f"runbook_{_UNSAFE.sub('_', plan)}.prom"
+
+
+def plans_in(path: Path) -> frozenset[str] | None:
+    """The plans whose runbook series the file at ``path`` holds, by their ``plan``
+    label: none for a file that is no runbook textfile, None when there is no file."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    try:
+        return frozenset(
+            sample.labels["plan"]
+            for family in text_string_to_metric_families(text)
+            if family.name.startswith("runbook_")
+            for sample in family.samples
+            if "plan" in sample.labels
+        )
+    except ValueError:  # not the text format
+        return frozenset()
 
 
 def check_metrics_dir(directory: str) -> None:
@@ -87,14 +133,17 @@ class MetricsFile:
     ) -> None:
         self.path = metrics_path(directory, plan)
         self.plan = plan
+        self._old = _old_path(directory, plan)
         self._last = last
         self._last_success = last_success_end
         self._first_started = first_started
         self._warn = warn
+        self._refused = False
 
     def __call__(self, event: Event) -> None:
         match event:
             case RunStarted(run=run):
+                self._remove_old()
                 self._write(run.started_at, self._last, in_progress=True)
             case RunFinished(run=run):
                 if run.state == "succeeded" and run.ended_at is not None:
@@ -117,8 +166,47 @@ class MetricsFile:
             case _:
                 assert_never(event)
 
+    def _remove_old(self) -> None:
+        """The plan's file by its old name, if the name changed: its series would be
+        exported, stale, next to the new file's."""
+        if self._old == self.path or plans_in(self._old) != frozenset({self.plan}):
+            return
+        try:
+            self._old.unlink(missing_ok=True)
+        except OSError as exc:
+            self._warn(
+                f"cannot remove {self._old}, this plan's metrics file by its old name: "
+                f"{exc.strerror or exc}; remove it, or its series are exported twice"
+            )
+
+    def _ours(self) -> bool:
+        """Whether the file is this plan's to overwrite: absent, or its series labelled
+        with this plan alone. When it is not, that is said once, and left alone."""
+        if self._refused:
+            return False
+        plans = plans_in(self.path)
+        if plans is None or plans == frozenset({self.plan}):
+            return True
+        self._refused = True
+        others = sorted(plans - {self.plan})
+        names = ", ".join(repr(printable(other)) for other in others)
+        if not others:
+            whose = f"is not one runbook wrote for plan {self.plan!r}"
+        elif len(others) == 1:
+            whose = f"belongs to plan {names}"
+        else:
+            whose = f"belongs to plans {names}"
+        self._warn(
+            f"the metrics file {self.path} {whose}: it is left as it is, and this run's "
+            "metrics are not written; the run goes on"
+        )
+        return False
+
     def _write(self, started: float, last: RunRecord | None, *, in_progress: bool) -> None:
         from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+        if not self._ours():
+            return
 
         registry = CollectorRegistry()
 

@@ -4,6 +4,9 @@
   ``event``; for ``late`` and ``at_risk``, the report as it stands, state ``running``.
 - ``slack``: ``{"text": ...}``: a line with the plan, the run id, the event and the
   counts, then a line per failed step. Slack, Mattermost and most chat webhooks take it.
+  Every text runbook did not write itself (the plan's and steps' names, a reason that
+  quotes the API) goes through :func:`slack_literal`: the API or a plan must not be able
+  to mention ``<!channel>``, plant a masked link, or style the on-call message.
 - a ping's body: the plain-text summary, at most 10,000 bytes.
 """
 
@@ -17,7 +20,7 @@ from runbook.render.report import report_document
 from runbook.render.summary import count_text, write_summary
 from runbook.render.wording import late_text
 
-__all__ = ["MAX_PING_BODY", "json_payload", "ping_body", "slack_payload"]
+__all__ = ["MAX_PING_BODY", "json_payload", "ping_body", "slack_literal", "slack_payload"]
 
 MAX_PING_BODY = 10_000
 
@@ -30,6 +33,18 @@ _HEADLINES = {
 }
 
 
+def slack_literal(text: str) -> str:
+    """``text`` as Slack shows it and never parses: in a code span (no emphasis, no
+    emoji, no bare link), with ``&``, ``<`` and ``>`` escaped as Slack's formatting rules
+    ask (no mention, no ``<url|label>`` link), and each backtick, which would end the
+    span, made U+02CB (the modifier letter grave accent, its look-alike). Empty text
+    stays empty."""
+    if not text:
+        return ""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "`" + escaped.replace("`", "\u02cb") + "`"
+
+
 def json_payload(run: RunRecord, event: str) -> bytes:
     document = report_document(run)
     document["event"] = event
@@ -38,10 +53,11 @@ def json_payload(run: RunRecord, event: str) -> bytes:
 
 def slack_payload(run: RunRecord, event: str) -> bytes:
     ident = f"run {run.run_id} of" if run.run_id is not None else "a run of"
+    plan = slack_literal(run.plan)
     if event == "late":
-        head = f"runbook: plan {run.plan}: {late_text(run)} ({count_text(run)})"
+        head = f"runbook: plan {plan}: {late_text(run)} ({count_text(run)})"
     else:
-        head = f"runbook: {ident} plan {run.plan} {_HEADLINES[event]}: {count_text(run)}"
+        head = f"runbook: {ident} plan {plan} {_HEADLINES[event]}: {count_text(run)}"
     lines = [head]
     for step in run.ordered():
         if step.state == "failed" and not step.ignored:
@@ -51,7 +67,8 @@ def slack_payload(run: RunRecord, event: str) -> bytes:
                 if attempt is not None and attempt.execution_id is not None
                 else ""
             )
-            lines.append(f"• {step.name} (workflow {step.workflow_id}{execution}): {step.reason}")
+            name, reason = slack_literal(step.name), slack_literal(step.reason or "")
+            lines.append(f"• {name} (workflow {step.workflow_id}{execution}): {reason}")
     return json.dumps({"text": "\n".join(lines)}).encode()
 
 

@@ -3,6 +3,7 @@ parser while a real ``runbook apply`` runs, and after."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+def digest(name: str) -> str:
+    """The hash in the file name of a plan whose name is not a safe slug."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
 def value(found: dict, name: str, **labels: str) -> float:
     return found[(name, tuple(sorted({"plan": NAME, **labels}.items())))]
 
@@ -58,7 +64,7 @@ def test_the_file_parses_at_every_moment_of_a_run_and_holds_its_values(api, tmp_
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     path = metrics_path(metrics, NAME)
-    assert path.name == "runbook_night__wh____load.prom"
+    assert path.name == f"runbook_night__wh____load+{digest(NAME)}.prom"
     process = subprocess.Popen(
         [*entry_point(), "apply", str(write_plan(tmp_path)), "--metrics-dir", str(metrics)],
         stdout=subprocess.DEVNULL,
@@ -181,3 +187,92 @@ def test_a_write_that_fails_mid_run_is_a_warning_and_the_run_goes_on(
     )
     assert "Run 1 of p succeeded" in result.out
     assert cli("status").out.startswith("Run 1 of p: succeeded")
+
+
+def plans_of(path: Path) -> set[str]:
+    return {dict(labels)["plan"] for _, labels in samples(path.read_text())}
+
+
+def test_plans_whose_names_read_alike_keep_files_of_their_own(cli, api, tmp_path: Path) -> None:
+    """``sales eu`` and ``sales/eu`` once shared ``runbook_sales_eu.prom``, and so did
+    ``sales_eu``: the last to run wiped the others' series."""
+    api(Scenario(default=FAST))
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    names = ["sales eu", "sales/eu", "sales_eu", "Sales_EU"]
+    for name in names:
+        plan = write_plan(tmp_path, name=name, steps="  a: {workflow_id: 1}\n")
+        result = cli("apply", str(plan), "--metrics-dir", str(metrics))
+        assert result.code == 0 and "warning" not in result.out + result.err, result.out
+    assert sorted(path.name for path in metrics.iterdir()) == sorted(
+        [
+            f"runbook_sales_eu+{digest('sales eu')}.prom",
+            f"runbook_sales_eu+{digest('sales/eu')}.prom",
+            "runbook_sales_eu.prom",  # a name that is already a safe slug keeps its file
+            "runbook_Sales_EU.prom",
+        ]
+    )
+    for name in names:  # each still holds its own series, and no other plan's
+        path = metrics_path(metrics, name)
+        assert plans_of(path) == {name}
+        found = samples(path.read_text())
+        assert found[("runbook_run_outcome", (("outcome", "succeeded"), ("plan", name)))] == 1
+
+
+OTHER = """\
+# HELP runbook_run_in_progress 1 while the run is going, 0 after
+# TYPE runbook_run_in_progress gauge
+runbook_run_in_progress{plan="sales/eu"} 0.0
+"""
+
+
+def test_a_file_of_another_plan_at_the_name_is_left_as_it_is_and_said(
+    cli, api, tmp_path: Path
+) -> None:
+    """Two names can still meet: ``Sales_EU`` and ``sales_eu`` on a filesystem that
+    ignores case, or a file put there by hand."""
+    api(Scenario(default=FAST))
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    path = metrics_path(metrics, "p")
+    path.write_text(OTHER)
+    plan = write_plan(tmp_path, name="p", steps="  a: {workflow_id: 1}\n")
+    result = cli("apply", str(plan), "--metrics-dir", str(metrics))
+    assert result.code == 0
+    warning = (
+        f"warning: the metrics file {path} belongs to plan 'sales/eu': it is left as it is, "
+        "and this run's metrics are not written; the run goes on"
+    )
+    assert result.out.count(warning) == 1, result.out  # said once, not at each write
+    assert "Run 1 of p succeeded" in result.out
+    assert path.read_text() == OTHER  # not wiped
+    assert [p.name for p in metrics.iterdir()] == [path.name]
+    path.write_text("")  # nobody's: still not runbook's to overwrite
+    result = cli("apply", str(plan), "--metrics-dir", str(metrics))
+    assert result.code == 0 and path.read_text() == ""
+    assert (
+        f"warning: the metrics file {path} is not one runbook wrote for plan 'p': it is left "
+        "as it is, and this run's metrics are not written; the run goes on"
+    ) in result.out
+
+
+def test_the_file_of_a_plan_whose_name_gained_a_hash_moves(cli, api, tmp_path: Path) -> None:
+    """The file by the old name is removed once it is this plan's, so that node_exporter
+    does not export stale series next to the new file's; another plan's stays."""
+    api(Scenario(default=FAST))
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    old = metrics / "runbook_sales_eu.prom"
+    old.write_text(OTHER)  # the old name of 'sales/eu' (and of 'sales eu')
+    plan = write_plan(tmp_path, name="sales eu", steps="  a: {workflow_id: 1}\n")
+    assert cli("apply", str(plan), "--metrics-dir", str(metrics)).code == 0
+    assert old.read_text() == OTHER  # not this plan's
+    plan = write_plan(tmp_path, name="sales/eu", steps="  a: {workflow_id: 1}\n")
+    result = cli("apply", str(plan), "--metrics-dir", str(metrics))
+    assert result.code == 0 and "warning" not in result.out
+    assert sorted(p.name for p in metrics.iterdir()) == sorted(
+        [
+            f"runbook_sales_eu+{digest('sales eu')}.prom",
+            f"runbook_sales_eu+{digest('sales/eu')}.prom",
+        ]
+    )

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
+from runbook.sandbox.server import serve_in_thread
 from tests.support.entry import entry_point
-from tests.support.night import executions
+from tests.support.night import TOKEN, executions
 from tests.support.receiver import Receiver
 
 FAST = {"queue": 0.0, "duration": 0.05}
@@ -84,9 +86,63 @@ def test_failed_in_slack_format_lists_each_failed_step(
     assert result.code == 1
     (request,) = receiver.received
     assert request.json() == {
-        "text": "runbook: run 1 of plan n failed: 1 failed, 1 skipped\n"
-        "• a (workflow 1, execution 1): execution 1 failed"
+        "text": "runbook: run 1 of plan `n` failed: 1 failed, 1 skipped\n"
+        "• `a` (workflow 1, execution 1): `execution 1 failed`"
     }
+
+
+HOSTILE = "<!channel> <!here> *URGENT* <http://evil.example/login|Click to re-authenticate>"
+SHOWN = (
+    "&lt;!channel&gt; &lt;!here&gt; *URGENT* "
+    "&lt;http://evil.example/login|Click to re-authenticate&gt;"
+)
+
+
+def refusing(app, workflow_id: int, body: str):
+    """The sandbox, but the trigger of ``workflow_id`` is refused: HTTP 400 with ``body``."""
+
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == f"/api/v1/workflows/{workflow_id}/execute":
+            await send({"type": "http.response.start", "status": 400, "headers": []})
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def test_slack_markup_from_the_api_or_the_plan_is_shown_never_parsed(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execution's errors and a 4xx body can hold Slack's control sequences (a
+    channel-wide mention, a masked link) and its emphasis: the message shows them as
+    text, each in a code span of runbook's own."""
+    scenario = Scenario(default=FAST, workflows={1: {"outcome": "failed", "errors": [HOSTILE]}})
+    app = refusing(create_app(scenario, token=TOKEN), 2, HOSTILE)
+    monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(tmp_path / "state"))
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        'version: 1\nname: "ops & <!here> `x` _y_"\n'
+        "defaults: {poll_interval: 20ms, max_poll_interval: 50ms, retry_delay: 10ms}\n"
+        "notify:\n  - {webhook_env: SLACK, format: slack}\n"
+        "workflows:\n  _a_: {workflow_id: 1}\n  b: {workflow_id: 2}\n"
+    )
+    with serve_in_thread(app) as url, Receiver() as receiver:
+        monkeypatch.setenv("NEXADATA_API_URL", url)
+        monkeypatch.setenv("SLACK", receiver.url("/services/T/B/x"))
+        result = cli("apply", str(plan))
+    assert result.code == 1, result.err
+    assert HOSTILE in result.out  # the terminal shows what the API said
+    (request,) = receiver.received
+    text = request.json()["text"]
+    assert text == (
+        "runbook: run 1 of plan `ops &amp; &lt;!here&gt; \u02cbx\u02cb _y_` failed: 2 failed\n"
+        "• `_a_` (workflow 1, execution 1): `execution 1 failed`\n"
+        f"• `b` (workflow 2): `the API answered HTTP 400 for workflow 2 ({SHOWN})`"
+    )
+    for raw in ("<!channel>", "<!here>", "<http", "<", ">"):
+        assert raw not in text
 
 
 def test_a_success_sends_nothing_to_a_target_of_failures_only(

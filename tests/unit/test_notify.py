@@ -8,6 +8,8 @@ import json
 import re
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from runbook.errors import ConfigError
 from runbook.events import (
@@ -19,8 +21,9 @@ from runbook.events import (
     StepRecord,
 )
 from runbook.notify.delivery import Delivery
+from runbook.notify.metrics import MetricsFile, metrics_path, plans_in
 from runbook.notify.notifier import END_BUDGET, Notifier, Webhook
-from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_payload
+from runbook.notify.payloads import MAX_PING_BODY, ping_body, slack_literal, slack_payload
 from runbook.notify.urls import SecretUrl, secret_url
 from tests.support.clocks import VirtualClock
 
@@ -85,7 +88,7 @@ def test_each_target_is_told_only_its_events_and_recovered_comes_with_success() 
     bodies = [json.loads(body) for _, body in sends.calls]
     assert [body.get("event") for body in bodies] == ["succeeded", "recovered", None]
     assert bodies[2] == {
-        "text": "runbook: run 3 of plan night succeeded again after an invocation that did "
+        "text": "runbook: run 3 of plan `night` succeeded again after an invocation that did "
         "not: 1 succeeded"
     }
     assert [(e.record.event, e.record.ok) for e in told] == [
@@ -199,5 +202,99 @@ def test_a_ping_body_is_the_summary_cut_to_10_000_bytes() -> None:
 
 def test_a_late_slack_message() -> None:
     assert json.loads(slack_payload(a_run("running"), "late")) == {
-        "text": "runbook: plan night: run 3 is late: still going past its 1m deadline (1 succeeded)"
+        "text": "runbook: plan `night`: run 3 is late: still going past its 1m deadline "
+        "(1 succeeded)"
     }
+
+
+ENTITY = re.compile(r"&(?!amp;|lt;|gt;)")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+@given(st.text())
+def test_foreign_text_in_slack_is_one_code_span_with_nothing_slack_would_parse(text) -> None:
+    shown = slack_literal(text)
+    assert "<" not in shown and ">" not in shown and not ENTITY.search(shown)
+    if not text:
+        assert shown == ""
+        return
+    inside = shown[1:-1]
+    assert shown == f"`{inside}`" and "`" not in inside  # nothing ends the span early
+    assert unescape(inside) == text.replace("`", "\u02cb")  # the text itself, shown
+
+
+@given(plan=st.text(min_size=1), reason=st.text())
+def test_a_slack_message_has_no_markup_but_its_own(plan, reason) -> None:
+    step = StepRecord("load", 72, 1, state="failed")
+    step.reason = reason
+    run = RunRecord(plan=plan, run_id=3, max_parallel=4, steps={"load": step})
+    run.state = "failed"
+    text = json.loads(slack_payload(run, "failed"))["text"]
+    assert "<" not in text and ">" not in text and not ENTITY.search(text)
+    own = re.sub(r"`[^`]*`", "", text)  # what is left outside the code spans: runbook's
+    assert own == "runbook: run 3 of plan  failed: 1 failed\n•  (workflow 72): "
+
+
+NAMES = st.text(alphabet="sS_ /.é+-", min_size=1, max_size=6)  # slugs that meet often
+
+
+@given(NAMES, NAMES)
+def test_distinct_plans_never_share_a_metrics_file(one, other) -> None:
+    assume(one != other)
+    assert metrics_path("d", one) != metrics_path("d", other)
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_a_metrics_file_is_one_name_in_the_dir_and_a_safe_name_keeps_its_own(name) -> None:
+    path = metrics_path("d", name)
+    assert path.parent.name == "d" and path.name.endswith(".prom")
+    # room left for prometheus_client's temporary name: the path, a pid and a thread id
+    assert len(path.name.encode()) + len(".4194304.140000000000000") <= 255
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        assert path.name == f"runbook_{name}.prom"
+    else:
+        assert re.fullmatch(r"runbook_[A-Za-z0-9_.-]{1,100}\+[0-9a-f]{12}\.prom", path.name)
+
+
+def test_a_metrics_file_says_whose_series_it_holds(tmp_path) -> None:
+    path = tmp_path / "runbook_x.prom"
+    assert plans_in(path) is None
+    path.write_bytes(b"\xff\xfe")
+    assert plans_in(path) == frozenset()
+    path.write_text("not { the text format")
+    assert plans_in(path) == frozenset()
+    path.write_text('runbook_x{plan="a"} 1\nrunbook_y{plan="b \\"q\\""} 1\nother{plan="c"} 1\n')
+    assert plans_in(path) == {"a", 'b "q"'}  # runbook's series only, labels unescaped
+
+
+def test_a_file_of_several_other_plans_is_left_and_named(tmp_path) -> None:
+    told: list[str] = []
+    sink = MetricsFile(str(tmp_path), "p", warn=told.append)
+    sink.path.write_text('runbook_x{plan="b"} 1\nrunbook_x{plan="p"} 1\nrunbook_x{plan="a"} 1\n')
+    sink(RunStarted(a_run("running"), 0))
+    sink(RunFinished(a_run(), 1))
+    assert told == [
+        f"the metrics file {sink.path} belongs to plans 'a', 'b': it is left as it is, and "
+        "this run's metrics are not written; the run goes on"
+    ]
+
+
+def test_an_old_file_that_cannot_be_removed_is_a_warning(tmp_path, monkeypatch) -> None:
+    told: list[str] = []
+    old = tmp_path / "runbook_p_q.prom"
+    old.write_text('runbook_x{plan="p q"} 1\n')
+
+    def refuse(self, missing_ok=False):  # root may remove any file: say it cannot
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(old), "unlink", refuse)
+    sink = MetricsFile(str(tmp_path), "p q", warn=told.append)
+    sink(RunStarted(a_run("running"), 0))
+    assert told == [
+        f"cannot remove {old}, this plan's metrics file by its old name: Permission denied; "
+        "remove it, or its series are exported twice"
+    ]
+    assert plans_in(sink.path) == {"p q"}  # the new file is written all the same
