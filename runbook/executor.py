@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 from runbook.errors import AuthError, ConfigError
 from runbook.events import (
-    Event,
     Notice,
     RunFinished,
     RunLate,
@@ -155,10 +154,6 @@ class Executor:
         them without --retrigger-unknown."""
         for name in list(self._shell.triggering):
             self._tasks[name].cancel()
-
-    def tell(self, event: Event) -> None:
-        """Hand ``event`` to every sink from outside the run (a signal handler)."""
-        self.bus.tell(event)
 
     # -- steps ------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ class ApplyOptions:
         if self.token_file:
             extra += f" --token-file {shlex.quote(self.token_file)}"
         if self.token_command:
-            first = shlex.split(self.token_command)[0] if self.token_command.strip() else ""
+            first = shlex.split(self.token_command)[0]  # not blank: refused when made
             extra += f" --token-command {shlex.quote(first + ' ...')}"
         for spec in self.selects:
             extra += f" --select {shlex.quote(spec)}"

@@ -33,7 +33,7 @@ def interrupts(executor: Executor, on_second: Callable[[], None]) -> Iterator[No
         first = executor.halted is None
         if first:
             executor.interrupt(f"interrupted by {name}")
-        executor.tell(
+        executor.bus.tell(
             SignalReceived(
                 name=name,
                 first=first,
