@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -197,12 +197,11 @@ class SandboxState:
             return email.utils.formatdate(self.wall() + whole, usegmt=True)
         return str(whole)
 
-    def peak_in_flight(self) -> int:
-        """The most executions that were between trigger and terminal state at once."""
-        events = sorted(
-            [(e.created, 1) for e in self.executions.values()]
-            + [(e.ends, -1) for e in self.executions.values()]
-        )
+    def peak_in_flight(self, *, leaving_out: Collection[int] = ()) -> int:
+        """The most executions that were between trigger and terminal state at once,
+        those of the workflows `leaving_out` not counted."""
+        counted = [e for e in self.executions.values() if e.workflow_id not in leaving_out]
+        events = sorted([(e.created, 1) for e in counted] + [(e.ends, -1) for e in counted])
         peak = current = 0
         for _, change in events:
             current += change

@@ -270,6 +270,10 @@ def test_a_killed_task_retried_polls_its_execution_and_triggers_no_other(airflow
             lambda: _state(af, "slow") == "deferred" and api.executions().get("1") == 1,
         )
         Airflow.kill(triggerer)  # what polled the execution is gone
+        # while a cleared task waits for its new try its task counts as neither running
+        # nor deferred, so another step may trigger meanwhile (docs/airflow.md says so):
+        # the limit is checked on what was triggered before the clear, and on the others
+        peak_before_clear = api.state.peak_in_flight()
         cleared = _post(
             f"http://127.0.0.1:{port}/api/v2/dags/reattach/clearTaskInstances",
             {"dry_run": False, "task_ids": ["slow"], "only_failed": False},
@@ -281,7 +285,7 @@ def test_a_killed_task_retried_polls_its_execution_and_triggers_no_other(airflow
         _wait("the DAG run to end", lambda: _run_over(af), timeout=300, every=1.0)
         Airflow.kill(run, signal.SIGTERM)
         executions = api.executions()
-        peak = api.state.peak_in_flight()
+        peak_of_the_others = api.state.peak_in_flight(leaving_out={1})
     assert af.run_state("reattach") == "success"
     assert af.tries("reattach", "slow") == 2  # the clear made a new try
     assert set(af.task_states("reattach").values()) == {"success"}
@@ -289,7 +293,8 @@ def test_a_killed_task_retried_polls_its_execution_and_triggers_no_other(airflow
     assert executions == {"1": 1, "2": 1, "11": 1, "12": 1, "13": 1}
     logs = af.logs()
     assert "re-attaching to execution" in logs
-    assert peak <= 2  # max_parallel, deferred executions included
+    assert peak_before_clear <= 2  # max_parallel, deferred executions included
+    assert peak_of_the_others <= 2
     assert TOKEN not in logs
 
 

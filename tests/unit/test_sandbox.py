@@ -221,6 +221,18 @@ def test_stats_counts_peak_and_last_request() -> None:
     assert stats["last_request_at"] == iso(WALL)
 
 
+def test_the_peak_can_leave_out_workflows() -> None:
+    app, clock = make(Scenario(default={"queue": 0, "duration": 10.0}))
+    trigger(app, 1)
+    trigger(app, 2)
+    clock.now += 5
+    trigger(app, 2)
+    state = app.state.sandbox
+    assert state.peak_in_flight() == 3
+    assert state.peak_in_flight(leaving_out={1}) == 2
+    assert state.peak_in_flight(leaving_out={1, 2}) == 0
+
+
 def test_every_key_scenario_loads() -> None:
     scenario = load_scenario(DATA / "scenarios" / "every_key.yaml")
     assert scenario.seed == 1
