@@ -20,7 +20,21 @@ from typing import Any, TypeVar
 from runbook._compat import assert_never
 from runbook.journal.schema import Column, Table
 
-__all__ = ["BadRow", "Checked", "check_row", "json_field", "record_of"]
+__all__ = ["BadRow", "Checked", "check_row", "is_time", "json_field", "record_of"]
+
+LAST_SECOND = 253402300799.999  # 9999-12-31T23:59:59.999Z
+"""A REAL column holds a time, in epoch seconds: one outside 1970..9999 (or infinite,
+or NaN) cannot have been written by runbook, and no date or duration can be made of it."""
+
+
+def is_time(value: object) -> bool:
+    """Whether ``value`` is a time runbook can have written: epoch seconds, 1970..9999."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 <= value <= LAST_SECOND
+    )
+
 
 T = TypeVar("T")
 
@@ -67,6 +81,11 @@ def check_row(table: Table, row: sqlite3.Row) -> Checked:
             or (column.allowed is not None and value not in column.allowed)
         ):
             raise BadRow(f"{checked.where}: {column.name} holds {_shown(value)}")
+        if column.declared.startswith("REAL") and not is_time(value):
+            raise BadRow(
+                f"{checked.where}: {column.name} holds {_shown(value)}, "
+                "not a time between 1970 and 9999"
+            )
     return checked
 
 

@@ -24,7 +24,7 @@ from runbook.apitimes import believed_span, seen_span
 from runbook.errors import JournalError
 from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
 from runbook.journal import writes
-from runbook.journal.rows import BadRow, check_row, record_of
+from runbook.journal.rows import BadRow, check_row, is_time, record_of
 from runbook.journal.schema import ATTEMPTS, NOTIFICATIONS, RUNS, SCHEMA_VERSION, STEPS
 from runbook.journal.schema import upgrade as _upgrade
 from runbook.journal.schema import version as _version
@@ -140,7 +140,7 @@ class Store:
             cursor = db.execute(
                 *writes.new_run(
                     run,
-                    plan_path=plan_path,
+                    plan_path=printable(plan_path),  # SQLite's TEXT is UTF-8: no stray bytes
                     plan_sha256=plan_sha256,
                     options=options,
                     started_at=started_at,
@@ -186,7 +186,7 @@ class Store:
             "SELECT max(ended_at) FROM runs WHERE plan = ? AND state = 'succeeded'", (plan,)
         ).fetchone()
         value = row[0] if row is not None else None
-        return float(value) if isinstance(value, (int, float)) else None
+        return float(value) if is_time(value) else None
 
     def late_notified(self, run_id: int) -> bool:
         """Whether an invocation of run ``run_id`` already tried its 'late' notifications."""

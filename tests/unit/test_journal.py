@@ -415,6 +415,15 @@ def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) ->
         ("UPDATE steps SET workflow_id = 'x' WHERE name = 'b'", "steps row 1/'b': workflow_id"),
         ("UPDATE steps SET state = 'exploded' WHERE name = 'a'", "state holds str 'exploded'"),
         ("UPDATE runs SET assumed_done = '{'", "runs row 1: assumed_done is not JSON"),
+        # a number SQLite keeps that is no time: infinite, before 1970, after 9999
+        (
+            "UPDATE runs SET started_at = 1e999",
+            "runs row 1: started_at holds float inf, not a time between 1970 and 9999",
+        ),
+        ("UPDATE runs SET ended_at = -1e999", "runs row 1: ended_at holds float -inf"),
+        ("UPDATE steps SET started_at = -1 WHERE name = 'a'", "steps row 1/'a': started_at"),
+        ("UPDATE attempts SET triggered_at = 1e300", "attempts row 1/'a'/1: triggered_at holds"),
+        ("UPDATE attempts SET ended_at = 253402300800", "attempts row 1/'a'/1: ended_at holds"),
     ],
 )
 def test_a_damaged_row_is_the_journals_error_not_a_crash(tmp_path: Path, damage, message) -> None:
@@ -445,6 +454,21 @@ def test_status_history_and_resume_on_a_damaged_journal_exit_5(
     recorded_run(journal)
     journal.db.execute("UPDATE runs SET ended_at = 'soon', state = 'failed'")
     journal.close()
+    _all_exit_5(cli, tmp_path, "runs row 1: ended_at holds str 'soon'")
+
+
+def test_an_infinite_time_in_the_journal_is_exit_5_naming_the_row(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXADATA_TOKEN", "t")
+    journal = Store(tmp_path)
+    recorded_run(journal)
+    journal.db.execute("UPDATE runs SET ended_at = 1e999, state = 'failed'")
+    journal.close()
+    _all_exit_5(cli, tmp_path, "runs row 1: ended_at holds float inf, not a time")
+
+
+def _all_exit_5(cli, tmp_path: Path, message: str) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text("version: 1\nname: p\nworkflows:\n  a: {workflow_id: 1}\n")
     for argv in (
@@ -454,7 +478,7 @@ def test_status_history_and_resume_on_a_damaged_journal_exit_5(
     ):
         result = cli(*argv, "--state-dir", str(tmp_path))
         assert result.code == 5, (argv, result.err)
-        assert "has a damaged row (runs row 1: ended_at holds str 'soon')" in result.err
+        assert f"has a damaged row ({message}" in result.err
 
 
 def test_strings_from_the_journal_are_printed_escaped(tmp_path: Path) -> None:
