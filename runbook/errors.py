@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from runbook.text import printable
+
 __all__ = [
     "ApiError",
     "ApiUnavailable",
@@ -62,7 +64,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        return f"{printable(self.file)}:{self.line}:{self.column}: {self.message}"
 
 
 class RunbookError(Exception):

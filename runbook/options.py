@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runbook.errors import UsageError
+from runbook.text import shell_word
 
 __all__ = ["ApplyOptions"]
 
@@ -71,19 +72,19 @@ class ApplyOptions:
     def resume_command(self) -> str:
         """The command that continues this run (a token command by its first word only:
         its arguments may hold secrets)."""
-        extra = f" --state-dir {shlex.quote(self.state_dir)}" if self.state_dir else ""
+        extra = f" --state-dir {shell_word(self.state_dir)}" if self.state_dir else ""
         if self.api_url:
-            extra += f" --api-url {shlex.quote(self.api_url)}"
+            extra += f" --api-url {shell_word(self.api_url)}"
         if self.token_file:
-            extra += f" --token-file {shlex.quote(self.token_file)}"
+            extra += f" --token-file {shell_word(self.token_file)}"
         if self.token_command:
             first = shlex.split(self.token_command)[0]  # not blank: refused when made
-            extra += f" --token-command {shlex.quote(first + ' ...')}"
+            extra += f" --token-command {shell_word(first + ' ...')}"
         for spec in self.selects:
-            extra += f" --select {shlex.quote(spec)}"
+            extra += f" --select {shell_word(spec)}"
         for spec in self.excludes:
-            extra += f" --exclude {shlex.quote(spec)}"
-        return f"runbook apply {shlex.quote(self.plan_path)} --resume{extra}"
+            extra += f" --exclude {shell_word(spec)}"
+        return f"runbook apply {shell_word(self.plan_path)} --resume{extra}"
 
     @property
     def recorded(self) -> dict[str, object]:

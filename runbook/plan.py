@@ -20,6 +20,7 @@ from runbook.errors import PlanError, Problem
 from runbook.plancheck import BUILTIN_DEFAULTS, Semantics
 from runbook.schedule import OnFailure, Rule, RunIf
 from runbook.schemacheck import checker
+from runbook.text import printable
 from runbook.yamldoc import Document
 
 __all__ = [
@@ -136,6 +137,8 @@ class Plan:
     airflow_conn_id: str | None = None
     """``airflow.conn_id``: the Airflow connection an exported DAG reads (None: the
     default, ``nexadata_default``)."""
+    airflow_dag_id: str | None = None
+    """``airflow.dag_id``: the exported DAG's id (None: the plan's name)."""
 
     @property
     def stages(self) -> tuple[tuple[str, ...], ...]:
@@ -262,7 +265,7 @@ def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]])
     checks = data.get("healthchecks")
     return Plan(
         path=source.name,
-        name=data.get("name") or PurePath(source.name).stem,
+        name=data.get("name") or printable(PurePath(source.name).stem),
         description=data.get("description"),
         api=ApiSettings(
             base_url=api.get("base_url", DEFAULT_BASE_URL),
@@ -283,6 +286,7 @@ def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]])
         notify=tuple(_target(entry) for entry in data.get("notify", ())),
         healthchecks=HealthchecksSettings(checks["ping_url_env"]) if checks else None,
         airflow_conn_id=data.get("airflow", {}).get("conn_id"),
+        airflow_dag_id=data.get("airflow", {}).get("dag_id"),
     )
 
 

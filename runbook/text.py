@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import shlex
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +16,7 @@ __all__ = [
     "plural",
     "printable",
     "quoted_list",
+    "shell_word",
 ]
 
 
@@ -64,11 +66,42 @@ def message_texts(value: Any) -> tuple[str, ...]:
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: control and other unprintable characters escaped
-    (``\\x1b``), so that an API's message can neither break a line nor send escape codes."""
+    """``text`` safe for a terminal: control, format and other unprintable characters
+    escaped (``\\x1b``, ``\\u202e``), so that an API's message can neither break a line
+    nor send escape codes. A byte of a path that was not UTF-8 (Python holds it as a lone
+    surrogate) is shown as the byte, ``\\xff``."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape of one byte
+        return f"\\x{code - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode()
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word a POSIX shell reads back as the same bytes: quoted as
+    :func:`shlex.quote` does, or, when it holds anything unprintable (a control
+    character, a byte that is not UTF-8), in bash's ``$'...'`` with those bytes escaped,
+    so that the word can be pasted and shows what it holds."""
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for char in text:
+        if char in "\\'":
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        else:
+            try:
+                raw = char.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+                raw = char.encode("utf-8", "surrogatepass")
+            out.append("".join(f"\\x{byte:02x}" for byte in raw))
+    return "$'" + "".join(out) + "'"
 
 
 def parse_timestamp(text: str | None) -> datetime | None:

@@ -269,6 +269,7 @@ def _conclude(run: RunRecord, options: ApplyOptions) -> int:
     from runbook.render import report
     from runbook.render.jsonlines import JsonLines
     from runbook.render.summary import write_summary
+    from runbook.text import printable
 
     out = stdout()
     if not options.quiet or run.state != "succeeded":
@@ -287,7 +288,7 @@ def _conclude(run: RunRecord, options: ApplyOptions) -> int:
             try:
                 write(path, run)
             except OSError as exc:
-                stderr().write(f"runbook: cannot write {path}: {exc.strerror or exc}\n")
+                stderr().write(f"runbook: cannot write {printable(path)}: {exc.strerror or exc}\n")
     if run.exit_code is not None:
         return run.exit_code
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)

@@ -3,13 +3,12 @@ Airflow DAG file whose header says how to export it again."""
 
 from __future__ import annotations
 
-import shlex
-
 import click
 from click.core import ParameterSource
 
 from runbook.cli.shared import files, load, selection_options, stderr, stdout
 from runbook.errors import UsageError
+from runbook.text import printable, shell_word
 
 
 @click.group()
@@ -60,7 +59,7 @@ def export_airflow(
     # the header's command line: what decides the file, then where it goes
     command = command_line(ctx, schedule=cron, output=None)
     if output:
-        command += ["-o", output]
+        command += ["-o", shell_word(output)]
     text = dagfile.render(
         loaded,
         selection.steps,
@@ -76,9 +75,10 @@ def export_airflow(
     try:
         write_atomically(output, text)
     except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {printable(output)}: {exc.strerror or exc}") from None
     stderr().write(
-        f"runbook: wrote DAG {loaded.name!r} ({len(selection.steps)} steps) to {output}\n"
+        f"runbook: wrote DAG {dagfile.dag_id(loaded)!r} ({len(selection.steps)} steps) "
+        f"to {printable(output)}\n"
     )
     return 0
 
@@ -104,9 +104,9 @@ def command_line(ctx: click.Context, **given: object) -> list[str]:
             value = ctx.params[name]
         values = [v for v in (value if isinstance(value, tuple) else (value,)) if v is not None]
         if not isinstance(param, click.Option):
-            words += [shlex.quote(str(v)) for v in values]
+            words += [shell_word(str(v)) for v in values]
         elif param.is_flag:
             words += [max(param.opts, key=len)] if value else []
         else:
-            words += [f"{max(param.opts, key=len)}={shlex.quote(str(v))}" for v in values]
+            words += [f"{max(param.opts, key=len)}={shell_word(str(v))}" for v in values]
     return words

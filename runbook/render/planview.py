@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runbook.durations import format_duration
-from runbook.text import plural
+from runbook.text import plural, printable
 
 if TYPE_CHECKING:
     from runbook.errors import InputError
@@ -30,14 +30,14 @@ __all__ = [
 def write_valid(out: TextIO, plan: Plan) -> None:
     """``PLAN: ok (N workflows, M dependencies)``"""
     counts = f"{plural(len(plan.steps), 'workflow')}, {plural(plan.edge_count, 'dependency')}"
-    out.write(f"{plan.path}: ok ({counts})\n")
+    out.write(f"{printable(plan.path)}: ok ({counts})\n")
 
 
 def write_invalid(out: TextIO, error: InputError) -> None:
     """Every problem as ``FILE:LINE:COLUMN: message``, then one summary line."""
     for problem in error.problems:
         out.write(f"{problem}\n")
-    name = error.problems[0].file if error.problems else error.kind
+    name = printable(error.problems[0].file) if error.problems else error.kind
     out.write(f"{name}: invalid {error.kind} ({plural(len(error.problems), 'problem')})\n")
 
 
@@ -192,7 +192,7 @@ def write_plan_json(
     staged = [[_step_json(plan, plan.steps[name]) for name in stage] for stage in stages]
     document: dict[str, Any] = {
         "plan": plan.name,
-        "path": plan.path,
+        "path": printable(plan.path),
         "description": plan.description,
         "max_parallel": plan.max_parallel,
         "api": {"base_url": plan.api.base_url, "token_env": plan.api.token_env},

@@ -42,6 +42,7 @@ def test_exported_examples_load_with_no_import_error(airflow) -> None:
     plans = sorted(EXAMPLES.glob("*.yaml"))
     for plan in plans:
         af.export(plan)
+    af.export(DATA / "airflow" / "odd-name.yaml")  # a name that is no DAG id, and hidden text
     # on a fresh database list-import-errors prints nothing, even for a broken file:
     # parse the folder first
     assert af("dags", "reserialize").returncode == 0
@@ -58,8 +59,14 @@ def test_exported_examples_load_with_no_import_error(airflow) -> None:
     assert [Path(e["filepath"]).name for e in _json(errors.stdout)] == ["broken.py"]
     listed = _json(af("dags", "list", "-o", "json").stdout)
     assert sorted(d["dag_id"] for d in listed) == sorted(
-        ["every-key", "guarded-load", "minimal", "nightly-warehouse"]
+        ["every-key", "guarded-load", "minimal", "nightly-warehouse", "sales_eu.nightly"]
     )
+    shown = af.query(
+        "SELECT dag_display_name, description FROM dag WHERE dag_id = 'sales_eu.nightly'"
+    )
+    assert shown == [
+        ("sales eu/\u202enightly\u2066", 'one\u2028two \u202eevil\u2069 \\N{BULLET} """ end')
+    ]
     for path in af.dags.glob("*.py"):
         assert TOKEN not in path.read_text()
 
