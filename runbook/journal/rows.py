@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import fields
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from runbook._compat import assert_never
 from runbook.journal.schema import Column, Table
@@ -27,7 +27,7 @@ LAST_SECOND = 253402300799.999  # 9999-12-31T23:59:59.999Z
 or NaN) cannot have been written by runbook, and no date or duration can be made of it."""
 
 
-def is_time(value: object) -> bool:
+def is_time(value: object) -> TypeGuard[float]:
     """Whether ``value`` is a time runbook can have written: epoch seconds, 1970..9999."""
     return (
         isinstance(value, (int, float))
