@@ -127,6 +127,8 @@ class RunRecord:
     """Tokens fetched after the first one."""
     auth_failed: bool = False
     """The run ended because no token could be had, or the API refused every one."""
+    api_url: str | None = None
+    """The API base URL the run went to (the sandbox's, for a sandbox run)."""
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)

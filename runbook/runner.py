@@ -36,7 +36,7 @@ from runbook.run.bus import Bus
 from runbook.run.planned import planned
 from runbook.run.resume import left_running
 from runbook.run.signals import interrupts
-from runbook.target import ApiTarget, api_target, sandbox_target
+from runbook.target import ApiTarget, Went, api_target, resume_url, sandbox_target
 
 if TYPE_CHECKING:
     from runbook.notify.notifier import Webhook
@@ -92,12 +92,21 @@ def prepare(options: ApplyOptions, *, notice: Tell | None = None) -> Iterator[Pr
             plan = load_plan(o.plan_path)
         selection = plan.dag.select(o.selects, o.excludes)
         directory = state_dir(o.state_dir)
+        store = went = None
+        api_url = o.api_url
+        if o.resume:  # a resume goes where its run went: read before the URL is chosen
+            store = stack.enter_context(Store(directory))
+            if (row := store.resumable(plan.name)) is not None:
+                went = Went(row.id, row.api_url, store.went_to_sandbox(row.id))
+                api_url, note = resume_url(went, plan, api_url=o.api_url)
+                if note:
+                    tell("note", note)
         # the token source is checked before the plan's lock: a bad token file costs no lock
         target = None
         if not o.sandbox:
             target = api_target(
                 plan,
-                api_url=o.api_url,
+                api_url=api_url,
                 token_file=o.token_file,
                 token_command=o.token_command,
                 state_dir=directory,
@@ -113,14 +122,20 @@ def prepare(options: ApplyOptions, *, notice: Tell | None = None) -> Iterator[Pr
         warning = token_file_warning(o.token_file) if o.token_file else None
         if warning:
             tell("warning", warning)
-        store = Store(directory)
-        stack.callback(store.close)
+        if store is None:
+            store = stack.enter_context(Store(directory))
         lock = PlanLock(directory, plan.name)
         lock.acquire()
         stack.callback(lock.release)
         prior = abandon = None
         if o.resume:
             prior, selection = _resumable(o, store, plan, selection, tell)
+            if went is not None and prior.run_id != went.run_id:
+                raise LockedError(
+                    f"the runs of plan {plan.name!r} changed while this apply started "
+                    f"(run {prior.run_id}, not run {went.run_id}, is now the one to resume): "
+                    "run it again"
+                )
             previous: bool | None = prior.state == "succeeded"
         else:
             latest = store.latest(plan.name)
@@ -273,6 +288,7 @@ async def _run(
     )
     run = plan_run.run
     run.auth = credentials.kind
+    run.api_url = prepared.target.base_url
     journal = _record(prepared, run)
     bus = Bus(journal, sinks)
     executor = Executor(plan_run, api, bus, token_refreshes=lambda: earlier + credentials.refreshes)

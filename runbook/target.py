@@ -13,10 +13,11 @@ from pathlib import Path
 from runbook.api import Token, check_base_url
 from runbook.api.credentials import Credentials
 from runbook.auth import TokenSetup, choose_credentials
+from runbook.errors import UsageError
 from runbook.netenv import ProxySettings, ca_bundle
 from runbook.plan import Plan
 
-__all__ = ["ApiTarget", "api_target", "sandbox_target"]
+__all__ = ["ApiTarget", "Went", "api_target", "resume_url", "sandbox_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,56 @@ def api_target(
         environ=env,
     )
     return ApiTarget(url, auth, proxy)
+
+
+@dataclass(frozen=True, slots=True)
+class Went:
+    """Where the run a resume continues went, as its journal row says."""
+
+    run_id: int
+    api_url: str | None
+    """None: recorded before runbook kept it."""
+    sandbox: bool
+
+
+def resume_url(
+    went: Went,
+    plan: Plan,
+    *,
+    api_url: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str | None, str | None]:
+    """The URL a resume of the run ``went`` goes to, and a note to show (or None): the
+    one its run went to, whatever the plan now says, since an execution id means
+    nothing on another API. A URL the flag or ``NEXADATA_API_URL`` asks for that is
+    another one, or a run made with the sandbox (gone with it), is a UsageError: exit
+    2, before anything is sent."""
+    env = os.environ if environ is None else environ
+    ident = f"run {went.run_id}"
+    if went.sandbox:
+        raise UsageError(
+            f"{ident} was made with --sandbox: its simulator, and the executions it "
+            "followed, ended with it, so it cannot be resumed; start a new run instead"
+        )
+    if went.api_url is None:  # a journal row older than the record of where runs go
+        return api_url, None
+    asked, source = (api_url, "--api-url") if api_url else (env.get("NEXADATA_API_URL"), None)
+    if asked:
+        source = source or "NEXADATA_API_URL"
+        if check_base_url(asked) != went.api_url:
+            raise UsageError(
+                f"{ident} went to {went.api_url}, and {source} names {check_base_url(asked)}: "
+                "its executions are there, so its resume goes there too. Resume without "
+                f"{source}, or start a new run"
+            )
+        return went.api_url, None
+    note = None
+    if check_base_url(plan.api.base_url) != went.api_url:
+        note = (
+            f"{ident} went to {went.api_url}: its resume goes there too (the plan's "
+            f"api.base_url is {plan.api.base_url})"
+        )
+    return went.api_url, note
 
 
 @contextmanager

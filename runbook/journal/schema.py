@@ -179,6 +179,9 @@ RUNS = Table(
         Column("ended_at", "REAL"),
         # 3: whether the run was late (status shows it; a resume does not send 'late' twice)
         Column("late", "INTEGER NOT NULL DEFAULT 0", since=3, holds="flag"),
+        # 5: the API base URL the run went to, where its resume must go (NULL: a run
+        # recorded before version 5, which goes where its resume is told)
+        Column("api_url", "TEXT", since=5),
     ),
     key=("id",),
     indexes=(("runs_by_plan", ("plan", "id")),),

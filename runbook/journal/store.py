@@ -61,6 +61,7 @@ class RunRow:
     auth: str | None = None
     token_refreshes: int = 0
     auth_failed: bool = False
+    api_url: str | None = None
 
 
 class Store:
@@ -85,6 +86,12 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -356,4 +363,5 @@ class Store:
             auth=row.auth,
             token_refreshes=row.token_refreshes,
             auth_failed=row.auth_failed,
+            api_url=_text(row.api_url),
         )

@@ -187,6 +187,7 @@ def new_run(
         options=dict(options),
         started_at=started_at,
         auth=run.auth,
+        api_url=run.api_url,
     )
 
 

@@ -34,6 +34,7 @@ def report_document(run: RunRecord) -> dict[str, Any]:
             }
             for record in run.notifications
         ],
+        "api_url": run.api_url,
         "auth": run.auth,
         "token_refreshes": run.token_refreshes,
     }

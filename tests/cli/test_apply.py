@@ -133,9 +133,11 @@ def test_report_and_junit(cli, plan: Path, tmp_path: Path) -> None:
         "late",
         "steps",
         "notifications",
+        "api_url",
         "auth",
         "token_refreshes",
     }
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/v1", document["api_url"])  # the sandbox's
     assert document["late"] is False and document["notifications"] == []
     assert document["plan"] == "t" and document["state"] == "failed"
     assert re.fullmatch(STAMP, document["started_at"]) and re.fullmatch(STAMP, document["ended_at"])

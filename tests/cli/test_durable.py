@@ -15,8 +15,9 @@ import subprocess
 from pathlib import Path
 
 from runbook.journal import PlanLock
-from runbook.sandbox.app import POLL, TRIGGER
+from runbook.sandbox.app import POLL, TRIGGER, create_app
 from runbook.sandbox.scenario import Faults, Scenario
+from runbook.sandbox.server import serve_in_thread
 from tests.support.entry import entry_point
 from tests.support.night import PLAN, TOKEN, executions
 
@@ -232,3 +233,54 @@ def test_resume_says_when_the_plan_changed_and_matches_steps(cli, api, plan) -> 
     assert executions(app) == {"1": 1, "2": 1, "3": 2, "4": 1}
     assert cli("status", "7").code == 2
     assert cli("status", "7").err == "runbook: no run 7 in the journal\n"
+
+
+def test_a_resume_goes_where_its_run_went(cli, api, tmp_path, monkeypatch) -> None:
+    """The run went to one API (--api-url), the plan names another: the resume polls and
+    triggers where the run went, and an --api-url or NEXADATA_API_URL naming the other
+    is refused before anything is sent there."""
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 1.5}}))
+    where = os.environ["NEXADATA_API_URL"]
+    monkeypatch.delenv("NEXADATA_API_URL")
+    other = create_app(Scenario(), token=TOKEN)  # the API the plan names: production, say
+    with serve_in_thread(other) as production:
+        plan = tmp_path / "night.yaml"
+        plan.write_text(
+            PLAN.replace("version: 1\n", f"version: 1\napi: {{base_url: '{production}'}}\n")
+        )
+        kill(apply_until(plan, "load (workflow 2, execution", "--api-url", where))
+        for flag, env in ((("--api-url", production), {}), ((), {"NEXADATA_API_URL": production})):
+            with monkeypatch.context() as scoped:
+                for name, value in env.items():
+                    scoped.setenv(name, value)
+                refused = cli("apply", str(plan), "--resume", *flag)
+            assert refused.code == 2, refused.err
+            named = "--api-url" if flag else "NEXADATA_API_URL"
+            assert f"run 1 went to {where}, and {named} names {production}" in refused.err
+        report = tmp_path / "r.json"
+        resumed = cli("apply", str(plan), "--resume", "--report", str(report))
+        assert resumed.code == 0, resumed.out + resumed.err
+        assert f"note: run 1 went to {where}: its resume goes there too" in resumed.err
+        assert resumed.out.count("re-attached to execution") == 1
+        assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
+        assert sum(other.state.sandbox.requests.values()) == 0  # not one request
+        assert json.loads(report.read_text())["api_url"] == where
+
+
+def test_a_sandbox_run_cannot_be_resumed(cli, tmp_path) -> None:
+    plan = tmp_path / "night.yaml"
+    plan.write_text(PLAN)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "default: {queue: 0ms, duration: 10ms}\nworkflows: {2: {outcome: failed}}\n"
+    )
+    state = str(tmp_path / "state")
+    failed = cli("apply", str(plan), "--sandbox", "--scenario", str(scenario), "--state-dir", state)
+    assert failed.code == 1
+    assert "Resume with" not in failed.out
+    refused = cli("apply", str(plan), "--resume", "--state-dir", state)
+    assert refused.code == 2
+    assert refused.err == (
+        "runbook: run 1 was made with --sandbox: its simulator, and the executions it "
+        "followed, ended with it, so it cannot be resumed; start a new run instead\n"
+    )

@@ -26,6 +26,7 @@ from runbook.events import (
     StepRecord,
 )
 from runbook.journal import JournalError, JournalSink, PlanLock, Store, state_dir
+from runbook.journal.schema import SCHEMA_VERSION
 from runbook.journal.sink import LINGER
 from runbook.render.journalview import write_history, write_status
 from tests.support.clocks import VirtualClock
@@ -121,7 +122,7 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
     Store(tmp_path).close()
     journal = Store(tmp_path)
     rows = journal.db.execute("SELECT version FROM schema_version").fetchall()
-    assert [tuple(row) for row in rows] == [(1,), (2,), (3,), (4,)]
+    assert [tuple(row) for row in rows] == [(n,) for n in range(1, SCHEMA_VERSION + 1)]
     assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     journal.close()
 
@@ -393,7 +394,7 @@ def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) ->
         rows = sqlite3.connect(directory / "journal.sqlite3").execute(
             "SELECT version FROM schema_version"
         )
-        assert [row[0] for row in rows] == [1, 2, 3, 4]  # migrated once
+        assert [row[0] for row in rows] == list(range(1, SCHEMA_VERSION + 1))  # migrated once
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,9 @@ RELEASED = [
     ALTER TABLE runs ADD COLUMN token_refreshes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN auth_failed INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    ALTER TABLE runs ADD COLUMN api_url TEXT;
+    """,
 ]
 """Every released version's statements, as runbook first wrote them (append a version
 here when it is released): old journals hold exactly these."""
@@ -126,6 +129,7 @@ OLD_ROWS = {
         "1, 3.0)",
     ],
     4: ["UPDATE runs SET auth = 'env', token_refreshes = 2"],
+    5: ["UPDATE runs SET api_url = 'https://api.example/api/v1'"],
 }
 
 
