@@ -17,7 +17,9 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
     execution ids, times and errors."""
     from runbook.journal import Store
     from runbook.journal import state_dir as resolve
+    from runbook.journal.lock import holder_gone
     from runbook.render import journalview
+    from runbook.text import shell_word
 
     journal = Store(resolve(state_dir))
     try:
@@ -28,7 +30,11 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
                 if run_id is not None
                 else "no run in the journal yet"
             )
-        journalview.write_status(stdout(), row, journal.load_run(row), fmt)
+        resume = None
+        if row.state == "running" and holder_gone(journal.path.parent, row.plan, row.pid, row.host):
+            again = f" --state-dir {shell_word(state_dir)}" if state_dir else ""
+            resume = f"runbook apply {shell_word(row.plan_path)} --resume{again}"
+        journalview.write_status(stdout(), row, journal.load_run(row), fmt, died_resume=resume)
     finally:
         journal.close()
     return 0
@@ -49,11 +55,19 @@ def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) 
     """Past runs, newest first: id, plan, state, start and duration."""
     from runbook.journal import Store
     from runbook.journal import state_dir as resolve
+    from runbook.journal.lock import holder_gone
     from runbook.render import journalview
 
     journal = Store(resolve(state_dir))
     try:
-        journalview.write_history(stdout(), journal.runs(plan_name, limit), fmt)
+        rows = journal.runs(plan_name, limit)
+        died = {
+            row.id
+            for row in rows
+            if row.state == "running"
+            and holder_gone(journal.path.parent, row.plan, row.pid, row.host)
+        }
+        journalview.write_history(stdout(), rows, fmt, died=died)
     finally:
         journal.close()
     return 0

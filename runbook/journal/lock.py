@@ -10,20 +10,20 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import TextIO
 
 from runbook.errors import JournalError, LockedError
 
-__all__ = ["PlanLock"]
+__all__ = ["PlanLock", "holder_gone"]
 
 
 class PlanLock:
     """The lock of plan ``plan`` in the state dir ``directory``."""
 
     def __init__(self, directory: Path, plan: str) -> None:
-        digest = hashlib.sha256(plan.encode()).hexdigest()[:16]
-        self.path = directory / "locks" / f"{digest}.lock"
+        self.path = lock_path(directory, plan)
         self.plan = plan
         self._handle: TextIO | None = None
 
@@ -63,3 +63,48 @@ class PlanLock:
         if self._handle is not None:
             self._handle.close()  # closing drops the flock
             self._handle = None
+
+
+def lock_path(directory: Path, plan: str) -> Path:
+    digest = hashlib.sha256(plan.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return directory / "locks" / f"{digest}.lock"
+
+
+def holder_gone(directory: Path, plan: str, pid: int, host: str) -> bool:
+    """Whether the process that ran plan ``plan`` (``pid`` on ``host``, as its run's row
+    says) is known to be gone: nobody holds the plan's lock. The kernel's list of
+    locks says so without taking the lock — a test lock, however brief, could make an
+    ``apply`` starting that instant think another one runs. Where that list cannot be
+    read, the pid says: on this host, no such process."""
+    path = lock_path(directory, plan)
+    try:
+        info = path.stat()
+    except OSError:
+        return _pid_gone(pid, host)
+    held = _flock_holders(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    return _pid_gone(pid, host) if held is None else not held
+
+
+def _flock_holders(major: int, minor: int, inode: int) -> bool | None:
+    """Whether /proc/locks lists a flock on that file (None: it cannot be read)."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    wanted = f"{major:02x}:{minor:02x}:{inode}"
+    return any(
+        len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted
+        for fields in (line.split() for line in text.splitlines())
+    )
+
+
+def _pid_gone(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return False  # another host's process: nothing here can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists, and is another user's
+    return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runbook.durations import format_duration
@@ -22,9 +22,11 @@ def _took(started: float, ended: float | None) -> str:
     return format_duration(ended - started) if ended is not None else "-"
 
 
-def _status_json(out: TextIO, row: RunRow, run: RunRecord) -> None:
+def _status_json(out: TextIO, row: RunRow, run: RunRecord, resume: str | None) -> None:
     """The report's document, with where and by whom the run was made."""
     document = report_document(run)
+    if resume is not None:
+        document.update(state="died", resume_command=resume)
     document.update(
         plan_path=row.plan_path,
         plan_sha256=row.plan_sha256,
@@ -36,14 +38,19 @@ def _status_json(out: TextIO, row: RunRow, run: RunRecord) -> None:
     out.write("\n")
 
 
-def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
+def _status_text(out: TextIO, row: RunRow, run: RunRecord, resume: str | None) -> None:
     """One run: its header, then each step with every attempt of every invocation."""
     out.write(
-        f"Run {run.run_id} of {run.plan}: {run.state} (started {stamp(run.started_at)}, "
-        f"{_took(run.started_at, run.ended_at)})\n"
+        f"Run {run.run_id} of {run.plan}: {'died' if resume else run.state} "
+        f"(started {stamp(run.started_at)}, {_took(run.started_at, run.ended_at)})\n"
     )
     where = f"plan file {printable(row.plan_path)}, pid {row.pid} on {printable(row.host)}"
     out.write(f"  {where}\n")
+    if resume is not None:
+        out.write(
+            f"  its process (pid {row.pid}) ended without ending the run: its executions "
+            f"may still be running; resume with: {resume}\n"
+        )
     if run.auth:
         refreshed = f", {plural(run.token_refreshes, 'token refresh', 'token refreshes')}"
         failed = "; it ended on an authentication failure" if run.auth_failed else ""
@@ -91,13 +98,13 @@ def _status_text(out: TextIO, row: RunRow, run: RunRecord) -> None:
         )
 
 
-def _history_json(out: TextIO, rows: Sequence[RunRow]) -> None:
+def _history_json(out: TextIO, rows: Sequence[RunRow], died: Set[int]) -> None:
     """Past runs, newest first, as a JSON array."""
     runs: list[dict[str, Any]] = [
         {
             "run_id": row.id,
             "plan": row.plan,
-            "state": row.state,
+            "state": "died" if row.id in died else row.state,
             "started_at": stamp(row.started_at),
             "ended_at": stamp(row.ended_at) if row.ended_at else None,
             "duration": (row.ended_at - row.started_at) if row.ended_at else None,
@@ -108,7 +115,7 @@ def _history_json(out: TextIO, rows: Sequence[RunRow]) -> None:
     out.write("\n")
 
 
-def _history_text(out: TextIO, rows: Sequence[RunRow]) -> None:
+def _history_text(out: TextIO, rows: Sequence[RunRow], died: Set[int]) -> None:
     """Past runs, newest first, as a table."""
     if not rows:
         out.write("No runs in the journal.\n")
@@ -118,7 +125,7 @@ def _history_text(out: TextIO, rows: Sequence[RunRow]) -> None:
         (
             str(row.id),
             printable(row.plan),
-            row.state,
+            "died" if row.id in died else row.state,
             stamp(row.started_at),
             _took(row.started_at, row.ended_at),
         )
@@ -131,21 +138,27 @@ def _history_text(out: TextIO, rows: Sequence[RunRow]) -> None:
         out.write("  ".join([*cells, line[4]]) + "\n")
 
 
-STATUS_FORMATS: Mapping[str, Callable[[TextIO, RunRow, RunRecord], None]] = {
+STATUS_FORMATS: Mapping[str, Callable[[TextIO, RunRow, RunRecord, str | None], None]] = {
     "text": _status_text,
     "json": _status_json,
 }
-HISTORY_FORMATS: Mapping[str, Callable[[TextIO, Sequence[RunRow]], None]] = {
+HISTORY_FORMATS: Mapping[str, Callable[[TextIO, Sequence[RunRow], Set[int]], None]] = {
     "text": _history_text,
     "json": _history_json,
 }
 
 
-def write_status(out: TextIO, row: RunRow, run: RunRecord, fmt: str) -> None:
-    """One run in format ``fmt`` (a key of STATUS_FORMATS)."""
-    STATUS_FORMATS[fmt](out, row, run)
+def write_status(
+    out: TextIO, row: RunRow, run: RunRecord, fmt: str, *, died_resume: str | None = None
+) -> None:
+    """One run in format ``fmt`` (a key of STATUS_FORMATS). ``died_resume``: the run's
+    process is gone though the run is ``running``, and this command resumes it."""
+    STATUS_FORMATS[fmt](out, row, run, died_resume)
 
 
-def write_history(out: TextIO, rows: Sequence[RunRow], fmt: str) -> None:
-    """Past runs, newest first, in format ``fmt`` (a key of HISTORY_FORMATS)."""
-    HISTORY_FORMATS[fmt](out, rows)
+def write_history(
+    out: TextIO, rows: Sequence[RunRow], fmt: str, *, died: Set[int] = frozenset()
+) -> None:
+    """Past runs, newest first, in format ``fmt`` (a key of HISTORY_FORMATS); the runs
+    ``died`` (ids) show as ``died``: ``running``, and their process is gone."""
+    HISTORY_FORMATS[fmt](out, rows, died)

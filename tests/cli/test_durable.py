@@ -284,3 +284,27 @@ def test_a_sandbox_run_cannot_be_resumed(cli, tmp_path) -> None:
         "runbook: run 1 was made with --sandbox: its simulator, and the executions it "
         "followed, ended with it, so it cannot be resumed; start a new run instead\n"
     )
+
+
+def test_a_run_whose_process_was_killed_shows_as_died(cli, api, plan, tmp_path) -> None:
+    api(Scenario(default={"queue": 0.0, "duration": 0.05}, workflows={2: {"duration": 5.0}}))
+    process = apply_until(plan, "load (workflow 2, execution")
+    alive = json.loads(cli("history", "--format", "json").out)
+    assert [run["state"] for run in alive] == ["running"]  # its process holds the lock
+    assert cli("status").out.startswith("Run 1 of night: running")
+    kill(process)
+    history = cli("history")
+    assert history.out.splitlines()[1].split()[:3] == ["1", "night", "died"]
+    assert json.loads(cli("history", "--format", "json").out)[0]["state"] == "died"
+    status = cli("status")
+    assert status.out.startswith("Run 1 of night: died")
+    state = tmp_path / "state"  # as RUNBOOK_STATE_DIR says: the resume names it
+    assert (
+        f"its process (pid {process.pid}) ended without ending the run: its executions may "
+        f"still be running; resume with: runbook apply {plan} --resume --state-dir {state}\n"
+    ) in status.out
+    document = json.loads(cli("status", "--format", "json").out)
+    assert document["state"] == "died" and document["pid"] == process.pid
+    assert document["resume_command"] == f"runbook apply {plan} --resume --state-dir {state}"
+    assert cli("apply", str(plan), "--resume", "-q").code == 0
+    assert json.loads(cli("history", "--format", "json").out)[0]["state"] == "succeeded"

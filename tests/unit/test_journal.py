@@ -497,3 +497,27 @@ def test_strings_from_the_journal_are_printed_escaped(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "\x1b" not in text and "\x07" not in text
     assert "p\\x1b]0;x\\x07" in text and "h\\x1b[2J" in text and "why\\x07" in text
+
+
+def test_a_holder_is_gone_when_nobody_holds_the_plans_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import subprocess
+
+    from runbook.journal import lock as locks
+
+    here = socket.gethostname()
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    held = PlanLock(tmp_path, "p")
+    held.acquire()
+    assert not locks.holder_gone(tmp_path, "p", os.getpid(), here)
+    held.release()
+    assert locks.holder_gone(tmp_path, "p", os.getpid(), here)  # the kernel's list says so
+    # where the kernel's list cannot be read, the pid says, on this host only
+    monkeypatch.setattr(locks, "_flock_holders", lambda *key: None)
+    assert not locks.holder_gone(tmp_path, "p", os.getpid(), here)
+    assert locks.holder_gone(tmp_path, "p", ended.pid, here)
+    assert not locks.holder_gone(tmp_path, "p", ended.pid, "another-host")
+    assert locks.holder_gone(tmp_path, "never-locked", ended.pid, here)
