@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from runbook.text import printable
 
 __all__ = [
+    "ONE_PER_LINE",
     "ApiError",
     "ApiUnavailable",
     "AuthError",
@@ -65,6 +66,11 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{printable(self.file)}:{self.line}:{self.column}: {self.message}"
+
+
+ONE_PER_LINE = "\nrunbook: "
+"""What joins the problems of one error into one message, each on a line of its own as
+the command line shows errors (``runbook: ...``)."""
 
 
 class RunbookError(Exception):

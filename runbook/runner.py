@@ -36,7 +36,7 @@ from runbook.run.bus import Bus
 from runbook.run.planned import planned
 from runbook.run.resume import left_running
 from runbook.run.signals import interrupts
-from runbook.target import ApiTarget, Went, api_target, resume_url, sandbox_target
+from runbook.target import ApiTarget, Went, resume_url, sandbox_target, targets
 
 if TYPE_CHECKING:
     from runbook.notify.notifier import Webhook
@@ -102,23 +102,16 @@ def prepare(options: ApplyOptions, *, notice: Tell | None = None) -> Iterator[Pr
                 if note:
                     tell("note", note)
         # the token source is checked before the plan's lock: a bad token file costs no lock
-        target = None
-        if not o.sandbox:
-            target = api_target(
-                plan,
-                api_url=api_url,
-                token_file=o.token_file,
-                token_command=o.token_command,
-                state_dir=directory,
-            )
-            if target.auth.note:
-                tell("note", target.auth.note)
-        webhooks: list[Webhook] = []
-        ping = None
-        if plan.notify or plan.healthchecks:  # the notifier loads only for a plan that has one
-            from runbook.notify.notifier import targets_of
-
-            webhooks, ping = targets_of(plan)
+        target, webhooks, ping = targets(
+            plan,
+            sandbox=o.sandbox,
+            api_url=api_url,
+            token_file=o.token_file,
+            token_command=o.token_command,
+            state_dir=directory,
+        )
+        if target is not None and target.auth.note:
+            tell("note", target.auth.note)
         warning = token_file_warning(o.token_file) if o.token_file else None
         if warning:
             tell("warning", warning)

@@ -9,15 +9,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runbook.api import Token, check_base_url
 from runbook.api.credentials import Credentials
 from runbook.auth import TokenSetup, choose_credentials
-from runbook.errors import UsageError
+from runbook.errors import ONE_PER_LINE, ConfigError, UsageError
 from runbook.netenv import ProxySettings, ca_bundle
 from runbook.plan import Plan
 
-__all__ = ["ApiTarget", "Went", "api_target", "resume_url", "sandbox_target"]
+if TYPE_CHECKING:
+    from runbook.notify.notifier import Webhook
+    from runbook.notify.urls import SecretUrl
+
+__all__ = ["ApiTarget", "Went", "api_target", "resume_url", "sandbox_target", "targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,45 @@ def api_target(
         environ=env,
     )
     return ApiTarget(url, auth, proxy)
+
+
+def targets(
+    plan: Plan,
+    *,
+    sandbox: bool,
+    api_url: str | None,
+    token_file: str | None,
+    token_command: str | None,
+    state_dir: Path,
+) -> tuple[ApiTarget | None, list[Webhook], SecretUrl | None]:
+    """Where the run's requests go (None: the sandbox, started later), its webhooks and
+    its ping URL: every one checked, and every problem found said in one ConfigError
+    (exit 3) — three unset variables are one message, not three runs."""
+    target = None
+    webhooks: list[Webhook] = []
+    ping = None
+    problems: list[str] = []
+    if not sandbox:
+        try:
+            target = api_target(
+                plan,
+                api_url=api_url,
+                token_file=token_file,
+                token_command=token_command,
+                state_dir=state_dir,
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if plan.notify or plan.healthchecks:  # the notifier loads only for a plan that has one
+        from runbook.notify.notifier import targets_of
+
+        try:
+            webhooks, ping = targets_of(plan)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(ONE_PER_LINE.join(problems))
+    return target, webhooks, ping
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runbook._compat import assert_never
+from runbook.errors import ONE_PER_LINE, ConfigError
 from runbook.events import (
     AttemptFinished,
     AttemptTriggered,
@@ -69,16 +70,24 @@ def targets_of(
     plan: Plan, environ: Mapping[str, str] | None = None
 ) -> tuple[list[Webhook], SecretUrl | None]:
     """The plan's webhooks and ping URL, read from the environment: a ConfigError
-    (exit 3) naming the variable when one cannot be used."""
-    webhooks = [
-        Webhook(
-            secret_url(target.webhook_env, f"notify[{index}]", environ), target.on, target.format
-        )
-        for index, target in enumerate(plan.notify)
-    ]
+    (exit 3) naming every variable that cannot be used, all in one message."""
+    webhooks: list[Webhook] = []
     ping = None
+    problems: list[str] = []
+    for index, target in enumerate(plan.notify):
+        try:
+            url = secret_url(target.webhook_env, f"notify[{index}]", environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            webhooks.append(Webhook(url, target.on, target.format))
     if plan.healthchecks is not None:
-        ping = secret_url(plan.healthchecks.ping_url_env, "healthchecks", environ)
+        try:
+            ping = secret_url(plan.healthchecks.ping_url_env, "healthchecks", environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(ONE_PER_LINE.join(problems))
     return webhooks, ping
 
 

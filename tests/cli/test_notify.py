@@ -403,6 +403,26 @@ def test_unusable_targets_are_exit_3_before_anything_is_triggered(
     assert cli("history").out == "No runs in the journal.\n"  # not even a run was written
 
 
+def test_every_variable_a_run_needs_and_lacks_is_named_at_once(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = api(Scenario(default=FAST))
+    body = "notify:\n  - {webhook_env: HOOK}\n  - {webhook_env: CHAT, format: slack}\n"
+    plan = plan_file(tmp_path, body + "healthchecks: {ping_url_env: HC}\n")
+    monkeypatch.delenv("NEXADATA_TOKEN")
+    result = cli("apply", str(plan))
+    assert result.code == 3
+    lines = result.err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("runbook: ") for line in lines)
+    assert "NEXADATA_TOKEN" in lines[0]
+    assert lines[1:] == [
+        "runbook: notify[0]: the environment variable HOOK is not set or empty",
+        "runbook: notify[1]: the environment variable CHAT is not set or empty",
+        "runbook: healthchecks: the environment variable HC is not set or empty",
+    ]
+    assert app.state.sandbox.stats()["requests_total"] == 0
+
+
 def test_at_risk_fires_once_while_the_run_goes_when_the_p90_end_passes_the_deadline(
     api, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
