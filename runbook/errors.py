@@ -35,6 +35,7 @@ __all__ = [
     "ONE_PER_LINE",
     "ApiError",
     "ApiUnavailable",
+    "ApiUnreachable",
     "AuthError",
     "ConfigError",
     "CredentialCacheError",
@@ -158,6 +159,12 @@ class TriggerOutcomeUnknown(ApiError):
 
 class ApiUnavailable(ApiError):
     """Transient faults (5xx, connection errors, malformed answers) outlasted the retries."""
+
+
+class ApiUnreachable(ConfigError):
+    """The API could not be reached at all (a name that does not resolve, a refused
+    connection) before any request of this invocation got an answer: where the run
+    goes is wrong, or the network is, and every step would fail the same way."""
 
 
 class LockedError(RunbookError):

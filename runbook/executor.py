@@ -234,7 +234,7 @@ class Executor:
         auth = isinstance(self.fatal, AuthError)
         for record in self.run.ordered():
             if record.state in ("pending", "running"):  # halted before it ended
-                record.reason = reasons.halted(record, auth)
+                record.reason = reasons.halted(record, self.fatal)
                 record.state = "pending"
         run = self.run
         run.ended_at = self._shell.clock.wall()

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -42,6 +43,7 @@ from runbook.api.urls import check_base_url
 from runbook.errors import (
     ApiError,
     ApiUnavailable,
+    ApiUnreachable,
     AuthError,
     ExecutionNotFound,
     TriggerOutcomeUnknown,
@@ -89,6 +91,12 @@ class _Retry:
 
     reason: str
     wait: float | None = None
+    unreached: bool = False
+    """The request never reached the API (no connection): safe to repeat."""
+
+
+API_PATH_HINT = "is the base URL right? It usually ends in /api/v1"
+"""Said where an answer suggests the base URL is not the API's."""
 
 
 def _refused(response: httpx.Response) -> bool:
@@ -121,6 +129,7 @@ class NexadataClient:
     ) -> None:
         """``proxy``: with the default transport, the proxy URL requests go through."""
         self.base_url = check_base_url(base_url)
+        self._api_path = urlsplit(self.base_url).path.rstrip("/").endswith("/api/v1")
         if isinstance(credentials, Token):
             credentials = Credentials.static(credentials)
         self.credentials = credentials
@@ -145,6 +154,8 @@ class NexadataClient:
             )
         self._transport = transport
         self.requests_sent = 0
+        self.answered = False
+        """Whether any request got an answer, whatever it was."""
         # a poll repeats one request: built once per execution and token (a URL parse
         # and a header copy, about a tenth of a request's CPU), sent every time
         self._requests: dict[str, httpx.Request] = {}
@@ -170,8 +181,9 @@ class NexadataClient:
         """``POST /workflows/{id}/execute``: a new execution (normally ``created``)."""
         execution = await self._send(Call.trigger(workflow_id))
         if execution is None:
+            hint = "" if self._api_path else f"; or {API_PATH_HINT}"
             raise WorkflowNotFound(
-                f"workflow {workflow_id} not found, or not in this token's organization"
+                f"workflow {workflow_id} not found, or not in this token's organization{hint}"
             )
         return execution
 
@@ -196,7 +208,7 @@ class NexadataClient:
                 try:
                     response = await self._authorized(call)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                    retry = _Retry(self._describe(exc))  # it never left: safe to repeat
+                    retry = _Retry(self._describe(exc), unreached=True)  # it never left
                 except httpx.HTTPError as exc:
                     if call.creates:
                         raise self._unknown(call, self._describe(exc)) from None
@@ -217,6 +229,12 @@ class NexadataClient:
                 continue
             failures += 1
             if failures >= self.retry.attempts:
+                if retry.unreached and not self.answered:
+                    raise ApiUnreachable(
+                        f"the API at {self.base_url} could not be reached: {retry.reason} "
+                        f"(gave up after {failures} tries, and no request of this run "
+                        "got an answer); check the URL, the proxy and the network"
+                    )
                 raise ApiUnavailable(
                     f"the API could not be reached for {call.what}: {retry.reason} "
                     f"(gave up after {failures} tries)"
@@ -243,6 +261,7 @@ class NexadataClient:
         """One request through the transport, its answer read in full."""
         self.requests_sent += 1
         response = await self._transport.handle_async_request(self._request(call, token))
+        self.answered = True
         try:
             await response.aread()
         finally:

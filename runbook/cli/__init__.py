@@ -23,6 +23,7 @@ COMMANDS = {
     "plan": "plans",
     "graph": "plans",
     "apply": "apply",
+    "check": "check",
     "status": "runs",
     "history": "runs",
     "sandbox": "sandbox",

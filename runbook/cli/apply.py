@@ -277,7 +277,7 @@ def _conclude(run: RunRecord, options: ApplyOptions) -> int:
             JsonLines(out)(_finished(run))
         elif options.log_format != "json":
             hint = None
-            resumable = run.exit_code is None or run.auth_failed or bool(run.in_flight())
+            resumable = run.exit_code in (None, 3) or bool(run.in_flight())
             if run.state != "succeeded" and resumable and not options.sandbox:
                 hint = f"Resume with: {options.resume_command}"
             write_summary(out, run, resume_hint=hint)

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from runbook.errors import JournalError, LockedError
 
-__all__ = ["PlanLock", "holder_gone"]
+__all__ = ["PlanLock", "holder_gone", "lock_held"]
 
 
 class PlanLock:
@@ -76,13 +76,20 @@ def holder_gone(directory: Path, plan: str, pid: int, host: str) -> bool:
     locks says so without taking the lock — a test lock, however brief, could make an
     ``apply`` starting that instant think another one runs. Where that list cannot be
     read, the pid says: on this host, no such process."""
-    path = lock_path(directory, plan)
-    try:
-        info = path.stat()
-    except OSError:
-        return _pid_gone(pid, host)
-    held = _flock_holders(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    held = lock_held(directory, plan)
     return _pid_gone(pid, host) if held is None else not held
+
+
+def lock_held(directory: Path, plan: str) -> bool | None:
+    """Whether a process holds plan ``plan``'s lock, as the kernel's list of locks says,
+    without taking it (None: that list cannot be read here)."""
+    try:
+        info = lock_path(directory, plan).stat()
+    except FileNotFoundError:
+        return False  # never taken in this state dir
+    except OSError:
+        return None
+    return _flock_holders(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
 
 
 def _flock_holders(major: int, minor: int, inode: int) -> bool | None:

@@ -71,6 +71,17 @@ def targets_of(
 ) -> tuple[list[Webhook], SecretUrl | None]:
     """The plan's webhooks and ping URL, read from the environment: a ConfigError
     (exit 3) naming every variable that cannot be used, all in one message."""
+    webhooks, ping, problems = read_targets(plan, environ)
+    if problems:
+        raise ConfigError(ONE_PER_LINE.join(problems))
+    return webhooks, ping
+
+
+def read_targets(
+    plan: Plan, environ: Mapping[str, str] | None = None
+) -> tuple[list[Webhook], SecretUrl | None, list[str]]:
+    """The webhooks and the ping URL that can be used, and what is wrong with each of
+    the others (``notify[0]: the environment variable HOOK is not set or empty``)."""
     webhooks: list[Webhook] = []
     ping = None
     problems: list[str] = []
@@ -86,9 +97,7 @@ def targets_of(
             ping = secret_url(plan.healthchecks.ping_url_env, "healthchecks", environ)
         except ConfigError as exc:
             problems.append(str(exc))
-    if problems:
-        raise ConfigError(ONE_PER_LINE.join(problems))
-    return webhooks, ping
+    return webhooks, ping, problems
 
 
 Post = Callable[..., Awaitable[Delivery]]

@@ -3,6 +3,7 @@ executor, the resume's take-over and the Airflow trigger read them from here."""
 
 from __future__ import annotations
 
+from runbook.errors import ApiUnreachable, AuthError, ConfigError
 from runbook.events import StepRecord
 
 __all__ = ["TIMEOUT_REASON", "ambiguous", "halted", "not_retried"]
@@ -24,15 +25,23 @@ def ambiguous(number: int) -> str:
     )
 
 
-def halted(record: StepRecord, auth: bool) -> str:
-    """Why a step is left pending by a run that halted (a signal; with ``auth``, the
-    token was lost)."""
+def halted(record: StepRecord, fatal: ConfigError | None = None) -> str:
+    """Why a step is left pending by a run that halted: a signal, or the ``fatal``
+    error that stopped it (the token lost, the API out of reach)."""
+    auth = isinstance(fatal, AuthError)
+    unreached = isinstance(fatal, ApiUnreachable)
     attempt = record.attempt
     if attempt is None:
         if auth:
             return "not started: the run ended for want of a usable token"
+        if unreached:
+            return "not started: the run stopped, as the API could not be reached"
+        if fatal is not None:
+            return "not started: the run stopped on a configuration error"
         return "not started: the run was interrupted"
     if attempt.state == "not created":
+        if unreached:
+            return "not started: its trigger could not reach the API, and the run stopped"
         return "not started: its trigger was refused, and the run halted"
     if attempt.ended_at is not None:
         return f"interrupted before a retry; {record.reason}"
