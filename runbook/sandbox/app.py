@@ -146,6 +146,12 @@ class SandboxState:
             return None
         return "invalid" if verdict == "unknown" else verdict
 
+    def use(self, scenario: Scenario) -> None:
+        """From now on, new executions behave as ``scenario`` says (for a test that
+        changes what the API does between two runs)."""
+        self.scenario = scenario
+        self._behaviours.clear()
+
     def behaviour(self, workflow_id: int) -> Behaviour:
         found = self._behaviours.get(workflow_id)
         if found is None:

@@ -24,6 +24,7 @@ EXIT_CODES = {
     errors.CredentialCacheError: 5,
     errors.TlsError: 3,
     errors.ProxyError: 3,
+    errors.ApiUnreachable: 3,
     errors.ApiError: 1,
     errors.WorkflowNotFound: 1,
     errors.ExecutionNotFound: 1,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from runbook.sandbox.app import create_app
 from runbook.sandbox.scenario import Scenario
 from runbook.sandbox.server import serve_in_thread
 from tests.support.entry import entry_point
-from tests.support.night import TOKEN, executions
+from tests.support.night import TOKEN, executions, finish
 from tests.support.receiver import Receiver
 
 FAST = {"queue": 0.0, "duration": 0.05}
@@ -190,7 +191,7 @@ def test_recovered_when_a_resume_succeeds(
 def test_late_arrives_while_the_run_is_still_going(
     api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api(Scenario(default={"queue": 0.0, "duration": 2.0}))
+    app = api(Scenario(default={"queue": 0.0, "duration": None}))  # until the test ends it
     plan = plan_file(tmp_path, "deadline: 300ms\n" + NOTIFY_ALL, steps="  a: {workflow_id: 1}\n")
     with Receiver() as receiver:
         monkeypatch.setenv("HOOK", receiver.url())
@@ -201,9 +202,8 @@ def test_late_arrives_while_the_run_is_still_going(
             text=True,
         )
         (late,) = receiver.wait_for(1)
-        still_going = process.poll() is None
+        finish(app)  # late came while the run went: now it may end
         out, err = process.communicate(timeout=60)
-    assert still_going, "the late notification came after the run's end"
     assert process.returncode == 0, err
     assert late.json()["event"] == "late" and late.json()["state"] == "running"
     assert late.json()["late"] is True
@@ -217,17 +217,19 @@ def test_a_resume_after_the_deadline_sends_late_once_per_run(
     cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api(Scenario(default=FAST, workflows={2: {"fail_first": 1}}))
-    plan = plan_file(tmp_path, "deadline: 200ms\n" + NOTIFY_ALL)
+    plan = plan_file(tmp_path, "deadline: 1h\n" + NOTIFY_ALL)
     with Receiver() as receiver:
         monkeypatch.setenv("HOOK", receiver.url())
         assert cli("apply", str(plan)).code == 1  # over in time: not late
-        time.sleep(0.25)  # the deadline passes between the two invocations
+        # two hours pass before the resume: the run started then, as its journal says
+        with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+            db.execute("UPDATE runs SET started_at = started_at - 7200")
         resumed = cli("apply", str(plan), "--resume", "--log-format", "json")
         assert resumed.code == 0
         assert events_of(receiver) == ["failed", "late", "succeeded", "recovered"]
         lines = [json.loads(line) for line in resumed.out.splitlines()]
         (late,) = [line for line in lines if line["event"] == "late"]
-        assert late["level"] == "warning" and late["deadline"] == 0.2
+        assert late["level"] == "warning" and late["deadline"] == 3600
     status = json.loads(cli("status", "--format", "json").out)
     assert status["late"] is True
     assert [n["event"] for n in status["notifications"]] == [
@@ -426,7 +428,7 @@ def test_every_variable_a_run_needs_and_lacks_is_named_at_once(
 def test_at_risk_fires_once_while_the_run_goes_when_the_p90_end_passes_the_deadline(
     api, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api(Scenario(default={"queue": 0.0, "duration": 0.4}))
+    app = api(Scenario(default={"queue": 0.0, "duration": 0.4}))
     steps = "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n"
     body = "notify:\n  - {on: [at_risk, late, succeeded], webhook_env: HOOK}\n"
     first = plan_file(tmp_path, body, steps=steps)
@@ -434,7 +436,9 @@ def test_at_risk_fires_once_while_the_run_goes_when_the_p90_end_passes_the_deadl
         monkeypatch.setenv("HOOK", receiver.url())
         assert cli("apply", str(first)).code == 0  # no history yet: no forecast, no risk
         assert events_of(receiver) == ["succeeded"]
-        # the history says a run takes about 0.8 s: a deadline of 0.6 s is at risk
+        # the history says a run takes about 0.8 s: a deadline of 0.6 s is at risk. This
+        # run's executions go on until at_risk and late have come
+        app.state.sandbox.use(Scenario(default={"queue": 0.0, "duration": None}))
         risky = plan_file(tmp_path, "deadline: 600ms\n" + body, steps=steps)
         process = subprocess.Popen(
             [*entry_point(), "apply", str(risky), "--log-format", "json"],
@@ -442,11 +446,11 @@ def test_at_risk_fires_once_while_the_run_goes_when_the_p90_end_passes_the_deadl
             stderr=subprocess.PIPE,
             text=True,
         )
-        receiver.wait_for(2)
-        still_going = process.poll() is None
+        receiver.wait_for(3)
+        app.state.sandbox.use(Scenario(default={"queue": 0.0, "duration": 0.0}))
+        finish(app)
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert still_going, "at_risk came after the run's end"
     assert events_of(receiver)[1:] == ["at_risk", "late", "succeeded"]
     at_risk = receiver.received[1].json()
     assert at_risk["state"] == "running" and at_risk["event"] == "at_risk"

@@ -246,8 +246,21 @@ def test_a_runs_rows_and_its_resume() -> None:
         host="h",
     ) == (
         "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, max_parallel, "
-        "assumed_done, options, started_at, auth) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        ("p", "p.yaml", "abc", 42, "h", "running", 2, '["z"]', '{"sandbox": true}', 5.0, "env"),
+        "assumed_done, options, started_at, auth, api_url) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            "p",
+            "p.yaml",
+            "abc",
+            42,
+            "h",
+            "running",
+            2,
+            '["z"]',
+            '{"sandbox": true}',
+            5.0,
+            "env",
+            None,
+        ),
     )
     insert_step = (
         "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure) "

@@ -12,6 +12,7 @@ import pytest
 from runbook.api import NexadataClient, RateBudget, RetryPolicy, Token
 from runbook.errors import (
     ApiUnavailable,
+    ApiUnreachable,
     AuthError,
     TriggerOutcomeUnknown,
     WorkflowNotFound,
@@ -118,11 +119,24 @@ def test_connection_refused_is_retried_for_a_post_too(clock) -> None:
         async with make_client(url, clock, retry=RetryPolicy(attempts=3)) as api:
             await api.trigger(1)
 
-    with pytest.raises(ApiUnavailable) as caught:
+    with pytest.raises(ApiUnreachable) as caught:  # never answered: exit 3, not a step failed
         asyncio.run(main())
-    assert str(caught.value).startswith("the API could not be reached for workflow 1: ConnectError")
-    assert str(caught.value).endswith("(gave up after 3 tries)")
+    assert str(caught.value).startswith(f"the API at {url} could not be reached: ConnectError")
+    assert str(caught.value).endswith(
+        "(gave up after 3 tries, and no request of this run got an answer); check the URL, "
+        "the proxy and the network"
+    )
     assert len(clock.slept) == 2
+
+    async def answered_before():
+        async with make_client(url, clock, retry=RetryPolicy(attempts=2)) as api:
+            api.answered = True  # as after any answer: now the API is down, not misplaced
+            await api.trigger(1)
+
+    with pytest.raises(ApiUnavailable) as caught:
+        asyncio.run(answered_before())
+    assert str(caught.value).startswith("the API could not be reached for workflow 1: ConnectError")
+    assert str(caught.value).endswith("(gave up after 2 tries)")
 
 
 def test_connection_dropped_after_a_post_is_unknown_and_sent_once(clock) -> None:
