@@ -171,6 +171,8 @@ class SandboxState:
             )
         elif outcome == "failed" and not errors:
             errors = ("Workflow failed (simulated by the runbook sandbox)",)
+        elif outcome == "succeeded":
+            errors = ()  # the errors of a fail_first workflow are its failed executions
         execution = SimulatedExecution(
             id=self._next_id,
             workflow_id=workflow_id,

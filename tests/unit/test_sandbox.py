@@ -315,3 +315,12 @@ def test_empty_scenario_is_the_default(tmp_path: Path) -> None:
     assert load_scenario(path) == Scenario()
     with pytest.raises(ScenarioError, match="is a directory"):
         load_scenario(tmp_path)
+
+
+def test_the_execution_that_succeeds_after_fail_first_carries_no_error() -> None:
+    app, clock = make(Scenario(workflows={3: {"fail_first": 1, "errors": ["Lock timeout"]}}))
+    first, second = (trigger(app, 3).json()["id"] for _ in range(2))
+    clock.now += 10_000
+    failed, succeeded = poll(app, first).json(), poll(app, second).json()
+    assert (failed["state"], failed["errors"]) == ("failed", ["Lock timeout"])
+    assert (succeeded["state"], succeeded["errors"]) == ("succeeded", [])
