@@ -206,8 +206,13 @@ def _message(validator: str, limit: Any, instance: Any, fallback: str) -> str:
     return fallback  # pragma: no cover - every keyword of runbook's schemas is handled above
 
 
+def schema_text(name: str) -> str:
+    """The JSON Schema ``runbook/schemas/<name>.schema.json`` as shipped (``plan`` or
+    ``scenario``)."""
+    return resources.files("runbook").joinpath(f"schemas/{name}.schema.json").read_text()
+
+
 @functools.cache
 def checker(name: str) -> SchemaChecker:
     """The checker of the schema ``runbook/schemas/<name>.schema.json``, built once."""
-    text = resources.files("runbook").joinpath(f"schemas/{name}.schema.json").read_text()
-    return SchemaChecker(json.loads(text))
+    return SchemaChecker(json.loads(schema_text(name)))

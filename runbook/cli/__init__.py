@@ -22,6 +22,7 @@ COMMANDS = {
     "validate": "plans",
     "plan": "plans",
     "graph": "plans",
+    "schema": "plans",
     "apply": "apply",
     "check": "check",
     "status": "runs",

@@ -45,7 +45,7 @@ def export_airflow(
     """Write an Apache Airflow 3 DAG file equivalent to the plan.
 
     One task per selected step, running runbook.airflow's operator (install
-    nexadata-runbook[airflow] where Airflow runs), plus a last task that fails the DAG
+    runbook with its airflow extra where Airflow runs), plus a last task that fails the DAG
     run exactly when apply would exit 1. The token comes from an Airflow connection
     (default nexadata_default, or the plan's airflow.conn_id): the file holds no secret.
     The plan stays the source of truth: export again when it changes. Nothing is sent.

@@ -112,3 +112,20 @@ def _forecast(plan: Plan, steps: Iterable[str] | None, state_dir: str | None) ->
         finally:
             store.close()
     return forecast(plan, history, steps=steps)
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["plan", "scenario"]), default="plan")
+def schema(kind: str) -> int:
+    """Print the JSON Schema of a plan (or of a sandbox scenario), for editors of
+    plans kept outside runbook's repository:
+
+    \b
+      runbook schema > .plan.schema.json
+    and, as the first line of each plan:
+      # yaml-language-server: $schema=.plan.schema.json
+    """
+    from runbook.schemacheck import schema_text
+
+    stdout().write(schema_text(kind))
+    return 0

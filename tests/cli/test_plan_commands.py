@@ -317,3 +317,23 @@ def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
     assert mermaid.endswith(
         "  classDef ignore stroke-dasharray: 2 2\n  class export_partner_feed ignore\n"
     )
+
+
+def test_schema_prints_the_schema_a_plan_is_checked_against(cli, tmp_path: Path) -> None:
+
+    result = cli("schema")
+    assert result.code == 0
+    assert result.out == (ROOT / "runbook" / "schemas" / "plan.schema.json").read_text()
+    scenario = cli("schema", "scenario")
+    assert json.loads(scenario.out)["title"] == "runbook sandbox scenario"
+    bad = cli("schema", "plans")
+    assert bad.code == 2 and "'plans' is not one of 'plan', 'scenario'" in bad.err
+    # what an editor is pointed at: a plan beside it validates, with the schema's line
+    schema = tmp_path / ".plan.schema.json"
+    schema.write_text(result.out)
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "# yaml-language-server: $schema=.plan.schema.json\nversion: 1\n"
+        "workflows: {a: {workflow_id: 1}}\n"
+    )
+    assert cli("validate", str(plan)).code == 0

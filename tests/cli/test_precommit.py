@@ -5,6 +5,7 @@ repository's ``.pre-commit-config.yaml`` would, and validates every plan it is g
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from tests.support.paths import DATA, REAL_PIP_CACHE, ROOT
+
+README = (ROOT / "README.md").read_text()
 
 
 def pre_commit(*argv: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
@@ -25,6 +28,8 @@ def pre_commit(*argv: str, cwd: Path, home: Path) -> subprocess.CompletedProcess
         "PRE_COMMIT_HOME": str(home),
         "PIP_CACHE_DIR": str(REAL_PIP_CACHE),  # wheels already fetched: no need to again
         "NO_COLOR": "1",
+        # the runbook of this environment first, as an activated virtualenv has it
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     return subprocess.run(
         [str(script) if script.exists() else "pre-commit", *argv],
@@ -68,3 +73,27 @@ def test_try_repo_passes_a_valid_plan_and_fails_an_invalid_one(tmp_path: Path) -
     )
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "Passed" in passed.stdout
+
+
+def test_the_local_hook_the_docs_show_uses_the_installed_runbook(tmp_path: Path) -> None:
+    """The ``repo: local`` form of README, needing no tag and no network: pre-commit
+    runs the ``runbook`` on PATH (here, this environment's)."""
+    block = re.search(r"```yaml\n(# \.pre-commit-config\.yaml\n.*?)```", README, re.S)
+    assert block is not None
+    plans = tmp_path / "repo"
+    (plans / "plans").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(plans)], check=True)
+    (plans / ".pre-commit-config.yaml").write_text(block[1])
+    shutil.copy(ROOT / "examples" / "nightly.yaml", plans / "plans" / "nightly.yaml")
+    shutil.copy(DATA / "plans" / "invalid" / "cycle.yaml", plans / "plans" / "broken.yaml")
+    (plans / "ci.yaml").write_text("jobs: {}\n")  # YAML that is no plan: not checked
+    subprocess.run(["git", "add", "."], cwd=plans, check=True)
+    home = tmp_path / "pre-commit-home"
+    failed = pre_commit("run", "--all-files", cwd=plans, home=home)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "plans/broken.yaml:6:17: dependency cycle: a -> b -> c -> a" in failed.stdout
+    assert "ci.yaml" not in failed.stdout
+    (plans / "plans" / "broken.yaml").unlink()
+    subprocess.run(["git", "add", "-A"], cwd=plans, check=True)
+    passed = pre_commit("run", "--all-files", cwd=plans, home=home)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
