@@ -61,7 +61,15 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
                 out.write(f"  {delivery_text(record)}\n")
     problems = [step for step in run.steps.values() if step.state != "succeeded"]
     problems.sort(key=lambda s: (_SUMMARY_ORDER.index(_label(s)), s.stage, s.name))
-    width = max((len(step.name) for step in problems), default=0)
+    # what a clean-up that ran did, for whoever was paged
+    cleaned = [
+        step
+        for step in run.ordered()
+        if step.run_if != "success" and step.state == "succeeded" and step.attempts
+    ]
+    if run.state == "succeeded":
+        cleaned = []
+    width = max((len(step.name) for step in [*problems, *cleaned]), default=0)
     for step in problems:
         attempt = step.attempt
         execution = (
@@ -74,6 +82,12 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
         if step.state == "failed" and attempt is not None:
             for error in attempt.errors:
                 out.write(f"  {'':<9} {'':<{width}}  error: {error}\n")
+    for step in cleaned:
+        why = f"; started because {step.why}" if step.why else ""
+        out.write(
+            f"  {'CLEAN-UP':<9} {step.name:<{width}}  workflow {step.workflow_id}: "
+            f"succeeded{why}\n"
+        )
     if run.auth_failed:
         _write_lost_token(out, run)
     if resume_hint:

@@ -88,8 +88,53 @@ def test_failed_in_slack_format_lists_each_failed_step(
     (request,) = receiver.received
     assert request.json() == {
         "text": "runbook: run 1 of plan `n` failed: 1 failed, 1 skipped\n"
-        "• `a` (workflow 1, execution 1): `execution 1 failed`"
+        "• `a` (workflow 1, execution 1): `execution 1 failed`\n"
+        "    error: `Row count`"
     }
+
+
+def test_the_alert_says_what_broke_and_what_the_clean_up_did(
+    cli, api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's error (redacted, escaped, cut) beside the failed step, and every
+    clean-up step that ran with its outcome: in Slack, in JSON and in the --quiet
+    summary a cron mail carries."""
+    long = "Load aborted: constraint violation in fact_orders <!here> " + "x" * 300
+    api(Scenario(default=FAST, workflows={2: {"outcome": "failed", "errors": [long]}}))
+    body = "notify:\n  - {webhook_env: SLACK, format: slack}\n  - {webhook_env: HOOK}\n"
+    steps = (
+        "  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n"
+        "  rollback: {workflow_id: 3, depends_on: b, run_if: failure}\n"
+        "  unlock: {workflow_id: 4, depends_on: [b, rollback], run_if: always}\n"
+    )
+    with Receiver() as receiver:
+        monkeypatch.setenv("SLACK", receiver.url("/slack"))
+        monkeypatch.setenv("HOOK", receiver.url("/json"))
+        result = cli("apply", str(plan_file(tmp_path, body, steps=steps)), "--quiet")
+    assert result.code == 1
+    sent = {request.target: request.json() for request in receiver.received}
+    cut = long[:199] + "…"
+    text = sent["/slack"]["text"].splitlines()
+    assert text[1] == "• `b` (workflow 2, execution 2): `execution 2 failed`"
+    assert text[2] == "    error: `" + cut.replace("<", "&lt;").replace(">", "&gt;") + "`"
+    assert text[3] == "clean-up: `rollback` succeeded, `unlock` succeeded"
+    document = sent["/json"]
+    assert document["failures"] == [
+        {
+            "step": "b",
+            "workflow_id": 2,
+            "execution_id": 2,
+            "reason": "execution 2 failed",
+            "error": cut,
+        }
+    ]
+    assert [(c["step"], c["run_if"], c["state"]) for c in document["clean_up"]] == [
+        ("rollback", "failure", "succeeded"),
+        ("unlock", "always", "succeeded"),
+    ]
+    lines = result.out.splitlines()
+    assert any(line.split()[:3] == ["CLEAN-UP", "rollback", "workflow"] for line in lines)
+    assert "started because run_if failure: upstream b failed" in result.out
 
 
 HOSTILE = "<!channel> <!here> *URGENT* <http://evil.example/login|Click to re-authenticate>"
