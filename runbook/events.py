@@ -78,6 +78,8 @@ class StepRecord:
     """It failed under ``on_failure: ignore``: shown failed, but it passed."""
     why: str | None = None
     """Why a ``run_if: failure/always`` step started (its upstreams' ends)."""
+    upstreams: tuple[str, ...] = ()
+    """The selected steps it waits for, as the plan says (for the live view)."""
 
     @property
     def attempt(self) -> AttemptRecord | None:

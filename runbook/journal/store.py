@@ -312,7 +312,12 @@ class Store:
         ):
             step = check_row(STEPS, found)
             steps[step.name] = record_of(
-                StepRecord, step, reason=_text(step.reason), why=_text(step.why), attempts=[]
+                StepRecord,
+                step,
+                reason=_text(step.reason),
+                why=_text(step.why),
+                attempts=[],
+                upstreams=(),  # the plan's, not the journal's
             )
         for found in self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (run_id,)

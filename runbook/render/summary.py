@@ -85,8 +85,7 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
     for step in cleaned:
         why = f"; started because {step.why}" if step.why else ""
         out.write(
-            f"  {'CLEAN-UP':<9} {step.name:<{width}}  workflow {step.workflow_id}: "
-            f"succeeded{why}\n"
+            f"  {'CLEAN-UP':<9} {step.name:<{width}}  workflow {step.workflow_id}: succeeded{why}\n"
         )
     if run.auth_failed:
         _write_lost_token(out, run)

@@ -53,6 +53,7 @@ def planned(
                 order.stage[name] + 1,
                 run_if=plan.steps[name].run_if,
                 on_failure=plan.steps[name].on_failure,
+                upstreams=tuple(plan.upstreams(name, order.stage)),
             )
             for name in order
         },

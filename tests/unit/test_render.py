@@ -49,10 +49,80 @@ def test_live_view_of_200_steps_fits_one_screen() -> None:
     lines = text.splitlines()
     assert lines[0] == "big  200 steps: 35 pending  12 running  150 succeeded  3 failed  "
     assert "step_150" in text and "step_164" in text  # failed and running are shown
-    assert "step_149" in text  # the most recent finished one
-    assert "step_000" not in text  # older successes are only counted
-    assert len(lines) <= 22
+    assert "step_165" in text and "step_169" in text  # then the first pending ones
+    assert "step_149" not in text and "step_000" not in text  # successes: only counted
+    assert lines[-1] == "... and 30 more pending, 150 more succeeded"
+    assert len(lines) == 23  # the header, the table's, 20 rows, the count of the others
     assert "12s" in text  # elapsed of running steps
+
+
+def test_the_live_view_fills_the_terminals_height_and_finished_steps_go_first() -> None:
+    run = big_run()
+    out = io.StringIO()
+    console = Console(file=out, width=160, height=45, force_terminal=False)
+    view = LiveView(console, clock=lambda: 112.0)
+    view.run = run
+    console.print(view.render())
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 44  # every row of a 45-row terminal but the cursor's
+    assert lines[-1] == "... and 9 more pending, 150 more succeeded"
+    small = {
+        name: StepRecord(name, index, 1 + index // 2, state=state, upstreams=ups)
+        for index, (name, state, ups) in enumerate(
+            [
+                ("extract", "succeeded", ()),
+                ("snapshot", "succeeded", ()),
+                ("load", "running", ("extract", "snapshot")),
+                ("report", "pending", ("load",)),
+                ("audit", "pending", ("extract",)),
+            ]
+        )
+    }
+    out = io.StringIO()
+    console = Console(file=out, width=160, height=45, force_terminal=False)
+    view = LiveView(console, clock=lambda: 112.0)
+    view.run = RunRecord(plan="s", run_id=1, max_parallel=1, steps=small, started_at=100.0)
+    console.print(view.render())
+    text = out.getvalue()
+    rows = {line.split()[1]: line for line in text.splitlines()[2:] if line.strip()}
+    assert list(rows) == ["load", "report", "audit", "extract", "snapshot"]  # all fit
+    assert rows["report"].rstrip().endswith("after load")
+    assert rows["audit"].rstrip().endswith("waiting for a slot (max_parallel 1)")
+
+
+def test_a_retry_wait_counts_down_and_a_failure_shows_the_apis_error() -> None:
+    from runbook.events import AttemptTriggering, RetryScheduled
+
+    load = StepRecord("load", 1, 1, state="running", started_at=100.0)
+    load.attempts.append(
+        AttemptRecord(1, 100.0, execution_id=5, state="failed", errors=("Lock timeout",))
+    )
+    load.reason = "execution 5 failed"
+    gone = StepRecord("export", 2, 1, state="failed", reason="execution 6 failed")
+    gone.attempts.append(
+        AttemptRecord(1, 100.0, execution_id=6, state="failed", errors=("Quota exceeded",))
+    )
+    run = RunRecord(
+        plan="r", run_id=1, max_parallel=2, steps={"load": load, "export": gone}, started_at=0
+    )
+    now = [104.0]
+    out = io.StringIO()
+    console = Console(file=out, width=160, height=20, force_terminal=False)
+    view = LiveView(console, clock=lambda: now[0])
+    view.run = run
+    view(RetryScheduled(load, 5.0, 103.0))
+    console.print(view.render())
+    line = next(line for line in out.getvalue().splitlines() if "load" in line)
+    assert "retry in 4s" in line and "execution 5 failed: Lock timeout" in line
+    failed = next(line for line in out.getvalue().splitlines() if "export" in line)
+    assert "execution 6 failed: Quota exceeded" in failed
+    view(AttemptTriggering(load, load.attempts[0], 108.0))  # the retry has begun
+    load.attempts[0].state = "triggering"
+    out.truncate(0)
+    out.seek(0)
+    console.print(view.render())
+    line = next(line for line in out.getvalue().splitlines() if "load" in line)
+    assert "retry in" not in line and "triggering" in line
 
 
 def test_live_view_follows_events() -> None:
