@@ -131,6 +131,10 @@ class RunRecord:
     """The run ended because no token could be had, or the API refused every one."""
     api_url: str | None = None
     """The API base URL the run went to (the sandbox's, for a sandbox run)."""
+    invocations: int = 1
+    """How many invocations the run has had, this one included (a resume adds one)."""
+    first_started: float | None = None
+    """A resumed run: when its first invocation started (``started_at`` is this one's)."""
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)

@@ -182,6 +182,8 @@ RUNS = Table(
         # 5: the API base URL the run went to, where its resume must go (NULL: a run
         # recorded before version 5, which goes where its resume is told)
         Column("api_url", "TEXT", since=5),
+        # 5: how many invocations the run has had (a resume is one more)
+        Column("invocations", "INTEGER NOT NULL DEFAULT 1", since=5),
     ),
     key=("id",),
     indexes=(("runs_by_plan", ("plan", "id")),),

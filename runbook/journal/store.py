@@ -62,6 +62,7 @@ class RunRow:
     token_refreshes: int = 0
     auth_failed: bool = False
     api_url: str | None = None
+    invocations: int = 1
 
 
 class Store:
@@ -369,4 +370,5 @@ class Store:
             token_refreshes=row.token_refreshes,
             auth_failed=row.auth_failed,
             api_url=_text(row.api_url),
+            invocations=row.invocations,
         )

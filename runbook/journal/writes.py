@@ -210,6 +210,7 @@ def reopened_run(
         ended_at=None,
         auth=run.auth,
         auth_failed=False,
+        invocations=run.invocations,
     )
     return owner, upsert_rows(
         STEPS, ((_step(run_id, s), _plan_side(s)) for s in run.steps.values())

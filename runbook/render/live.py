@@ -158,11 +158,12 @@ class LiveView:
         shown = [step for group in groups for step in group][:rows]
         for step in shown:
             table.add_row(*self._row(step))
-        unshown = Counter(step.state for step in steps) - Counter(step.state for step in shown)
+        unshown: Counter[str] = Counter(step.state for step in steps)
+        unshown.subtract(step.state for step in shown)
         footer = Text(
             "... and "
             + ", ".join(f"{unshown[state]} more {state}" for state in _STYLES if unshown[state])
-            if unshown
+            if any(unshown.values())
             else "",
             style="dim",
         )

@@ -47,7 +47,13 @@ def count_text(run: RunRecord) -> str:
 
 def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None) -> None:
     """The run's outcome in a few lines: counts, then every step that did not succeed."""
-    took = format_duration((run.ended_at or run.started_at) - run.started_at)
+    end = run.ended_at or run.started_at
+    took = format_duration(end - run.started_at)
+    if run.invocations > 1 and run.first_started is not None:  # the run's time, not this one's
+        took = (
+            f"{format_duration(end - run.first_started)} over {run.invocations} invocations "
+            f"(this one {took})"
+        )
     counts = count_text(run)
     ident = f"Run {run.run_id} of" if run.run_id is not None else "Run of"
     out.write(f"{ident} {run.plan} {run.state} in {took}: {counts}\n")

@@ -62,6 +62,8 @@ def planned(
     )
     resumed = Resumed()
     if prior is not None:
+        run.invocations = prior.invocations + 1
+        run.first_started = prior.started_at
         resumed = take_over(
             prior,
             run.steps,

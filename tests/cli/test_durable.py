@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -60,6 +61,12 @@ def test_sigkill_with_executions_in_flight_then_resume(cli, api, plan, tmp_path)
     assert result.code == 0, result.out + result.err
     assert result.out.count("re-attached to execution") == 2
     assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
+    # the summary gives the run's whole time, from its first invocation's start
+    (summary,) = [line for line in result.out.splitlines() if line.startswith("Run 1 of")]
+    assert re.fullmatch(
+        r"Run 1 of night succeeded in \S+ over 2 invocations \(this one \S+\): 4 succeeded",
+        summary,
+    ), summary
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["run_id"] == 1 and document["state"] == "succeeded"
     load = next(s for s in document["steps"] if s["name"] == "load")

@@ -108,6 +108,7 @@ RELEASED = [
     """,
     """
     ALTER TABLE runs ADD COLUMN api_url TEXT;
+    ALTER TABLE runs ADD COLUMN invocations INTEGER NOT NULL DEFAULT 1;
     """,
 ]
 """Every released version's statements, as runbook first wrote them (append a version
@@ -129,7 +130,7 @@ OLD_ROWS = {
         "1, 3.0)",
     ],
     4: ["UPDATE runs SET auth = 'env', token_refreshes = 2"],
-    5: ["UPDATE runs SET api_url = 'https://api.example/api/v1'"],
+    5: ["UPDATE runs SET api_url = 'https://api.example/api/v1', invocations = 2"],
 }
 
 
