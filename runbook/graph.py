@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbook.errors import UsageError
-from runbook.text import did_you_mean
+from runbook.text import NAME_CUTOFF, did_you_mean
 
 __all__ = [
     "Dag",
@@ -208,7 +208,7 @@ class Dag:
 
     def _expand(self, spec: Spec) -> set[str]:
         if spec.name not in self.depends_on:
-            hint = did_you_mean(spec.name, self.depends_on)
+            hint = did_you_mean(spec.name, self.depends_on, cutoff=NAME_CUTOFF)
             raise UsageError(f"{spec.option} {spec.text!r}: unknown step {spec.name!r}{hint}")
         names = {spec.name}
         if spec.upstream:

@@ -17,7 +17,7 @@ from runbook import graph
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import Problem
 from runbook.schemacheck import show, where
-from runbook.text import did_you_mean
+from runbook.text import NAME_CUTOFF, did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
 __all__ = ["BUILTIN_DEFAULTS", "DURATION_KEYS", "Semantics"]
@@ -79,7 +79,7 @@ class Semantics:
                     self.report(("finally", index), f"{show(name)} is listed {count}")
                     times[name] = 0
             elif name not in self.workflows:
-                hint = did_you_mean(name, names)
+                hint = did_you_mean(name, names, cutoff=NAME_CUTOFF)
                 self.report(("finally", index), f"unknown step {show(name)}{hint}")
             else:
                 self.finally_steps[name] = None
@@ -129,7 +129,7 @@ class Semantics:
                         self.report(path, f"{show(upstream)} is listed {count}")
                         times[upstream] = 0
                 elif upstream not in known:
-                    hint = did_you_mean(upstream, names)
+                    hint = did_you_mean(upstream, names, cutoff=NAME_CUTOFF)
                     self.report(path, f"unknown step {show(upstream)}{hint}")
                 else:
                     if upstream in self.finally_steps and name not in self.finally_steps:

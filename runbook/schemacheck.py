@@ -39,6 +39,8 @@ _KEY_HINTS = {
     "workflow_id": "workflow_id belongs to each step, not to defaults",
     "run_if": "run_if belongs to each step, not to defaults: say on each clean-up, rollback "
     "or alert step when it runs",
+    "schedule": "a plan has no schedule of its own: run apply from cron (0 3 * * * runbook "
+    "apply plan.yaml --quiet), or give the schedule to runbook export airflow --schedule",
 }
 _URL_HINT = (
     "a plan never holds a {what} URL (it is a secret): put it in an environment variable "
@@ -164,11 +166,35 @@ class SchemaChecker:
         elif validator == "pattern" and "patternErrorMessage" in schema:
             yield doc.problem(path, f"{prefix}{show(instance)} {schema['patternErrorMessage']}")
         elif "errorMessage" in schema:
-            yield doc.problem(path, f"{prefix}{show(instance)} {schema['errorMessage']}")
+            hint = self._hint(schema, instance)
+            yield doc.problem(path, f"{prefix}{show(instance)} {schema['errorMessage']}{hint}")
         else:
             yield doc.problem(
                 path, prefix + _message(validator, error.validator_value, instance, error.message)
             )
+
+
+    def _hint(self, schema: Mapping[str, Any], instance: Any) -> str:
+        """``; did you mean 'x'?`` for a value close to one the schema takes: one of its
+        choices (``failure`` for ``failed``), or a duration written in capitals (``2H``)."""
+        if not isinstance(instance, str):
+            return ""
+        choices = list(schema.get("enum", ()))
+        for option in [*schema.get("anyOf", ()), *schema.get("oneOf", ())]:
+            ref = option.get("$ref", "") if isinstance(option, Mapping) else ""
+            if ref.startswith("#/$defs/"):
+                choices += self.schema["$defs"][ref.removeprefix("#/$defs/")].get("enum", ())
+        if choices:
+            return did_you_mean(instance, [str(choice) for choice in choices])
+        if "duration" in str(schema.get("errorMessage")) and instance != instance.lower():
+            from runbook.durations import parse_duration
+
+            try:
+                parse_duration(instance.lower())
+            except ValueError:
+                return ""
+            return f"; did you mean {instance.lower()!r}?"
+        return ""
 
 
 def _unknown_key(key: Any, known: list[str], value: Any) -> str:

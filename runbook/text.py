@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
+    "NAME_CUTOFF",
     "did_you_mean",
     "is_token_text",
     "message_texts",
@@ -25,11 +26,21 @@ def is_token_text(text: str) -> bool:
     return bool(text) and all(0x21 <= ord(c) <= 0x7E for c in text)
 
 
-def did_you_mean(word: object, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` when a choice is close to ``word``, else ``""``."""
+NAME_CUTOFF = 0.8
+"""How close a name must be to be suggested for a step name: names share prefixes
+(``extract_``), so what only shares one (``extract_customers``, ``extract_orders``) is
+another step, not a typo. Letters swapped (``jion``, ``join``) are one, however short."""
+
+
+def did_you_mean(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """``"; did you mean 'x'?"`` when a choice is close to ``word``, else ``""``; with
+    a ``cutoff`` above 0.6, a choice of the same letters in another order is close too."""
     if not isinstance(word, str):
         return ""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=cutoff)
+    if not close and cutoff > 0.6:
+        close = [o for o in options if sorted(o) == sorted(word) and o != word][:1]
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

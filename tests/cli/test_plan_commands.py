@@ -337,3 +337,29 @@ def test_schema_prints_the_schema_a_plan_is_checked_against(cli, tmp_path: Path)
         "workflows: {a: {workflow_id: 1}}\n"
     )
     assert cli("validate", str(plan)).code == 0
+
+
+def test_hints_for_the_mistakes_a_newcomer_makes(cli, tmp_path: Path) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "version: 1\n"
+        "notify:\n  - {webhook_env: HOOK, on: failure}\n  - {webhook_env: HOOK2, on: [failure]}\n"
+        "schedule: '0 3 * * *'\n"
+        "workflows:\n"
+        "  extract_orders: {workflow_id: 1, timeout: 2H}\n"
+        "  report: {workflow_id: 2, depends_on: [extract_customers, extract_ordres]}\n"
+    )
+    lines = cli("validate", str(plan)).err.splitlines()
+    assert lines[0].endswith("(each once); did you mean 'failed'?")
+    assert lines[1].endswith("at_risk; did you mean 'failed'?")
+    assert lines[2] == (
+        f"{plan}:5:1: unknown key 'schedule': a plan has no schedule of its own: run apply "
+        "from cron (0 3 * * * runbook apply plan.yaml --quiet), or give the schedule to "
+        "runbook export airflow --schedule"
+    )
+    assert lines[3].endswith("(e.g. 90s, 1h30m); did you mean '2h'?")
+    # another step that shares a prefix is no typo; letters swapped are one
+    assert lines[4].endswith("depends_on[0]: unknown step 'extract_customers'")
+    assert lines[5].endswith(
+        "depends_on[1]: unknown step 'extract_ordres'; did you mean 'extract_orders'?"
+    )
