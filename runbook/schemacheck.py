@@ -173,7 +173,6 @@ class SchemaChecker:
                 path, prefix + _message(validator, error.validator_value, instance, error.message)
             )
 
-
     def _hint(self, schema: Mapping[str, Any], instance: Any) -> str:
         """``; did you mean 'x'?`` for a value close to one the schema takes: one of its
         choices (``failure`` for ``failed``), or a duration written in capitals (``2H``)."""

@@ -12,6 +12,7 @@ from runbook.cli.shared import (
     dirs,
     duration,
     files,
+    plan_files,
     selection_options,
     state_dir_option,
     stderr,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
 @click.option(
     "--api-url",
     metavar="URL",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from runbook.cli.shared import dirs, files, state_dir_option, stdout
+from runbook.cli.shared import dirs, files, plan_files, state_dir_option, stdout
 
 
 @click.command()
-@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
 @click.option(
     "--api-url",
     metavar="URL",

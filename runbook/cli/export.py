@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from runbook.cli.shared import files, load, selection_options, stderr, stdout
+from runbook.cli.shared import files, load, plan_files, selection_options, stderr, stdout
 from runbook.errors import UsageError
 from runbook.text import printable, shell_word
 
@@ -17,7 +17,7 @@ def export() -> None:
 
 
 @export.command("airflow")
-@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
 @click.option(
     "--output",
     "-o",

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import click
 
 from runbook.cli.shared import (
-    files,
     forecast_options,
     format_option,
     load,
+    plan_files,
     selection_options,
     stderr,
     stdout,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("plans", nargs=-1, required=True, metavar="PLAN...", shell_complete=files)
+@click.argument("plans", nargs=-1, required=True, metavar="PLAN...", shell_complete=plan_files)
 def validate(plans: tuple[str, ...]) -> int:
     """Check plans without sending anything.
 
@@ -47,7 +47,7 @@ def validate(plans: tuple[str, ...]) -> int:
 
 
 @click.command()
-@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
 @format_option("text", "json", help="Output format.")
 @forecast_options
 @selection_options
@@ -76,7 +76,7 @@ def plan(
 
 
 @click.command()
-@click.argument("plan_path", metavar="PLAN", shell_complete=files)
+@click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
 @format_option("dot", "mermaid", help="Graphviz DOT or a Mermaid flowchart.")
 @forecast_options
 def graph(plan_path: str, fmt: str, with_forecast: bool, state_dir: str | None) -> int:

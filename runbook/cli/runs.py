@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from runbook.cli.shared import format_option, state_dir_option, stdout
+from runbook.cli.shared import format_option, run_ids, state_dir_option, stdout
 from runbook.errors import UsageError
 
 
 @click.command()
-@click.argument("run_id", type=int, required=False)
+@click.argument("run_id", type=int, required=False, shell_complete=run_ids)
 @state_dir_option
 @format_option("text", "json")
 def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:

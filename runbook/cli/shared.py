@@ -31,10 +31,17 @@ def selection_options(command: Any) -> Any:
         "excludes",
         multiple=True,
         metavar="SPEC",
+        shell_complete=step_specs,
         help="Leave out these steps (same SPEC forms as --select). Repeatable.",
     )(command)
     return click.option(
-        "--select", "-s", "selects", multiple=True, metavar="SPEC", help=_SELECT_HELP
+        "--select",
+        "-s",
+        "selects",
+        multiple=True,
+        metavar="SPEC",
+        shell_complete=step_specs,
+        help=_SELECT_HELP,
     )(command)
 
 
@@ -65,6 +72,76 @@ def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[A
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(incomplete, type="file")]
+
+
+def plan_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers the YAML files (and the directories) that start so."""
+    import os
+
+    from click.shell_completion import CompletionItem
+
+    folder, start = os.path.split(incomplete)
+    try:
+        entries = sorted(os.scandir(folder or "."), key=lambda e: e.name)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not entry.name.startswith(start) or (entry.name.startswith(".") and not start):
+            continue
+        path = os.path.join(folder, entry.name)
+        if entry.is_dir():
+            found.append(CompletionItem(path + "/", type="plain"))
+        elif entry.name.endswith((".yaml", ".yml")):
+            found.append(CompletionItem(path))
+    return found
+
+
+def step_specs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers the plan's step names (the PLAN already typed), with the
+    ``+`` the word starts with: ``-s +tr`` offers ``+transform``."""
+    from click.shell_completion import CompletionItem
+
+    # while the option's value is the word being completed, click leaves PLAN unparsed
+    path = ctx.params.get("plan_path") or next(
+        (arg for arg in ctx.args if not arg.startswith("-")), None
+    )
+    if not path:
+        return []
+    try:
+        from runbook.plan import load_plan
+
+        names = list(load_plan(path).steps)
+    except Exception:  # an unreadable plan offers nothing: completion never complains
+        return []
+    plus = "+" if incomplete.startswith("+") else ""
+    word = incomplete.removeprefix("+")
+    return [CompletionItem(plus + name) for name in names if name.startswith(word)]
+
+
+def run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion offers the journal's latest run ids, each with its plan and
+    state; the journal is only read (nothing is created or migrated)."""
+    import sqlite3
+
+    from click.shell_completion import CompletionItem
+
+    from runbook.journal.location import state_dir
+    from runbook.journal.store import DB_NAME
+
+    journal = state_dir(ctx.params.get("state_dir")) / DB_NAME
+    if not journal.is_file():
+        return []
+    try:
+        with sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT id, plan, state FROM runs ORDER BY id DESC LIMIT 30")
+            return [
+                CompletionItem(str(ident), help=f"{plan} {state}")
+                for ident, plan, state in rows
+                if str(ident).startswith(incomplete)
+            ]
+    except sqlite3.Error:
+        return []
 
 
 def dirs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

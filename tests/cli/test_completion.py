@@ -40,7 +40,6 @@ def test_each_shell_gets_its_completion_script(shell: str, registration: str) ->
     [
         ("runbook ap", 1, ["plain,apply"]),
         ("runbook plan x --format ", 4, ["plain,text", "plain,json"]),
-        ("runbook plan ", 2, ["file,"]),
         ("runbook apply p.yaml --state-dir ", 4, ["dir,"]),
         ("runbook apply p.yaml --report ", 4, ["file,"]),
     ],
@@ -49,6 +48,38 @@ def test_words_commands_choices_files_and_dirs_complete(words, cword, expected) 
     done = complete("bash_complete", COMP_WORDS=words, COMP_CWORD=str(cword))
     assert done.returncode == 0
     assert done.stdout.split() == expected
+
+
+def test_plans_steps_and_run_ids_complete(tmp_path, monkeypatch) -> None:
+    """After PLAN: only YAML files and folders; after -s/-x: the plan's step names (with
+    the + typed); after status: the journal's run ids, read without touching it."""
+    from tests.support.paths import ROOT
+
+    (tmp_path / "plans").mkdir()
+    for name in ("nightly.yaml", "notes.txt", "other.yml"):
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+
+    def offered(words: str, cword: int, **env: str) -> list[str]:
+        done = complete("bash_complete", COMP_WORDS=words, COMP_CWORD=str(cword), **env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert offered("runbook apply ", 2) == ["plain,nightly.yaml", "plain,other.yml", "plain,plans/"]
+    assert offered("runbook validate n", 2) == ["plain,nightly.yaml"]
+    plan = str(ROOT / "examples" / "nightly.yaml")
+    assert offered(f"runbook apply {plan} -s +build", 4) == ["plain,+build_sales_mart"]
+    assert offered(f"runbook plan {plan} --exclude refresh", 4) == ["plain,refresh_dashboards"]
+    state = tmp_path / "state"
+    assert offered("runbook status ", 2, RUNBOOK_STATE_DIR=str(state)) == []
+    assert not state.exists()  # completion created nothing
+    from runbook.journal import Store
+    from tests.unit.test_journal import recorded_run
+
+    with Store(state) as journal:
+        recorded_run(journal)
+        recorded_run(journal)
+    assert offered("runbook status ", 2, RUNBOOK_STATE_DIR=str(state)) == ["plain,2", "plain,1"]
 
 
 def test_a_real_bash_completes_with_the_script() -> None:
