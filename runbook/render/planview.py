@@ -151,6 +151,13 @@ def _forecast_text(out: TextIO, forecast: Forecast) -> None:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         out.write("  ".join(cells) + "  " + row[-1] + "\n")
     out.write("(* on the critical path; START and END in the p50 schedule)\n")
+    ends = [step.end for step in forecast.steps.values() if step.end is not None]
+    if ends and abs(max(ends) - forecast.p50) >= max(0.05 * forecast.p50, 0.5):
+        out.write(
+            f"(the schedule, each step at its own p50, ends at {format_duration(max(ends))}; "
+            f"the run's p50, {format_duration(forecast.p50)}, is the middle of whole simulated "
+            "runs, in which parallel steps that vary make the run wait for the slowest)\n"
+        )
 
 
 def _forecast_json(forecast: Forecast) -> dict[str, Any]:

@@ -258,3 +258,24 @@ def test_a_forecast_of_what_remains_skips_what_ended_and_counts_what_runs(
     assert result.steps["a"].start is None and result.steps["b"].start is None
     assert result.steps["c"].start == 0.0
     assert result.p50 == pytest.approx(max(seen(plan, "c", 10), seen(plan, "d", 100) - 60))
+
+
+def test_a_p50_beyond_the_p50_schedule_is_explained(tmp_path: Path) -> None:
+    """Four parallel steps that take 10 s or 100 s: each step's p50 schedule ends early,
+    the run's p50 waits for the slowest; the text says why the two differ, and says
+    nothing where they agree."""
+    import io
+
+    from runbook.render.planview import _forecast_text
+
+    body = "".join(f"  s{n}: {{workflow_id: {n}}}\n" for n in range(1, 5))
+    plan = plan_of(tmp_path, body)
+    varied = forecast(plan, {n: [10.0, 10.0, 100.0] for n in range(1, 5)})
+    out = io.StringIO()
+    _forecast_text(out, varied)
+    assert max(s.end for s in varied.steps.values() if s.end is not None) < varied.p50
+    assert "is the middle of whole simulated runs" in out.getvalue()
+    steady = forecast(plan, {n: [10.0] for n in range(1, 5)})
+    out = io.StringIO()
+    _forecast_text(out, steady)
+    assert "simulated runs, in which" not in out.getvalue()
