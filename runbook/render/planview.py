@@ -250,8 +250,23 @@ def _edges(plan: Plan) -> list[tuple[str, str, str | None]]:
             edges.append((upstream, name, label))
         if name in last:
             implicit = f"finally, {step.run_if}" if label else "finally"
-            edges += [(end, name, implicit) for end in ends if end not in step.depends_on]
+            into = [end for end in ends if end not in step.depends_on]
+            # one label says it: the same label on each edge would overlap at the step
+            edges += [(end, name, implicit if i == 0 else "") for i, end in enumerate(into)]
     return edges
+
+
+def _legend(plan: Plan, forecast: Forecast | None) -> list[str]:
+    """What the drawing's styles mean, for those it uses."""
+    lines = []
+    if any(label is not None for _, _, label in _edges(plan)):
+        lines.append("dashed arrow: into a clean-up step, labelled with its run_if")
+    for policy, look in (("continue", "dashed"), ("ignore", "dotted")):
+        if any(step.on_failure == policy for step in plan.steps.values()):
+            lines.append(f"{look} box: on_failure {policy}")
+    if forecast is not None and forecast.critical_path:
+        lines.append("red: the critical path (dotted: a wait for a free slot)")
+    return lines
 
 
 def _critical_edges(forecast: Forecast | None) -> set[tuple[str, str]]:
@@ -277,7 +292,11 @@ def write_dot(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None
         out.write(f"  {_dot_id(name)} [label={label}{style}];\n")
     drawn = set()
     for upstream, name, edge_label in _edges(plan):
-        options = [f"style=dashed, label={_dot_id(edge_label)}"] if edge_label else []
+        options = []
+        if edge_label is not None:
+            options.append(
+                f"style=dashed, label={_dot_id(edge_label)}" if edge_label else "style=dashed"
+            )
         if (upstream, name) in critical:
             options.append("color=red, penwidth=2")
             drawn.add((upstream, name))
@@ -288,6 +307,11 @@ def write_dot(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None
             f"  {_dot_id(upstream)} -> {_dot_id(name)} "
             '[style=dotted, color=red, penwidth=2, label="slot"];\n'
         )
+    legend = _legend(plan, forecast)
+    if legend:
+        text = _dot_id("\n".join(legend)).replace("\n", "\\l")[:-1] + '\\l"'
+        out.write('  subgraph cluster_legend {\n    label="legend"; style=dashed; color=gray;\n')
+        out.write(f"    runbook_legend [shape=plaintext, label={text}];\n  }}\n")
     out.write("}\n")
 
 
@@ -338,7 +362,7 @@ def write_mermaid(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> 
     links: list[int] = []
     edges = _edges(plan)
     for number, (upstream, name, label) in enumerate(edges):
-        arrow = f" -.->|{label}| " if label else " --> "
+        arrow = f" -.->|{label}| " if label else " -.-> " if label is not None else " --> "
         out.write(f"  {ids[upstream]}{arrow}{ids[name]}\n")
         if (upstream, name) in critical:
             links.append(number)
@@ -356,6 +380,13 @@ def write_mermaid(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> 
         out.write(f"  class {','.join(ids[n] for n in forecast.critical_path)} critical\n")
         if links:
             out.write(f"  linkStyle {','.join(map(str, links))} stroke:#d00,stroke-width:3px\n")
+    legend = _legend(plan, forecast)
+    if legend:
+        ident = "runbook_legend"
+        while ident in ids.values():
+            ident += "_"
+        out.write(f"  subgraph {ident}_box [legend]\n")
+        out.write(f'    {ident}["{"<br/>".join(legend)}"]\n  end\n')
 
 
 PlanWriter = Callable[

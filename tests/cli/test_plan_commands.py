@@ -189,6 +189,10 @@ def test_graph_mermaid(cli) -> None:
         "  class clean_up,extract continue\n"
         "  classDef ignore stroke-dasharray: 2 2\n"
         "  class report ignore\n"
+        "  subgraph runbook_legend_box [legend]\n"
+        '    runbook_legend["dashed arrow: into a clean-up step, labelled with its run_if<br/>'
+        'dashed box: on_failure continue<br/>dotted box: on_failure ignore"]\n'
+        "  end\n"
     )
 
 
@@ -305,18 +309,23 @@ def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
     assert '  "load_warehouse" -> "refresh_dashboards";\n' in dot
     # a finally step: from the last steps before it only
     into_release = [line for line in dot.splitlines() if '-> "release_warehouse_lock"' in line]
+    # dashed, and labelled once: three labels would overlap at the step
     assert into_release == [
-        f'  "{name}" -> "release_warehouse_lock" [style=dashed, label="finally, always"];'
-        for name in ("export_partner_feed", "refresh_dashboards", "restore_snapshot")
+        '  "export_partner_feed" -> "release_warehouse_lock" [style=dashed, label="finally, always"];',
+        '  "refresh_dashboards" -> "release_warehouse_lock" [style=dashed];',
+        '  "restore_snapshot" -> "release_warehouse_lock" [style=dashed];',
     ]
+    assert "dashed arrow: into a clean-up step, labelled with its run_if\\l" in dot  # legend
     assert '"export_partner_feed" [label="export_partner_feed\\nworkflow 61", style=dotted];' in dot
     mermaid = cli("graph", CLEANUP, "--format", "mermaid").out
     assert "  load_warehouse -.->|failure| restore_snapshot\n" in mermaid
-    assert "  restore_snapshot -.->|finally, failure| page_on_call\n" in mermaid
+    assert "  export_partner_feed -.->|finally, failure| page_on_call\n" in mermaid
     assert "  extract_orders --> load_warehouse\n" in mermaid
-    assert mermaid.endswith(
-        "  classDef ignore stroke-dasharray: 2 2\n  class export_partner_feed ignore\n"
+    assert "  refresh_dashboards -.-> release_warehouse_lock\n" in mermaid  # no second label
+    assert (
+        "  classDef ignore stroke-dasharray: 2 2\n  class export_partner_feed ignore\n" in mermaid
     )
+    assert mermaid.endswith('dotted box: on_failure ignore"]\n  end\n')
 
 
 def test_schema_prints_the_schema_a_plan_is_checked_against(cli, tmp_path: Path) -> None:
