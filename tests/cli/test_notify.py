@@ -185,6 +185,7 @@ def test_slack_markup_from_the_api_or_the_plan_is_shown_never_parsed(
     assert text == (
         "runbook: run 1 of plan `ops &amp; &lt;!here&gt; \u02cbx\u02cb _y_` failed: 2 failed\n"
         "• `_a_` (workflow 1, execution 1): `execution 1 failed`\n"
+        f"    error: `{SHOWN}`\n"
         f"• `b` (workflow 2): `the API answered HTTP 400 for workflow 2 ({SHOWN})`"
     )
     for raw in ("<!channel>", "<!here>", "<http", "<", ">"):
