@@ -82,7 +82,7 @@ def check(
     return plan, findings
 
 
-def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path:
+def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path | None:
     from runbook.journal import Store
     from runbook.journal import state_dir as resolve
     from runbook.journal.lock import PlanLock, lock_held
@@ -96,7 +96,7 @@ def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path
             record = store.load_run(latest) if latest is not None else None
     except RunbookError as exc:
         findings.append(Finding("state dir", "problem", str(exc), exc.exit_code))
-        return Path(state_dir or ".")
+        return None
     said = "no run of this plan yet" if not runs else f"its latest run is run {runs[0].id}"
     findings.append(Finding("state dir", "ok", f"{directory}: the journal is usable ({said})"))
     held = lock_held(directory, plan.name)
@@ -163,11 +163,21 @@ async def _api(
     api_url: str | None,
     token_file: str | None,
     token_command: str | None,
-    directory: Path,
+    directory: Path | None,
     env: Mapping[str, str],
     webhooks: list[Webhook],
     notify: bool,
 ) -> list[Finding]:
+    """The test messages, the target and a token, and the token put to the API. With
+    no usable state dir (already a finding), an OAuth client's cache goes to a scratch
+    one, gone after the check, never to the current directory."""
+    if directory is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="runbook-check-") as scratch:
+            return await _api(
+                plan, api_url, token_file, token_command, Path(scratch), env, webhooks, notify
+            )
     from runbook.target import api_target
 
     findings: list[Finding] = []
