@@ -421,7 +421,7 @@ def test_a_receiver_that_never_answers_holds_the_end_30_s_at_most(
         "webhook": "not delivered within the 30s the end of a run waits",  # 3 tries of 10 s
         "healthchecks": "no answer within 10s",  # a ping is tried once
     }
-    assert 30 <= took < 40, took  # the run itself takes well under a second
+    assert 30 <= took < 50, took  # 30 s waited, and bounded: start-up and the run are seconds
 
 
 def test_unusable_targets_are_exit_3_before_anything_is_triggered(
