@@ -311,7 +311,8 @@ def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
     into_release = [line for line in dot.splitlines() if '-> "release_warehouse_lock"' in line]
     # dashed, and labelled once: three labels would overlap at the step
     assert into_release == [
-        '  "export_partner_feed" -> "release_warehouse_lock" [style=dashed, label="finally, always"];',
+        '  "export_partner_feed" -> "release_warehouse_lock" '
+        '[style=dashed, label="finally, always"];',
         '  "refresh_dashboards" -> "release_warehouse_lock" [style=dashed];',
         '  "restore_snapshot" -> "release_warehouse_lock" [style=dashed];',
     ]
