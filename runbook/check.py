@@ -85,7 +85,7 @@ def check(
 def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path | None:
     from runbook.journal import Store
     from runbook.journal import state_dir as resolve
-    from runbook.journal.lock import PlanLock, lock_held
+    from runbook.journal.lock import holder_gone, lock_held
     from runbook.run.resume import left_running
 
     try:
@@ -99,18 +99,21 @@ def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path
         return None
     said = "no run of this plan yet" if not runs else f"its latest run is run {runs[0].id}"
     findings.append(Finding("state dir", "ok", f"{directory}: the journal is usable ({said})"))
-    held = lock_held(directory, plan.name)
-    if held is None:  # the kernel's list cannot be read here: try the lock itself
-        lock = PlanLock(directory, plan.name)
-        try:
-            lock.acquire("runbook check")
-        except RunbookError:
-            held = True
-        else:
-            held = False
-            lock.release()
-    if held:
-        findings.append(Finding("lock", "problem", "an apply of this plan is running now", 4))
+    # the lock is never taken to find out: an apply starting that instant would exit 4
+    running = None
+    if lock_held(directory, plan.name):
+        running = "an apply of this plan is running now"
+    elif (
+        latest is not None
+        and latest.state == "running"
+        and not holder_gone(directory, plan.name, latest.pid, latest.host)
+    ):
+        running = (
+            f"run {latest.id} is running, as the journal says (pid {latest.pid} on "
+            f"{printable(latest.host)})"
+        )
+    if running is not None:
+        findings.append(Finding("lock", "problem", running, 4))
     elif record is not None and latest is not None and latest.state != "abandoned":
         unseen, _ = left_running(record)
         if unseen:
@@ -169,8 +172,25 @@ async def _api(
     notify: bool,
 ) -> list[Finding]:
     """The test messages, the target and a token, and the token put to the API. With
-    no usable state dir (already a finding), an OAuth client's cache goes to a scratch
-    one, gone after the check, never to the current directory."""
+    no usable state dir (already a finding), a client_credentials client's cache goes
+    to a scratch one, gone after the check, never to the current directory; a rotating
+    refresh token is not used at all."""
+    oauth = plan.api.oauth
+    rotating = oauth is not None and oauth.grant == "refresh_token"
+    if directory is None and rotating and not (token_file or token_command):
+        # each token minted replaces the refresh token: the new one must be kept in the
+        # state dir's cache, or the next apply sends the old one and the family is revoked
+        messages = await _test_messages(plan, webhooks) if notify else []
+        return [
+            *messages,
+            Finding(
+                "token",
+                "warning",
+                "not checked: the OAuth client's refresh token rotates with every token, "
+                "and the new one is kept in the state dir's credential cache, which cannot "
+                "be used (see the state dir)",
+            ),
+        ]
     if directory is None:
         import tempfile
 
@@ -223,6 +243,10 @@ async def _probe(url: str, credentials: Credentials, proxy: str | None, via: str
         ) as api:
             await api.get_execution(0)
     except ExecutionNotFound:
+        if "html" in api.last_content_type:  # a web server's "not found" page, not the API
+            return Finding(
+                "API", "problem", f"{url} answered with a web page (404): {API_PATH_HINT}", 3
+            )
         return Finding("API", "ok", f"{url} answers{via}, and accepts the token")
     except ApiUnavailable as exc:  # it answered, but not as the API would
         return Finding("API", "problem", f"{url}{via}: {exc}; {API_PATH_HINT}", 3)

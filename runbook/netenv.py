@@ -62,10 +62,14 @@ def url_fault(url: str) -> UrlFault | None:
     it must be an http(s) URL with a host and a valid port, hold no user or password,
     and use https:// unless its host is loopback. One rule for the API, webhooks and
     pings; each caller words the message (a webhook's URL is never shown)."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "unreadable"  # a control character or a space: no URL holds one
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
+        if parts.hostname:
+            parts.hostname.encode("idna")  # an empty or 64-letter label cannot be resolved
+    except (ValueError, UnicodeError):
         return "unreadable"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "not http"

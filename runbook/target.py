@@ -17,6 +17,7 @@ from runbook.auth import TokenSetup, choose_credentials
 from runbook.errors import ONE_PER_LINE, ConfigError, UsageError
 from runbook.netenv import ProxySettings, ca_bundle
 from runbook.plan import Plan
+from runbook.text import printable
 
 if TYPE_CHECKING:
     from runbook.notify.notifier import Webhook
@@ -137,9 +138,11 @@ def resume_url(
     asked, source = (api_url, "--api-url") if api_url else (env.get("NEXADATA_API_URL"), None)
     if asked:
         source = source or "NEXADATA_API_URL"
-        if check_base_url(asked) != went.api_url:
+        # compared as given: another URL is the mistake to name, whatever else is wrong with it
+        named = printable(asked.strip().rstrip("/"))
+        if named != went.api_url:
             raise UsageError(
-                f"{ident} went to {went.api_url}, and {source} names {check_base_url(asked)}: "
+                f"{ident} went to {went.api_url}, and {source} names {named}: "
                 "its executions are there, so its resume goes there too. Resume without "
                 f"{source}, or start a new run"
             )

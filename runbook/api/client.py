@@ -156,6 +156,9 @@ class NexadataClient:
         self.requests_sent = 0
         self.answered = False
         """Whether any request got an answer, whatever it was."""
+        self.last_content_type = ""
+        """The media type of the last answer (``runbook check`` tells an API's 404 from a
+        web page's)."""
         # a poll repeats one request: built once per execution and token (a URL parse
         # and a header copy, about a tenth of a request's CPU), sent every time
         self._requests: dict[str, httpx.Request] = {}
@@ -262,6 +265,7 @@ class NexadataClient:
         self.requests_sent += 1
         response = await self._transport.handle_async_request(self._request(call, token))
         self.answered = True
+        self.last_content_type = response.headers.get("content-type", "")
         try:
             await response.aread()
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runbook.errors import ConfigError
 from runbook.netenv import url_fault
+from runbook.text import printable
 
 __all__ = ["check_base_url", "check_token_url"]
 
@@ -29,7 +30,9 @@ def _checked(url: str, what: str, secret: str) -> str:
         case None:
             return url
         case "unreadable":
-            raise ConfigError(f"{what} {url!r} cannot be read (check its port)")
+            raise ConfigError(
+                f"{what} {printable(url)!r} cannot be read (check its host name and port)"
+            )
         case "not http":
             raise ConfigError(f"{what} {url!r} is not an http(s) URL with a host")
         case "credentials":

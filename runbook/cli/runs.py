@@ -33,6 +33,11 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
         resume = None
         if row.state == "running" and holder_gone(journal.path.parent, row.plan, row.pid, row.host):
             again = f" --state-dir {shell_word(state_dir)}" if state_dir else ""
+            # the journal keeps the token source's kind, never where a secret is: name
+            # the option the run used, its value to be given again
+            again += {"file": " --token-file FILE", "command": " --token-command CMD"}.get(
+                row.auth or "", ""
+            )
             resume = f"runbook apply {shell_word(row.plan_path)} --resume{again}"
         journalview.write_status(stdout(), row, journal.load_run(row), fmt, died_resume=resume)
     finally:

@@ -123,24 +123,25 @@ def run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list
     """Shell completion offers the journal's latest run ids, each with its plan and
     state; the journal is only read (nothing is created or migrated)."""
     import sqlite3
+    from contextlib import closing
 
     from click.shell_completion import CompletionItem
 
     from runbook.journal.location import state_dir
     from runbook.journal.store import DB_NAME
 
-    journal = state_dir(ctx.params.get("state_dir")) / DB_NAME
+    journal = (state_dir(ctx.params.get("state_dir")) / DB_NAME).absolute()
     if not journal.is_file():
         return []
     try:
-        with sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT id, plan, state FROM runs ORDER BY id DESC LIMIT 30")
             return [
                 CompletionItem(str(ident), help=f"{plan} {state}")
                 for ident, plan, state in rows
                 if str(ident).startswith(incomplete)
             ]
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError):  # completion never complains
         return []
 
 

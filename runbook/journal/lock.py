@@ -72,17 +72,21 @@ def lock_path(directory: Path, plan: str) -> Path:
 
 def holder_gone(directory: Path, plan: str, pid: int, host: str) -> bool:
     """Whether the process that ran plan ``plan`` (``pid`` on ``host``, as its run's row
-    says) is known to be gone: nobody holds the plan's lock. The kernel's list of
-    locks says so without taking the lock — a test lock, however brief, could make an
-    ``apply`` starting that instant think another one runs. Where that list cannot be
-    read, the pid says: on this host, no such process."""
-    held = lock_held(directory, plan)
-    return _pid_gone(pid, host) if held is None else not held
+    says) is known to be gone: it ran on this host, nobody holds the plan's lock as the
+    kernel's list of locks says, and no process has its pid. Nothing takes the lock to
+    find out: a test lock, however brief, could make an ``apply`` starting that instant
+    think another one runs. Both must agree because the list misses some locks (btrfs
+    and overlay show another device number, NFS lists flocks as POSIX); a pid reused
+    since leaves the run shown ``running``, the safe side."""
+    if host != socket.gethostname():
+        return False  # another host's process: nothing here can tell
+    return not lock_held(directory, plan) and _pid_gone(pid)
 
 
 def lock_held(directory: Path, plan: str) -> bool | None:
     """Whether a process holds plan ``plan``'s lock, as the kernel's list of locks says,
-    without taking it (None: that list cannot be read here)."""
+    without taking it (None: that list cannot be read here). True is sure; False may
+    miss a lock on some file systems (see :func:`holder_gone`)."""
     try:
         info = lock_path(directory, plan).stat()
     except FileNotFoundError:
@@ -105,9 +109,7 @@ def _flock_holders(major: int, minor: int, inode: int) -> bool | None:
     )
 
 
-def _pid_gone(pid: int, host: str) -> bool:
-    if host != socket.gethostname():
-        return False  # another host's process: nothing here can tell
+def _pid_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -211,6 +211,7 @@ def reopened_run(
         auth=run.auth,
         auth_failed=False,
         invocations=run.invocations,
+        api_url=run.api_url,  # a run recorded before it was kept gets it now
     )
     return owner, upsert_rows(
         STEPS, ((_step(run_id, s), _plan_side(s)) for s in run.steps.values())

@@ -168,3 +168,41 @@ def test_a_trigger_answered_404_at_a_url_without_api_v1_says_so(cli, api, plan: 
         "right? It usually ends in /api/v1"
     ) in result.out
     assert executions(app) == {}
+
+
+def test_a_web_servers_not_found_page_is_not_the_api(cli, plan: Path, monkeypatch) -> None:
+    from tests.support.servers import raw_server
+
+    monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+    page = b"<html><body>Not Found</body></html>"
+    answer = (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n"
+        + f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n".encode()
+        + page
+    )
+    with raw_server("answer", answer) as (url, received):
+        result = cli("check", str(plan), "--api-url", url)
+    assert result.code == 3
+    assert _lines(result.out)["API"][1] == (
+        f"{url} answered with a web page (404): is the base URL right? It usually ends in /api/v1"
+    )
+    assert len(received) == 1 and received[0].startswith(b"GET /api/v1/workflows/executions/0 ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a..b/api/v1",
+        "https://" + "x" * 64 + ".example/api/v1",
+        "http://127.0.0.1:9/\x1b[31m",
+    ],
+)
+def test_an_api_url_that_cannot_be_read_is_exit_3_not_a_crash(
+    cli, plan: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("NEXADATA_TOKEN", TOKEN)
+    for command in ("check", "apply"):
+        result = cli(command, str(plan), "--api-url", url)
+        assert result.code == 3, (command, result.out + result.err)
+        assert "cannot be read (check its host name and port)" in result.out + result.err
+        assert "\x1b" not in result.out + result.err

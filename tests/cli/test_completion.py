@@ -80,6 +80,7 @@ def test_plans_steps_and_run_ids_complete(tmp_path, monkeypatch) -> None:
         recorded_run(journal)
         recorded_run(journal)
     assert offered("runbook status ", 2, RUNBOOK_STATE_DIR=str(state)) == ["plain,2", "plain,1"]
+    assert offered("runbook status --state-dir state ", 4) == ["plain,2", "plain,1"]  # relative
 
 
 def test_a_real_bash_completes_with_the_script() -> None:

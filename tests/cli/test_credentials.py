@@ -568,3 +568,27 @@ def test_an_interrupted_sandbox_run_is_no_obstacle_to_the_next_one(tmp_path: Pat
         [*argv, "--state-dir", state], capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_check_never_spends_a_rotating_refresh_token_it_could_not_keep(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh token that rotates, and a state dir (whose credential cache keeps the
+    new one) that cannot be used: check says the token was not checked and mints none,
+    so the next apply's refresh token is still the one the API expects."""
+    plan = write_plan(tmp_path, grant="refresh_token")
+    with sandbox(60.0, SEQUENTIAL) as (app, url):
+        client_env(monkeypatch, url, tmp_path)
+        monkeypatch.setenv("NEXADATA_REFRESH_TOKEN", app.state.sandbox.first_refresh_token)
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        state.chmod(0o777)
+        refused = cli("check", str(plan))
+        assert refused.code == 5
+        assert "not checked: the OAuth client's refresh token rotates" in refused.out
+        assert stats(app)["token_requests"]["refresh_token"] == 0
+        state.chmod(0o700)
+        checked = cli("check", str(plan))
+        assert checked.code == 0, checked.out
+        assert cli("check", str(plan)).code == 0  # the rotated token was kept: no reuse
+        assert stats(app)["refresh_token_reuse"] == 0

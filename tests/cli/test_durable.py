@@ -256,14 +256,20 @@ def test_a_resume_goes_where_its_run_went(cli, api, tmp_path, monkeypatch) -> No
             PLAN.replace("version: 1\n", f"version: 1\napi: {{base_url: '{production}'}}\n")
         )
         kill(apply_until(plan, "load (workflow 2, execution", "--api-url", where))
-        for flag, env in ((("--api-url", production), {}), ((), {"NEXADATA_API_URL": production})):
+        insecure = "http://api.staging.example/api/v1"  # another URL, and a bad one: exit 2
+        for flag, env in (
+            (("--api-url", production), {}),
+            ((), {"NEXADATA_API_URL": production}),
+            (("--api-url", insecure), {}),
+        ):
             with monkeypatch.context() as scoped:
                 for name, value in env.items():
                     scoped.setenv(name, value)
                 refused = cli("apply", str(plan), "--resume", *flag)
             assert refused.code == 2, refused.err
             named = "--api-url" if flag else "NEXADATA_API_URL"
-            assert f"run 1 went to {where}, and {named} names {production}" in refused.err
+            given = flag[1] if flag else production
+            assert f"run 1 went to {where}, and {named} names {given}" in refused.err
         report = tmp_path / "r.json"
         resumed = cli("apply", str(plan), "--resume", "--report", str(report))
         assert resumed.code == 0, resumed.out + resumed.err
@@ -313,5 +319,14 @@ def test_a_run_whose_process_was_killed_shows_as_died(cli, api, plan, tmp_path) 
     document = json.loads(cli("status", "--format", "json").out)
     assert document["state"] == "died" and document["pid"] == process.pid
     assert document["resume_command"] == f"runbook apply {plan} --resume --state-dir {state}"
+    # a run made on another host sharing the state dir: nothing here can tell it died
+    with sqlite3.connect(state / "journal.sqlite3") as db:
+        (host,) = db.execute("SELECT host FROM runs").fetchone()
+        db.execute("UPDATE runs SET host = 'build-02'")
+    assert cli("status").out.startswith("Run 1 of night: running")
+    with sqlite3.connect(state / "journal.sqlite3") as db:
+        db.execute("UPDATE runs SET host = ?, auth = 'file'", (host,))
+    # a run made with --token-file: its resume needs one, whose path the journal never keeps
+    assert f"--resume --state-dir {state} --token-file FILE\n" in cli("status").out
     assert cli("apply", str(plan), "--resume", "-q").code == 0
     assert json.loads(cli("history", "--format", "json").out)[0]["state"] == "succeeded"

@@ -277,8 +277,8 @@ def test_a_runs_rows_and_its_resume() -> None:
     reopened, ((sql, rows),) = reopened_run(7, run, pid=43, host="k")
     assert reopened == (
         "UPDATE runs SET pid = ?, host = ?, state = ?, ended_at = ?, auth = ?, auth_failed = ?, "
-        "invocations = ? WHERE id = ?",
-        (43, "k", "running", None, "env", 0, 1, 7),
+        "invocations = ?, api_url = ? WHERE id = ?",
+        (43, "k", "running", None, "env", 0, 1, None, 7),
     )
     assert sql == (
         insert_step + " ON CONFLICT (run_id, name) DO UPDATE SET "
