@@ -189,8 +189,10 @@ class SchemaChecker:
             from runbook.durations import parse_duration
 
             try:
-                parse_duration(instance.lower())
+                seconds = parse_duration(instance.lower())
             except ValueError:
+                return ""
+            if seconds <= 0 and "greater than 0" in str(schema.get("errorMessage")):
                 return ""
             return f"; did you mean {instance.lower()!r}?"
         return ""

@@ -80,7 +80,7 @@ def targets(
     target = None
     webhooks: list[Webhook] = []
     ping = None
-    problems: list[str] = []
+    problems: list[ConfigError] = []
     if not sandbox:
         try:
             target = api_target(
@@ -91,16 +91,20 @@ def targets(
                 state_dir=state_dir,
             )
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
     if plan.notify or plan.healthchecks:  # the notifier loads only for a plan that has one
         from runbook.notify.notifier import targets_of
 
         try:
             webhooks, ping = targets_of(plan)
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]  # as it is: a credential cache's problem keeps its exit 5
     if problems:
-        raise ConfigError(ONE_PER_LINE.join(problems))
+        combined = ConfigError(ONE_PER_LINE.join(str(p) for p in problems))
+        combined.exit_code = min(p.exit_code for p in problems)  # the first kind: 3 before 5
+        raise combined
     return target, webhooks, ping
 
 

@@ -86,9 +86,10 @@ def test_the_command_runs_as_written(block: Block, tmp_path: Path) -> None:
         for k, v in os.environ.items()
         if not k.startswith(("NEXADATA_", "RUNBOOK_", "COVERAGE_PROCESS"))
     }
-    running = []
-    # the lines of a block run side by side, each with a state dir of its own (typed one
-    # after the other they would share one; no line here needs another's journal)
+    running: list[tuple[str, subprocess.Popen[str]]] = []
+    # the lines of a block run side by side (they mostly wait on their sandbox's
+    # executions), each with a state dir of its own: typed one after the other they
+    # would share one, but no line here needs another's journal
     for number, command in enumerate(block.commands()):
         home = tmp_path / f"home{number}"
         home.mkdir()
@@ -104,5 +105,9 @@ def test_the_command_runs_as_written(block: Block, tmp_path: Path) -> None:
         )
         running.append((command, process))
     for command, process in running:
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == _expected(command), f"{block.where}: {command}\n{out[-2000:]}"
+        _ended(block, command, process)
+
+
+def _ended(block: Block, command: str, process: subprocess.Popen[str]) -> None:
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == _expected(command), f"{block.where}: {command}\n{out[-2000:]}"

@@ -58,3 +58,48 @@ def test_the_resume_command_and_what_the_journal_keeps() -> None:
     }  # never the token file: it says where a secret is
     with pytest.raises(AttributeError):
         options.resume = True  # type: ignore[misc]
+
+
+def test_the_targets_say_every_problem_and_keep_a_single_ones_exit_code(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook import target
+    from runbook.errors import ConfigError, CredentialCacheError
+    from runbook.plan import load_plan
+
+    plan_path = tmp_path / "p.yaml"
+    plan_path.write_text(
+        "version: 1\nnotify: [{webhook_env: HOOK}]\nworkflows: {a: {workflow_id: 1}}\n"
+    )
+    plan = load_plan(plan_path)
+
+    def broken_cache(*args, **kwargs):
+        raise CredentialCacheError("the credential cache is not yours")
+
+    monkeypatch.setattr(target, "api_target", broken_cache)
+    monkeypatch.setenv("HOOK", "https://hooks.example.com/x")
+    with pytest.raises(CredentialCacheError) as alone:
+        target.targets(
+            plan,
+            sandbox=False,
+            api_url=None,
+            token_file=None,
+            token_command=None,
+            state_dir=tmp_path,
+        )
+    assert alone.value.exit_code == 5  # a single problem keeps its class and code
+    monkeypatch.delenv("HOOK")
+    with pytest.raises(ConfigError) as both:
+        target.targets(
+            plan,
+            sandbox=False,
+            api_url=None,
+            token_file=None,
+            token_command=None,
+            state_dir=tmp_path,
+        )
+    assert str(both.value) == (
+        "the credential cache is not yours\nrunbook: notify[0]: the environment variable "
+        "HOOK is not set or empty"
+    )
+    assert both.value.exit_code == 3  # the first kind, in the order 2, 3, 4, 5
