@@ -87,6 +87,14 @@ class StepRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Died:
+    """The invocation that left a run ``running``: its process is gone."""
+
+    pid: int
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationRecord:
     """One delivery tried: a webhook's notification or a healthchecks ping. ``target``
     is the receiver's host, never its URL (a URL's path and query are secrets)."""
@@ -135,6 +143,8 @@ class RunRecord:
     """How many invocations the run has had, this one included (a resume adds one)."""
     first_started: float | None = None
     """A resumed run: when its first invocation started (``started_at`` is this one's)."""
+    died: Died | None = None
+    """A resumed run whose last invocation's process died before it ended the run."""
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from runbook.api import NexadataClient
 from runbook.api.sources import token_file_warning
 from runbook.errors import JournalError, LockedError, UsageError
-from runbook.events import Notice, RunRecord, Sink
+from runbook.events import Died, Notice, RunRecord, Sink
 from runbook.executor import Executor
 from runbook.forecast import Eta
 from runbook.graph import Selection
@@ -37,6 +37,7 @@ from runbook.run.planned import planned
 from runbook.run.resume import left_running
 from runbook.run.signals import interrupts
 from runbook.target import ApiTarget, Went, resume_url, sandbox_target, targets
+from runbook.text import printable
 
 if TYPE_CHECKING:
     from runbook.notify.notifier import Webhook
@@ -210,6 +211,13 @@ def _resumable(
             "this state dir"
         )
     prior = store.load_run(row)
+    if row.state == "running":  # and this process holds the lock: its process is gone
+        prior.died = Died(row.pid, row.host)
+        notice(
+            "note",
+            f"run {row.id} was left running by pid {row.pid} on {printable(row.host)}, whose "
+            "process died: this resume follows what it left",
+        )
     if row.plan_sha256 != plan.sha256:
         notice(
             "note",
@@ -282,6 +290,7 @@ async def _run(
     run = plan_run.run
     run.auth = credentials.kind
     run.api_url = prepared.target.base_url
+    run.died = prior.died if prior is not None else None
     journal = _record(prepared, run)
     bus = Bus(journal, sinks)
     executor = Executor(plan_run, api, bus, token_refreshes=lambda: earlier + credentials.refreshes)

@@ -15,7 +15,7 @@ __all__ = ["report_document", "write_junit", "write_report"]
 
 def report_document(run: RunRecord) -> dict[str, Any]:
     """The report's keys, exactly as docs/cli.md states them."""
-    document = {
+    document: dict[str, Any] = {
         "plan": run.plan,
         "run_id": run.run_id,
         "state": run.state,
@@ -40,6 +40,8 @@ def report_document(run: RunRecord) -> dict[str, Any]:
     }
     if run.auth_failed:
         document.update(auth_failed=True, in_flight=in_flight_fields(run))
+    if run.died is not None:  # this invocation resumed a run whose process had died
+        document["died"] = {"pid": run.died.pid, "host": run.died.host}
     return document
 
 

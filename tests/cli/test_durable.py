@@ -328,5 +328,12 @@ def test_a_run_whose_process_was_killed_shows_as_died(cli, api, plan, tmp_path) 
         db.execute("UPDATE runs SET host = ?, auth = 'file'", (host,))
     # a run made with --token-file: its resume needs one, whose path the journal never keeps
     assert f"--resume --state-dir {state} --token-file FILE\n" in cli("status").out
-    assert cli("apply", str(plan), "--resume", "-q").code == 0
+    # the resume says whose process it follows, and so does its report
+    report = tmp_path / "r.json"
+    resumed = cli("apply", str(plan), "--resume", "-q", "--report", str(report))
+    assert resumed.code == 0, resumed.out + resumed.err
+    assert f"note: run 1 was left running by pid {process.pid} on {host}, whose process died" in (
+        resumed.err
+    )
+    assert json.loads(report.read_text())["died"] == {"pid": process.pid, "host": host}
     assert json.loads(cli("history", "--format", "json").out)[0]["state"] == "succeeded"
