@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 import click
 
 from runbook.cli.shared import (
-    dirs,
     duration,
     files,
+    metrics_dir_option,
     plan_files,
     selection_options,
     state_dir_option,
     stderr,
     stdout,
+    target_options,
 )
 
 if TYPE_CHECKING:
@@ -27,24 +28,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
-@click.option(
-    "--api-url",
-    metavar="URL",
-    help="The API's base URL (overrides NEXADATA_API_URL and the plan's api.base_url).",
-)
-@click.option(
-    "--token-file",
-    metavar="PATH",
-    shell_complete=files,
-    help="Read the Bearer token from this file (again whenever the API refuses it) "
-    "instead of the plan's api.oauth client or api.token_env.",
-)
-@click.option(
-    "--token-command",
-    metavar="CMD",
-    help="Get the token from this command's output, again whenever it must be "
-    "refreshed (env NEXADATA_TOKEN_COMMAND).",
-)
+@target_options
 @click.option(
     "--sandbox",
     "use_sandbox",
@@ -113,13 +97,8 @@ if TYPE_CHECKING:
     help="With --resume: trigger again the steps whose earlier trigger got no "
     "answer (their workflow may then run twice).",
 )
-@click.option(
-    "--metrics-dir",
-    metavar="DIR",
-    envvar="RUNBOOK_METRICS_DIR",
-    shell_complete=dirs,
-    help="Write Prometheus textfile metrics of the run there, for node_exporter's textfile "
-    "collector (env RUNBOOK_METRICS_DIR).",
+@metrics_dir_option(
+    "Write Prometheus textfile metrics of the run there, for node_exporter's textfile collector"
 )
 @selection_options
 def apply(

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import click
 
-from runbook.cli.shared import dirs, files, plan_files, state_dir_option, stdout
+from runbook.cli.shared import (
+    metrics_dir_option,
+    plan_files,
+    state_dir_option,
+    stdout,
+    target_options,
+)
 
 
 @click.command()
 @click.argument("plan_path", metavar="PLAN", shell_complete=plan_files)
-@click.option(
-    "--api-url",
-    metavar="URL",
-    help="The API's base URL (overrides NEXADATA_API_URL and the plan's api.base_url).",
-)
-@click.option("--token-file", metavar="PATH", shell_complete=files, help="As apply's.")
-@click.option("--token-command", metavar="CMD", help="As apply's (env NEXADATA_TOKEN_COMMAND).")
+@target_options
 @state_dir_option
-@click.option(
-    "--metrics-dir",
-    metavar="DIR",
-    envvar="RUNBOOK_METRICS_DIR",
-    shell_complete=dirs,
-    help="Check that the metrics can be written there (env RUNBOOK_METRICS_DIR).",
-)
+@metrics_dir_option("Check that the metrics can be written there")
 @click.option(
     "--notify",
     is_flag=True,

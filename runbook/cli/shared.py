@@ -152,6 +152,40 @@ def dirs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[An
     return [CompletionItem(incomplete, type="dir")]
 
 
+def target_options(command: Any) -> Any:
+    """``--api-url``, ``--token-file`` and ``--token-command``: where a run's requests go
+    and where its token comes from (``apply``, and ``check``, which checks them)."""
+    command = click.option(
+        "--token-command",
+        metavar="CMD",
+        help="Get the token from this command's output, again whenever it must be "
+        "refreshed (env NEXADATA_TOKEN_COMMAND).",
+    )(command)
+    command = click.option(
+        "--token-file",
+        metavar="PATH",
+        shell_complete=files,
+        help="Read the Bearer token from this file (again whenever the API refuses it) "
+        "instead of the plan's api.oauth client or api.token_env.",
+    )(command)
+    return click.option(
+        "--api-url",
+        metavar="URL",
+        help="The API's base URL (overrides NEXADATA_API_URL and the plan's api.base_url).",
+    )(command)
+
+
+def metrics_dir_option(help: str) -> Callable[[_F], _F]:
+    """``--metrics-dir`` (env RUNBOOK_METRICS_DIR), as ``metrics_dir``."""
+    return click.option(
+        "--metrics-dir",
+        metavar="DIR",
+        envvar="RUNBOOK_METRICS_DIR",
+        shell_complete=dirs,
+        help=f"{help} (env RUNBOOK_METRICS_DIR).",
+    )
+
+
 state_dir_option = click.option(
     "--state-dir",
     metavar="DIR",
