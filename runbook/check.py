@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -92,12 +93,11 @@ def _journal(plan: Plan, state_dir: str | None, findings: list[Finding]) -> Path
         directory = resolve(state_dir)
         with Store(directory) as store:
             latest = store.latest(plan.name)
-            runs = store.runs(plan.name, 1)
             record = store.load_run(latest) if latest is not None else None
     except RunbookError as exc:
         findings.append(Finding("state dir", "problem", str(exc), exc.exit_code))
         return None
-    said = "no run of this plan yet" if not runs else f"its latest run is run {runs[0].id}"
+    said = "no run of this plan yet" if latest is None else f"its latest run is run {latest.id}"
     findings.append(Finding("state dir", "ok", f"{directory}: the journal is usable ({said})"))
     # the lock is never taken to find out: an apply starting that instant would exit 4
     running = None
@@ -171,18 +171,18 @@ async def _api(
     webhooks: list[Webhook],
     notify: bool,
 ) -> list[Finding]:
-    """The test messages, the target and a token, and the token put to the API. With
+    """The test messages, then the target, a token, and the token put to the API. With
     no usable state dir (already a finding), a client_credentials client's cache goes
     to a scratch one, gone after the check, never to the current directory; a rotating
     refresh token is not used at all."""
+    findings = await _test_messages(plan, webhooks) if notify else []
     oauth = plan.api.oauth
     rotating = oauth is not None and oauth.grant == "refresh_token"
     if directory is None and rotating and not (token_file or token_command):
         # each token minted replaces the refresh token: the new one must be kept in the
         # state dir's cache, or the next apply sends the old one and the family is revoked
-        messages = await _test_messages(plan, webhooks) if notify else []
         return [
-            *messages,
+            *findings,
             Finding(
                 "token",
                 "warning",
@@ -191,18 +191,29 @@ async def _api(
                 "be used (see the state dir)",
             ),
         ]
-    if directory is None:
-        import tempfile
+    with ExitStack() as scratch:
+        if directory is None:
+            import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="runbook-check-") as scratch:
-            return await _api(
-                plan, api_url, token_file, token_command, Path(scratch), env, webhooks, notify
+            directory = Path(
+                scratch.enter_context(tempfile.TemporaryDirectory(prefix="runbook-check-"))
             )
+        findings += await _token(plan, api_url, token_file, token_command, directory, env)
+    return findings
+
+
+async def _token(
+    plan: Plan,
+    api_url: str | None,
+    token_file: str | None,
+    token_command: str | None,
+    directory: Path,
+    env: Mapping[str, str],
+) -> list[Finding]:
+    """The target (URL, proxy, CA, token source), a token, and the token put to the API."""
     from runbook.target import api_target
 
     findings: list[Finding] = []
-    if notify:
-        findings += await _test_messages(plan, webhooks)
     try:
         target = api_target(
             plan,
@@ -213,7 +224,7 @@ async def _api(
             environ=env,
         )
     except RunbookError as exc:
-        return [*findings, Finding("token", "problem", str(exc), exc.exit_code)]
+        return [Finding("token", "problem", str(exc), exc.exit_code)]
     url = target.base_url
     via = f" through the proxy {urlsplit(target.proxy).hostname}" if target.proxy else ""
     if not urlsplit(url).path.rstrip("/").endswith("/api/v1"):
