@@ -67,6 +67,17 @@ class FakeTask:
         self.upstream += [task.task_id for task in tasks]
 
 
+def assert_formatted(text: str) -> None:
+    """``ruff format`` leaves the DAG file as it is."""
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--isolated", "--check", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+    )
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
 def build(text: str, monkeypatch: pytest.MonkeyPatch) -> FakeDag:
     """Run a DAG file with Airflow's DAG and runbook's operators replaced by recorders."""
     sdk = types.ModuleType("airflow.sdk")
@@ -134,13 +145,7 @@ def test_the_file_is_formatted_imports_little_and_holds_no_secret(
     assert result.code == 0, result.err
     text = result.out
     assert TOKEN not in text
-    formatted = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--isolated", "--check", "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-    )
-    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    assert_formatted(text)
     imported = set()
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):

@@ -8,7 +8,6 @@ import ast
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from runbook.options import ApplyOptions
 from runbook.text import printable, shell_word
-from tests.cli.test_export import build
+from tests.cli.test_export import assert_formatted, build
 from tests.support.entry import entry_point, without_coverage_hook
 
 SNEAKY = "sales eu/\u202enightly\u2066"
@@ -75,13 +74,7 @@ def test_a_dag_id_the_plan_sets_and_not_one_invisible_character_in_the_file(
     assert dag.kwargs["dag_display_name"] == SNEAKY
     assert dag.kwargs["description"] == 'one\u2028two \u202eevil\u2069 \\N{BULLET} """ \u200b end'
     assert dag.tasks[0].kwargs["doc_md"] == "a\u202eb\x00c\u2029d"
-    formatted = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--isolated", "--check", "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-    )
-    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    assert_formatted(text)
 
 
 # -- paths that are not UTF-8 ----------------------------------------------------------

@@ -447,29 +447,22 @@ def test_a_damaged_row_is_the_journals_error_not_a_crash(tmp_path: Path, damage,
     journal.close()
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("ended_at = 'soon'", "runs row 1: ended_at holds str 'soon'"),
+        # an infinite time: a number SQLite keeps, but no time runbook can have written
+        ("ended_at = 1e999", "runs row 1: ended_at holds float inf, not a time"),
+    ],
+)
 def test_status_history_and_resume_on_a_damaged_journal_exit_5(
-    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, message: str
 ) -> None:
     monkeypatch.setenv("NEXADATA_TOKEN", "t")
     journal = Store(tmp_path)
     recorded_run(journal)
-    journal.db.execute("UPDATE runs SET ended_at = 'soon', state = 'failed'")
+    journal.db.execute(f"UPDATE runs SET {damage}, state = 'failed'")
     journal.close()
-    _all_exit_5(cli, tmp_path, "runs row 1: ended_at holds str 'soon'")
-
-
-def test_an_infinite_time_in_the_journal_is_exit_5_naming_the_row(
-    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NEXADATA_TOKEN", "t")
-    journal = Store(tmp_path)
-    recorded_run(journal)
-    journal.db.execute("UPDATE runs SET ended_at = 1e999, state = 'failed'")
-    journal.close()
-    _all_exit_5(cli, tmp_path, "runs row 1: ended_at holds float inf, not a time")
-
-
-def _all_exit_5(cli, tmp_path: Path, message: str) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text("version: 1\nname: p\nworkflows:\n  a: {workflow_id: 1}\n")
     for argv in (

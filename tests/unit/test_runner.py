@@ -76,28 +76,24 @@ def test_the_targets_say_every_problem_and_keep_a_single_ones_exit_code(
     def broken_cache(*args, **kwargs):
         raise CredentialCacheError("the credential cache is not yours")
 
+    def targets() -> object:
+        return target.targets(
+            plan,
+            sandbox=False,
+            api_url=None,
+            token_file=None,
+            token_command=None,
+            state_dir=tmp_path,
+        )
+
     monkeypatch.setattr(target, "api_target", broken_cache)
     monkeypatch.setenv("HOOK", "https://hooks.example.com/x")
     with pytest.raises(CredentialCacheError) as alone:
-        target.targets(
-            plan,
-            sandbox=False,
-            api_url=None,
-            token_file=None,
-            token_command=None,
-            state_dir=tmp_path,
-        )
+        targets()
     assert alone.value.exit_code == 5  # a single problem keeps its class and code
     monkeypatch.delenv("HOOK")
     with pytest.raises(ConfigError) as both:
-        target.targets(
-            plan,
-            sandbox=False,
-            api_url=None,
-            token_file=None,
-            token_command=None,
-            state_dir=tmp_path,
-        )
+        targets()
     assert str(both.value) == (
         "the credential cache is not yours\nrunbook: notify[0]: the environment variable "
         "HOOK is not set or empty"
