@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from runbook.schedule import OnFailure, RunIf
+from runbook.conditions import RunIf
+from runbook.schedule import OnFailure
 
 StepState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunState = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]
@@ -77,7 +78,7 @@ class StepRecord:
     ignored: bool = False
     """It failed under ``on_failure: ignore``: shown failed, but it passed."""
     why: str | None = None
-    """Why a ``run_if: failure/always`` step started (its upstreams' ends)."""
+    """Why a clean-up step or a mapping ``run_if`` started (its upstreams' ends)."""
     upstreams: tuple[str, ...] = ()
     """The selected steps it waits for, as the plan says (for the live view)."""
 

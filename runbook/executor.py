@@ -167,7 +167,8 @@ class Executor:
                     self._tasks[name].cancel()
             await self.bus.emit(
                 Notice(
-                    f"{update.stopped}: only run_if failure/always steps start from now on; "
+                    f"{update.stopped}: only clean-up steps (run_if failure, always, or a "
+                    "mapping that accepts a failure) start from now on; "
                     "executions in flight are polled to their end",
                     shell.clock.wall(),
                     level="info",

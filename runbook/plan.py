@@ -7,6 +7,7 @@ Every rule of docs/plan-format.md is checked and every violation collected in on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,10 +16,11 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from runbook import graph, polling, yamldoc
+from runbook.conditions import Condition, RunIf
 from runbook.durations import parse_duration
 from runbook.errors import PlanError, Problem
 from runbook.plancheck import BUILTIN_DEFAULTS, Semantics
-from runbook.schedule import OnFailure, Rule, RunIf
+from runbook.schedule import OnFailure, Rule
 from runbook.schemacheck import checker
 from runbook.text import printable
 from runbook.yamldoc import Document
@@ -59,7 +61,8 @@ class Step:
     poll_interval: float
     max_poll_interval: float
     run_if: RunIf = "success"
-    """Effective: a ``finally`` step's default is ``always``."""
+    """Effective: a ``finally`` step's default is ``always``; a mapping is a
+    :class:`~runbook.conditions.Condition`."""
     estimate: float | None = None
     """Expected running time (seconds), for the forecast when there is no history."""
 
@@ -139,6 +142,8 @@ class Plan:
     default, ``nexadata_default``)."""
     airflow_dag_id: str | None = None
     """``airflow.dag_id``: the exported DAG's id (None: the plan's name)."""
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+    """What ``validate`` warns of in a valid plan, each at its node."""
 
     @property
     def stages(self) -> tuple[tuple[str, ...], ...]:
@@ -221,7 +226,9 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     ]
     if problems:
         raise PlanError(problems)
-    return _build(doc, semantics.edges, semantics.stages)
+    plan = _build(doc, semantics.edges, semantics.stages)
+    warnings = semantics.warnings(plan)
+    return dataclasses.replace(plan, warnings=warnings) if warnings else plan
 
 
 def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]]) -> Plan:
@@ -257,7 +264,7 @@ def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]])
             timeout=parse_duration(settings["timeout"]),
             poll_interval=poll,
             max_poll_interval=max_poll if explicit_max else max(max_poll, poll),
-            run_if=raw.get("run_if", "always" if name in finally_steps else "success"),
+            run_if=_run_if(raw.get("run_if", "always" if name in finally_steps else "success")),
             estimate=parse_duration(raw["estimate"]) if "estimate" in raw else None,
         )
     api = data.get("api", {})
@@ -288,6 +295,10 @@ def _build(doc: Document, edges: list[tuple[str, str]], stages: list[list[str]])
         airflow_conn_id=data.get("airflow", {}).get("conn_id"),
         airflow_dag_id=data.get("airflow", {}).get("dag_id"),
     )
+
+
+def _run_if(value: str | dict[str, Any]) -> RunIf:
+    return Condition.of(value) if isinstance(value, dict) else cast("RunIf", value)
 
 
 def _target(entry: dict[str, Any]) -> NotifyTarget:

@@ -1,6 +1,7 @@
 """The rules of a plan that JSON Schema cannot say: every name refers to a step that
 exists, ``finally`` and ``depends_on`` list each name once, the graph has no cycle,
-conditions name real upstreams, durations parse and poll bounds are in order.
+conditions name real upstreams, durations parse and poll bounds are in order; and the
+warnings of a valid plan (a ``run_if: failure`` that also fires on a skip).
 
 :class:`Semantics` collects every problem in one pass, each placed at its YAML node;
 it also hands the loader the edges and stages it found, so the graph is ordered once.
@@ -8,17 +9,22 @@ it also hands the loader the edges and stages it found, so the graph is ordered 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook import graph
+from runbook.conditions import Condition, is_cleanup
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import Problem
 from runbook.schemacheck import show, where
 from runbook.text import NAME_CUTOFF, did_you_mean
 from runbook.yamldoc import Document, YamlPath
+
+if TYPE_CHECKING:
+    from runbook.plan import Plan
 
 __all__ = ["BUILTIN_DEFAULTS", "DURATION_KEYS", "Semantics"]
 
@@ -33,6 +39,7 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "max_poll_interval": 60.0,
     }
 )
+STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 
 class Semantics:
@@ -60,6 +67,7 @@ class Semantics:
         edges = self._dependencies()
         self._cycles(edges)
         self._conditions()
+        self._named()
         self._durations()
         return list(self.problems)
 
@@ -109,6 +117,72 @@ class Semantics:
                     f"run_if {run_if} needs an upstream to judge, and the step has none: "
                     "give it depends_on, or list it in finally",
                 )
+
+    def _named(self) -> None:
+        """Rule 7: a mapping ``run_if`` names only the step's own upstreams (the schema
+        checks the outcomes, and refuses an empty mapping or list)."""
+        names = [name for name in self.workflows if isinstance(name, str)]
+        for name, step in self.workflows.items():
+            run_if = step.get("run_if") if isinstance(step, dict) else None
+            if not isinstance(run_if, dict) or not isinstance(name, str):
+                continue
+            depends_on = [up for _, up in _upstreams(name, step.get("depends_on"))]
+            if name in self.finally_steps:  # every step outside finally, implicitly
+                depends_on += [other for other in names if other not in self.finally_steps]
+            for key in run_if:
+                if not isinstance(key, str) or not STEP_NAME.fullmatch(key) or key in depends_on:
+                    continue  # a bad name is the schema's to explain
+                if key == name:
+                    message = "a step cannot wait for itself"
+                elif key in self.workflows:
+                    message = (
+                        f"{show(key)} is not an upstream of {show(name)}: add it to depends_on"
+                    )
+                else:
+                    hint = did_you_mean(key, depends_on, cutoff=NAME_CUTOFF)
+                    hint = hint or did_you_mean(key, names, cutoff=NAME_CUTOFF)
+                    message = f"unknown step {show(key)}{hint}"
+                base = ("workflows", name, "run_if")
+                place = self.doc.problem((*base, key), f"{where(base)}: {message}", key=True)
+                self.problems[place] = None
+
+    def warnings(self, plan: Plan) -> tuple[Problem, ...]:
+        """A ``run_if: failure`` step with an upstream in its ``depends_on`` that can be
+        skipped because a step further up failed: it would also run for a step that
+        never ran (the rollback of a load that never started). The implicit upstreams
+        of a ``finally`` step are left out: there, "anything failed" is the point."""
+        steps = plan.steps
+        skippable: dict[str, bool] = {}
+        for name in plan.start_order():  # upstreams first
+            run_if, ups = steps[name].run_if, plan.upstreams(name, steps)
+            if is_cleanup(run_if):
+                skippable[name] = False  # it never skips, or passes when it does
+            elif isinstance(run_if, Condition):
+                skippable[name] = any(skippable.get(up, False) for up in run_if.names)
+            else:
+                skippable[name] = any(
+                    skippable[up] or steps[up].on_failure != "ignore" for up in ups
+                )
+        found = []
+        for name, step in steps.items():
+            traps = [up for up in step.depends_on if skippable[up]]
+            if step.run_if != "failure" or not traps:
+                continue
+            before = {up for trap in traps for up in plan.dag.upstream_of(trap)}
+            example = ", ".join(
+                f"{up}: {'succeeded' if up in before else 'failed'}" for up in step.depends_on
+            )
+            path = ("workflows", name, "run_if")
+            found.append(
+                self.doc.problem(
+                    path,
+                    f"warning: {where(path, self.doc.data)}: run_if failure also holds when "
+                    f"{' or '.join(map(show, traps))} was skipped because a step before it "
+                    "failed (it never ran); to run only when a step that ran failed, name "
+                    f"the outcomes, e.g. run_if: {{{example}}}",
+                )
+            )
+        return tuple(found)
 
     def _dependencies(self) -> dict[tuple[str, str], YamlPath]:
         names = [name for name in self.workflows if isinstance(name, str)]

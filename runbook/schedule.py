@@ -14,12 +14,10 @@ steps that ended without starting. A step's life::
     pending | ready -> skipped | cancelled (decided here, never started)
 
 An upstream *passes* when it succeeded, failed under ``on_failure: ignore``, or is a
-``run_if: failure`` step skipped because nothing failed. A ``success`` step is skipped as
-soon as an upstream ended without passing; ``failure`` and ``always`` steps are judged
-once every upstream has ended. A stop (``on_failure: stop``) ends every ``success`` step
-not started at once (skipped under an upstream that failed or was skipped, else
-cancelled) so that the clean-up steps waiting on them can start; an interrupt starts
-nothing more and decides nothing more: what has not ended stays pending, for a resume.
+clean-up step skipped with nothing to clean up. A stop ends at once every step not started
+that is no clean-up step, so that the clean-up steps waiting on them can start; an
+interrupt starts and decides nothing more. :mod:`runbook.conditions` holds ``run_if`` and
+the rule of a mapping, which the Airflow operator shares.
 """
 
 from __future__ import annotations
@@ -30,6 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runbook._compat import assert_never
+from runbook.conditions import (
+    NAMES_SHOWN,
+    NOT_SELECTED,
+    NOTHING_FAILED,
+    Condition,
+    RunIf,
+    Seen,
+    held,
+    is_cleanup,
+    shown_names,
+    unmet,
+)
 
 __all__ = [
     "Ended",
@@ -44,7 +54,6 @@ __all__ = [
     "Update",
 ]
 
-RunIf = Literal["success", "failure", "always"]
 OnFailure = Literal["stop", "continue", "ignore"]
 Ending = Literal["succeeded", "failed"]
 """How a started step ended."""
@@ -56,14 +65,13 @@ fatal error: nothing new starts."""
 Outcome = Literal["succeeded", "failed", "interrupted"]
 
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
-NOTHING_FAILED = "run_if failure: no upstream failed"
-NAMES_SHOWN = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """What the scheduler needs of a step: its upstreams (selected ones only, the
-    implicit ones of a ``finally`` step included) and its two policies."""
+    implicit ones of a ``finally`` step included) and its two policies. A mapping
+    ``run_if`` may name unselected upstreams too: they count as succeeded."""
 
     name: str
     upstreams: tuple[str, ...] = ()
@@ -99,6 +107,7 @@ class _Node:
     blocked: list[str] = field(default_factory=list)  # upstreams that failed or were skipped
     cancelled: list[str] = field(default_factory=list)  # upstreams cancelled by a stop
     ignored: bool = False
+    selected: frozenset[str] = frozenset()  # a mapping's upstreams that are selected
 
 
 class Schedule:
@@ -122,6 +131,8 @@ class Schedule:
         self._nodes: dict[str, _Node] = {rule.name: _Node(rule, key(rule.name)) for rule in rules}
         for node in self._nodes.values():
             node.unfinished = len(node.rule.upstreams)
+            if isinstance(node.rule.run_if, Condition):
+                node.selected = frozenset(node.rule.upstreams)
             for upstream in node.rule.upstreams:
                 self._nodes[upstream].downstream.append(node.rule.name)
         self.phase: Phase = "running"
@@ -149,8 +160,8 @@ class Schedule:
                 return True
             case "failed":
                 return node.ignored
-            case "skipped":
-                return node.rule.run_if == "failure" and not node.blocked and not node.cancelled
+            case "skipped":  # a clean-up step with nothing to clean up
+                return is_cleanup(node.rule.run_if)
             case "pending" | "ready" | "running" | "cancelled":
                 return False
             case _:  # pragma: no cover
@@ -164,16 +175,18 @@ class Schedule:
             case "running":
                 return True
             case "stopping":
-                return self._nodes[name].rule.run_if != "success"
+                return is_cleanup(self._nodes[name].rule.run_if)
             case "interrupted":
                 return False
             case _:  # pragma: no cover
                 assert_never(self.phase)
 
     def start_reason(self, name: str) -> str | None:
-        """Why a ``failure`` or ``always`` step may start, for the user; None for the
-        default ``success``."""
+        """Why a ``failure``, ``always`` or mapping step may start, for the user; None
+        for the default ``success``."""
         node = self._nodes[name]
+        if isinstance(node.rule.run_if, Condition):
+            return held(node.rule.run_if, self._seen_by(node))
         match node.rule.run_if:
             case "success":
                 return None
@@ -264,9 +277,10 @@ class Schedule:
         return Update(tuple(ended), stopped)
 
     def stop(self, reason: str) -> Update:
-        """No new ``success`` step starts: each one not started ends now (skipped under
-        an upstream that failed or was skipped, else cancelled); ``failure`` and
-        ``always`` steps are still judged as their upstreams end."""
+        """No new step starts but clean-up steps: each other one not started ends now
+        (skipped under an upstream that did not pass, or an entry of its mapping that
+        can no longer hold; else cancelled); clean-up steps are still judged as their
+        upstreams end."""
         if self.phase != "running":
             return Update()
         self.phase, self.reason = "stopping", reason
@@ -274,12 +288,12 @@ class Schedule:
         waiting = [
             node
             for node in self._nodes.values()
-            if node.state in ("pending", "ready") and node.rule.run_if == "success"
+            if node.state in ("pending", "ready") and not is_cleanup(node.rule.run_if)
         ]
         waiting.sort(key=lambda node: node.key)  # upstreams first: their ends propagate
         for node in waiting:
             if node.state in ("pending", "ready"):
-                self._end(node, "skipped" if node.blocked else "cancelled", ended)
+                self._end(node, "skipped" if self._blocked(node) else "cancelled", ended)
         return Update(tuple(ended), reason)
 
     def interrupt(self, reason: str) -> None:
@@ -296,6 +310,12 @@ class Schedule:
     def _judge(self, node: _Node, ended: list[Ended]) -> None:
         """Decide a pending step from its upstreams' final states, if it can be now."""
         if self.phase == "interrupted":
+            return
+        if isinstance(node.rule.run_if, Condition):
+            if self._blocked(node):
+                self._end(node, "skipped", ended)
+            elif node.unfinished == 0:  # (a stop ended it already unless it is a clean-up)
+                self._make_ready(node)
             return
         match node.rule.run_if:
             case "success":
@@ -329,9 +349,29 @@ class Schedule:
     def _reason(self, node: _Node, state: Literal["skipped", "cancelled"]) -> str:
         if state == "cancelled":
             return f"not started: {self.reason or 'the run stopped'}"
+        if isinstance(node.rule.run_if, Condition):
+            return unmet(node.rule.run_if, self._seen_by(node)) or "run_if: an entry did not hold"
         if node.rule.run_if == "failure":
             return NOTHING_FAILED
         return f"upstream {shown_names(node.blocked)} did not succeed"
+
+    def _blocked(self, node: _Node) -> bool:
+        """The step's ``run_if`` can no longer hold (an upstream, or an entry, did not)."""
+        if isinstance(node.rule.run_if, Condition):
+            return unmet(node.rule.run_if, self._seen_by(node)) is not None
+        return bool(node.blocked)
+
+    def _seen_by(self, node: _Node) -> Callable[[str], Seen | None]:
+        """How each upstream of ``node`` ended, as its condition reads it."""
+        selected = node.selected
+
+        def seen(name: str) -> Seen | None:
+            if name not in selected:
+                return NOT_SELECTED
+            up = self._nodes[name]
+            return Seen(up.state, self.passed(name)) if up.state in FINAL_STATES else None
+
+        return seen
 
     def _propagate(self, name: str, out: list[Ended]) -> None:
         """``name`` has a final state: count it in each step below, and judge those."""
@@ -355,10 +395,3 @@ class Schedule:
         more = len(node.blocked) + len(node.cancelled) - NAMES_SHOWN
         text = "upstream " + ", ".join(parts) if parts else "no upstream failed"
         return text + (f" and {more} more" if more > 0 else "")
-
-
-def shown_names(names: list[str]) -> str:
-    """``a, b, c and 2 more``: the first NAMES_SHOWN names, then how many others."""
-    shown = ", ".join(names[:NAMES_SHOWN])
-    more = len(names) - NAMES_SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")

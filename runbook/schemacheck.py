@@ -143,10 +143,11 @@ class SchemaChecker:
     def _explain(self, doc: Document, error: Any, path: YamlPath) -> Iterator[Problem]:
         schema, validator, instance = error.schema, error.validator, error.instance
         prefix = f"{where(path, doc.data)}: " if path else ""
-        deeper = [sub for sub in error.context or () if sub.relative_path]
-        if validator in ("anyOf", "oneOf") and deeper:
-            # a list or mapping with one bad item: name the item, not the whole value
-            for sub in deeper:
+        fitting = _fitting_branch(error) if validator in ("anyOf", "oneOf") else None
+        if fitting:
+            # the value is of the one branch's kind (a mapping, a list): explain what is
+            # wrong inside it (an item, an empty list), not that it matches no branch
+            for sub in fitting:
                 yield from self._explain(doc, sub, tuple(sub.absolute_path))
         elif "propertyNames" in error.schema_path:
             message = schema.get("patternErrorMessage", "is not a valid name")
@@ -198,6 +199,22 @@ class SchemaChecker:
         return ""
 
 
+def _fitting_branch(error: Any) -> list[Any] | None:
+    """The errors of the one ``anyOf``/``oneOf`` branch whose kind the value has (no
+    type or choice mismatch at the value itself), or None when no one branch fits."""
+    if not isinstance(error.instance, dict | list):
+        return None  # a scalar has no insides: the schema's own message says it
+    branches: dict[Any, list[Any]] = {}
+    for sub in error.context or ():
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [
+        subs
+        for subs in branches.values()
+        if not any(sub.validator in ("type", "enum") and not sub.relative_path for sub in subs)
+    ]
+    return fitting[0] if len(fitting) == 1 else None
+
+
 def _unknown_key(key: Any, known: list[str], value: Any) -> str:
     message = f"unknown key {show(key)}"
     if key in _KEY_HINTS and key not in known:
@@ -230,6 +247,11 @@ def _message(validator: str, limit: Any, instance: Any, fallback: str) -> str:
         return "must not be empty" if limit == 1 else f"must be at least {limit} characters long"
     if validator == "maxLength":
         return f"is longer than {limit} characters"
+    if validator in ("minItems", "minProperties") and limit == 1:
+        return "must not be empty"
+    if validator == "uniqueItems":
+        twice = next(item for n, item in enumerate(instance) if item in instance[:n])
+        return f"lists {show(twice)} twice"
     return fallback  # pragma: no cover - every keyword of runbook's schemas is handled above
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from runbook import __version__
 from runbook.airflow import rules
+from runbook.conditions import Condition
 from runbook.errors import UsageError
 from runbook.plan import BUILTIN_DEFAULTS, Plan, Step
 from runbook.text import printable, shell_word
@@ -164,7 +165,16 @@ def render(
 def _step_args(out: _Writer, step: Step, trigger_rule: str) -> None:
     out.arg("task_id", _str(step.name))
     out.arg("workflow_id", str(step.workflow_id))
-    if step.run_if != "success":
+    if isinstance(step.run_if, Condition):  # one entry a line: as ruff format keeps it
+        out.line("run_if={")
+        with out.indent():
+            for name, accepted in step.run_if.entries:
+                value = "[" + ", ".join(map(_str, accepted)) + "]"
+                if name not in step.run_if.listed:
+                    value = _str(accepted[0])
+                out.line(f"{_str(name)}: {value},")
+        out.line("},")
+    elif step.run_if != "success":
         out.arg("run_if", _str(step.run_if))
     if step.on_failure != BUILTIN_DEFAULTS["on_failure"]:
         out.arg("on_failure", _str(step.on_failure))

@@ -38,7 +38,8 @@ from airflow.sdk.exceptions import (
 )
 
 from runbook.airflow import rules
-from runbook.schedule import OnFailure, RunIf
+from runbook.conditions import is_cleanup
+from runbook.schedule import OnFailure
 
 __all__ = ["NexadataWorkflowOperator", "PlanOutcomeOperator"]
 
@@ -68,7 +69,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
         self,
         *,
         workflow_id: int,
-        run_if: RunIf = "success",
+        run_if: str | Mapping[str, str | list[str]] = "success",
         on_failure: OnFailure = "stop",
         timeout: float | timedelta = 6 * 3600.0,
         poll_interval: float | timedelta = 5.0,
@@ -79,7 +80,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
     ) -> None:
         super().__init__(**kwargs)
         self.workflow_id = workflow_id
-        self.policy = rules.Policy(run_if, on_failure)
+        self.policy = rules.Policy(rules.run_if(run_if), on_failure)
         self.run_if = run_if
         self.on_failure = on_failure
         self.step_timeout = _seconds(timeout)
@@ -138,7 +139,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
                 errors = "; ".join(str(e) for e in event.get("errors") or ()) or "no error given"
                 reason = f"{what} failed: {errors}"
                 stop = rules.stopped_by(self._policies(), self._states(context))
-                if self.run_if == "success" and stop is not None:
+                if not is_cleanup(self.policy.run_if) and stop is not None:
                     raise AirflowFailException(f"{reason} (not retried: {stop})")
                 raise AirflowException(reason)  # Airflow retries it while retries last
             case "timed out":
@@ -156,7 +157,7 @@ class NexadataWorkflowOperator(BaseOperator):  # type: ignore[misc]
         if verdict is not None:
             self.log.info("%s: %s", verdict.state, verdict.reason)
             raise AirflowSkipException(f"{verdict.state}: {verdict.reason}")
-        if self.run_if != "success":
+        if self.policy.run_if != "success":
             self.log.info("starting: %s", rules.start_reason(self.policy, upstreams, states))
 
     def _wait_for_slot(self, context: Any) -> None:

@@ -2,8 +2,9 @@
 
 Airflow decides when a task may start from its trigger rule, and ends a DAG run by the
 states of its last tasks. Neither is the plan format's rule: an ignored failure passes,
-a ``run_if: failure`` step skipped because nothing failed passes, a stop cancels every
-``success`` step not started, and the run fails when a step failed that counts. The
+a clean-up step skipped with nothing to clean up passes, a mapping ``run_if`` names the
+outcome of each upstream it needs, a stop cancels every step not started that is no
+clean-up step, and the run fails when a step failed that counts. The
 operator completes each rule at run time from the task states of its DAG run, with the
 functions here, so that the same failures give the same step outcomes as ``apply``.
 
@@ -23,12 +24,25 @@ execution id lives in the task state store, written before anything else.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from runbook.conditions import (
+    KEYWORDS,
+    NAMES_SHOWN,
+    NOT_SELECTED,
+    NOTHING_FAILED,
+    Condition,
+    RunIf,
+    Seen,
+    held,
+    is_cleanup,
+    shown_names,
+    unmet,
+)
 from runbook.errors import ConfigError
-from runbook.schedule import NAMES_SHOWN, NOTHING_FAILED, OnFailure, RunIf, shown_names
+from runbook.schedule import OnFailure
 
 __all__ = [
     "KEY",
@@ -40,6 +54,7 @@ __all__ = [
     "judge",
     "passed",
     "plan_state",
+    "run_if",
     "stopped_by",
     "trigger_rule",
 ]
@@ -58,6 +73,21 @@ class Policy:
     on_failure: OnFailure = "stop"
 
 
+def run_if(value: object) -> RunIf:
+    """An operator's ``run_if`` argument as the rules read it: a word, or a mapping of
+    upstream names to outcomes. Anything else is a mistake in the DAG file: ValueError,
+    which Airflow shows as the DAG's import error."""
+    if value in KEYWORDS:
+        return value  # type: ignore[return-value]
+    condition = Condition.parse(dict(value) if isinstance(value, Mapping) else value)
+    if condition is None:
+        raise ValueError(
+            f"run_if {value!r} is neither success, failure nor always, nor a mapping of "
+            "upstream names to outcomes (succeeded, failed, skipped, passed, or a list)"
+        )
+    return condition
+
+
 def passed(state: str | None, policy: Policy) -> bool:
     """Whether an upstream in Airflow ``state`` passed (plan format, Failure policies)."""
     match state:
@@ -66,9 +96,9 @@ def passed(state: str | None, policy: Policy) -> bool:
         case "failed":
             return policy.on_failure == "ignore"
         case "skipped":
-            # only the operator skips a failure step (its trigger rule is all_done), and
-            # only when every upstream passed: nothing failed, so it passed
-            return policy.run_if == "failure"
+            # only the operator skips a clean-up step (its trigger rule is all_done), and
+            # only when there was nothing to clean up: so it passed
+            return is_cleanup(policy.run_if)
         case _:
             return False
 
@@ -77,11 +107,11 @@ def trigger_rule(policy: Policy, upstreams: Iterable[Policy]) -> str:
     """The Airflow trigger rule for a step: ``all_success`` where Airflow's success is
     exactly the plan's "passed" for every upstream, else ``all_done`` (the operator
     judges the rest at run time)."""
-    if policy.run_if != "success":
+    if policy.run_if != "success":  # a mapping is judged at run time too
         return "all_done"  # one_failed would fire at the first failure, not at the end
     for up in upstreams:
-        if up.on_failure == "ignore" or up.run_if == "failure":
-            return "all_done"  # it may pass without Airflow's success
+        if up.on_failure == "ignore" or (is_cleanup(up.run_if) and up.run_if != "always"):
+            return "all_done"  # it may pass without Airflow's success (skipped)
     return "all_success"
 
 
@@ -110,6 +140,13 @@ def judge(
 ) -> Verdict | None:
     """Whether a step whose upstreams have all ended may start now (None: it may), or
     why it ends without starting. ``stop``: the stop in force (:func:`stopped_by`)."""
+    if isinstance(policy.run_if, Condition):
+        reason = unmet(policy.run_if, _seen(upstreams, states))
+        if reason is not None:
+            return Verdict("skipped", reason)
+        if stop is not None and not policy.run_if.cleanup:
+            return Verdict("cancelled", f"not started: {stop}")
+        return None
     not_passed = [name for name in upstreams if not passed(states.get(name), upstreams[name])]
     match policy.run_if:
         case "success":
@@ -126,12 +163,26 @@ def judge(
 
 def start_reason(policy: Policy, upstreams: Mapping[str, Policy], states: Mapping[str, Any]) -> str:
     """Why a clean-up step starts, for its log: ``upstream load_warehouse failed``."""
+    if isinstance(policy.run_if, Condition):
+        return held(policy.run_if, _seen(upstreams, states))
     not_passed = [name for name in upstreams if not passed(states.get(name), upstreams[name])]
     if not not_passed:
         return f"run_if {policy.run_if}: every upstream has ended"
     shown = ", ".join(f"{up} {plan_state(states.get(up))}" for up in not_passed[:NAMES_SHOWN])
     more = len(not_passed) - NAMES_SHOWN
     return f"run_if {policy.run_if}: upstream {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def _seen(upstreams: Mapping[str, Policy], states: Mapping[str, Any]) -> Callable[[str], Seen]:
+    """How each upstream ended, as a condition reads it (every upstream has ended when
+    a step is judged; a name the DAG has no task for was not exported: done)."""
+
+    def seen(name: str) -> Seen:
+        if name not in upstreams:
+            return NOT_SELECTED
+        return Seen(plan_state(states.get(name)), passed(states.get(name), upstreams[name]))
+
+    return seen
 
 
 def failures(

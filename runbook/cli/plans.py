@@ -30,7 +30,7 @@ def validate(plans: tuple[str, ...]) -> int:
 
     Prints 'PLAN: ok (N workflows, M dependencies)' for each valid plan, and every
     problem of an invalid one as FILE:LINE:COLUMN: message. Exits 2 if any plan is
-    invalid.
+    invalid. A valid plan's warnings (FILE:LINE:COLUMN: warning: ...) keep exit 0.
     """
     from runbook.render import planview
 
@@ -42,6 +42,8 @@ def validate(plans: tuple[str, ...]) -> int:
             planview.write_invalid(stderr(), error)
             code = error.exit_code
         else:
+            for warning in plan.warnings:
+                stderr().write(f"{warning}\n")
             planview.write_valid(stdout(), plan)
     return code
 
@@ -87,7 +89,7 @@ def graph(plan_path: str, fmt: str, with_forecast: bool, state_dir: str | None) 
     runbook graph plan.yaml | dot -Tsvg > plan.svg
     runbook graph plan.yaml --format mermaid   # paste into Markdown
     """
-    from runbook.render.planview import GRAPH_FORMATS
+    from runbook.render.graphview import GRAPH_FORMATS
 
     loaded = load(plan_path)
     predicted = _forecast(loaded, None, state_dir) if with_forecast else None

@@ -17,6 +17,7 @@ from dataclasses import fields
 from functools import cache
 from typing import Any, TypeGuard, TypeVar
 
+from runbook import conditions
 from runbook._compat import assert_never
 from runbook.journal.schema import Column, Table
 
@@ -79,6 +80,7 @@ def check_row(table: Table, row: sqlite3.Row) -> Checked:
             isinstance(value, bool)
             or not isinstance(value, column.types)
             or (column.allowed is not None and value not in column.allowed)
+            or (column.holds == "condition" and conditions.loaded(value) is None)
         ):
             raise BadRow(f"{checked.where}: {column.name} holds {_shown(value)}")
         if column.declared.startswith("REAL") and not is_time(value):
@@ -126,6 +128,8 @@ def _read(column: Column, value: Any, where: str) -> Any:
             if value is None or (column.nullable and value == "null"):
                 return None  # NULL, or JSON null where the column may be empty
             return json_field(value, dict, f"{where}: {column.name}")
+        case "condition":
+            return conditions.loaded(value)  # checked as the row loaded
         case _:
             assert_never(column.holds)
 

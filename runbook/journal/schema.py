@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, get_args
 
+from runbook import conditions
 from runbook._compat import assert_never
 from runbook.events import RunState, StepState
-from runbook.schedule import OnFailure, RunIf
+from runbook.schedule import OnFailure
 
 __all__ = [
     "ATTEMPTS",
@@ -52,9 +53,10 @@ Statement = tuple[str, tuple[Any, ...]]
 Batch = tuple[str, list[tuple[Any, ...]]]
 """One SQL statement and the parameters of each row it writes (``executemany``)."""
 
-Holds = Literal["value", "flag", "names", "json object"]
+Holds = Literal["value", "flag", "names", "json object", "condition"]
 """How a column holds its value: as it is; a bool as 0 or 1; a tuple of names as a JSON
-list; a JSON object (``None`` as JSON null, or as NULL where the column may be)."""
+list; a JSON object (``None`` as JSON null, or as NULL where the column may be); a
+condition (``run_if``), as its word or its mapping in JSON (:func:`runbook.conditions.stored`)."""
 
 _TYPES: Mapping[str, tuple[type, ...]] = {
     "INTEGER": (int,),
@@ -75,6 +77,9 @@ class Column:
     """The values runbook can act on, where it is a closed set."""
     checked: bool = True
     """Checked as its row loads (:mod:`~runbook.journal.rows`), and only then readable."""
+    widened: int | None = None
+    """The version since which it may hold values an older runbook cannot read (that
+    version has no statement: it tells older runbooks the journal is newer)."""
 
     @property
     def types(self) -> tuple[type, ...]:
@@ -95,6 +100,8 @@ class Column:
                 return _names
             case "json object":
                 return json.dumps
+            case "condition":
+                return conditions.stored
             case "value":
                 return None
             case _:
@@ -202,9 +209,8 @@ STEPS = Table(
         Column("ended_at", "REAL"),
         # 2: run_if, on_failure and whether a failure was ignored: status shows them
         # without the plan file, which may have changed since
-        Column(
-            "run_if", "TEXT NOT NULL DEFAULT 'success'", since=2, allowed=frozenset(get_args(RunIf))
-        ),
+        # 6: a mapping of named upstreams, as JSON
+        Column("run_if", "TEXT NOT NULL DEFAULT 'success'", since=2, holds="condition", widened=6),
         Column(
             "on_failure",
             "TEXT NOT NULL DEFAULT 'stop'",
@@ -260,7 +266,9 @@ NOTIFICATIONS = Table(
     since=3,
 )
 TABLES = (RUNS, STEPS, ATTEMPTS, NOTIFICATIONS)
-SCHEMA_VERSION = max(column.since for table in TABLES for column in table.columns)
+SCHEMA_VERSION = max(
+    max(column.since, column.widened or 0) for table in TABLES for column in table.columns
+)
 
 
 def _create(table: Table) -> list[str]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import json
 
+from runbook import conditions
+from runbook.conditions import is_cleanup
 from runbook.events import RunRecord, StepRecord
 from runbook.render.report import report_document
 from runbook.render.summary import count_text, write_summary
@@ -64,7 +66,12 @@ def json_payload(run: RunRecord, event: str) -> bytes:
         for step in _failed(run)
     ]
     document["clean_up"] = [
-        {"step": step.name, "run_if": step.run_if, "state": step.state, "reason": step.reason}
+        {
+            "step": step.name,
+            "run_if": conditions.written(step.run_if),
+            "state": step.state,
+            "reason": step.reason,
+        }
         for step in _clean_up(run)
     ]
     return json.dumps(document).encode()
@@ -75,8 +82,9 @@ def _failed(run: RunRecord) -> list[StepRecord]:
 
 
 def _clean_up(run: RunRecord) -> list[StepRecord]:
-    """The clean-up steps (``run_if`` failure or always) that started."""
-    return [step for step in run.ordered() if step.run_if != "success" and step.attempts]
+    """The clean-up steps (``run_if`` failure, always, or a mapping that accepts a
+    failure or a skip) that started."""
+    return [step for step in run.ordered() if is_cleanup(step.run_if) and step.attempts]
 
 
 def _first_error(step: StepRecord) -> str | None:

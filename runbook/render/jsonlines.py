@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
+from runbook import conditions
 from runbook._compat import assert_never
 from runbook.events import (
     AttemptFinished,
@@ -80,7 +81,7 @@ class JsonLines:
                     workflow_id=step.workflow_id,
                     state=step.state,
                     reason=step.reason,
-                    run_if=step.run_if,
+                    run_if=conditions.written(step.run_if),
                     ignored=step.ignored,
                     attempt=_attempt_json(step.attempt),
                 )

@@ -1,13 +1,12 @@
-"""What ``validate``, ``plan`` and ``graph`` print: plain text, JSON, DOT and Mermaid."""
+"""What ``validate`` and ``plan`` print: plain text and JSON (``graph``: :mod:`graphview`)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from runbook import conditions
 from runbook.durations import format_duration
 from runbook.text import plural, printable
 
@@ -18,9 +17,7 @@ if TYPE_CHECKING:
     from runbook.plan import Plan, Step
 
 __all__ = [
-    "write_dot",
     "write_invalid",
-    "write_mermaid",
     "write_plan_json",
     "write_plan_text",
     "write_valid",
@@ -92,7 +89,7 @@ def write_plan_text(
                     str(number),
                     name,
                     str(step.workflow_id),
-                    step.run_if,
+                    str(step.run_if),
                     step.on_failure,
                     str(step.retries),
                     format_duration(step.timeout),
@@ -176,7 +173,7 @@ def _step_json(plan: Plan, step: Step) -> dict[str, Any]:
         "workflow_id": step.workflow_id,
         "depends_on": list(step.depends_on),
         "description": step.description,
-        "run_if": step.run_if,
+        "run_if": conditions.written(step.run_if),
         "finally": step.name in plan.finally_steps,
         "on_failure": step.on_failure,
         "retries": step.retries,
@@ -227,174 +224,8 @@ def write_plan_json(
     out.write("\n")
 
 
-def _dot_id(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _edges(plan: Plan) -> list[tuple[str, str, str | None]]:
-    """Every edge to draw, upstream first, with its label: the ``run_if`` of a
-    ``failure``/``always`` step it leads into, ``finally`` for the implicit edges of a
-    ``finally`` step (drawn from the last steps before it only: the others reach it
-    through them)."""
-    edges: list[tuple[str, str, str | None]] = []
-    last = set(plan.finally_steps)
-    ends = [
-        name
-        for name in sorted(plan.steps)
-        if name not in last and not any(down not in last for down in plan.dag.successors(name))
-    ]
-    for name in sorted(plan.steps):
-        step = plan.steps[name]
-        label = step.run_if if step.run_if != "success" else None
-        for upstream in sorted(step.depends_on):
-            edges.append((upstream, name, label))
-        if name in last:
-            implicit = f"finally, {step.run_if}" if label else "finally"
-            into = [end for end in ends if end not in step.depends_on]
-            # one label says it: the same label on each edge would overlap at the step
-            edges += [(end, name, implicit if i == 0 else "") for i, end in enumerate(into)]
-    return edges
-
-
-def _legend(plan: Plan, forecast: Forecast | None) -> list[str]:
-    """What the drawing's styles mean, for those it uses."""
-    lines = []
-    if any(label is not None for _, _, label in _edges(plan)):
-        lines.append("dashed arrow: into a clean-up step, labelled with its run_if")
-    for policy, look in (("continue", "dashed"), ("ignore", "dotted")):
-        if any(step.on_failure == policy for step in plan.steps.values()):
-            lines.append(f"{look} box: on_failure {policy}")
-    if forecast is not None and forecast.critical_path:
-        lines.append("red: the critical path (dotted: a wait for a free slot)")
-    return lines
-
-
-def _critical_edges(forecast: Forecast | None) -> set[tuple[str, str]]:
-    path = forecast.critical_path if forecast is not None else ()
-    return set(itertools.pairwise(path))
-
-
-def write_dot(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None:
-    """A Graphviz digraph, left to right; ``on_failure: continue`` steps are dashed,
-    ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
-    edges of ``finally`` steps are dashed and labelled; with a forecast, the critical
-    path in bold red (a hop through a slot wait, between steps with no edge, dotted)."""
-    critical = _critical_edges(forecast)
-    on_path = set(forecast.critical_path) if forecast is not None else set()
-    out.write(f"digraph {_dot_id(plan.name)} {{\n")
-    out.write("  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
-    for name in sorted(plan.steps):
-        step = plan.steps[name]
-        style = _NODE_STYLES.get(step.on_failure, "")
-        label = _dot_id(f"{name}\nworkflow {step.workflow_id}").replace("\n", "\\n")
-        if name in on_path:
-            style += ", color=red, penwidth=2"
-        out.write(f"  {_dot_id(name)} [label={label}{style}];\n")
-    drawn = set()
-    for upstream, name, edge_label in _edges(plan):
-        options = []
-        if edge_label is not None:
-            options.append(
-                f"style=dashed, label={_dot_id(edge_label)}" if edge_label else "style=dashed"
-            )
-        if (upstream, name) in critical:
-            options.append("color=red, penwidth=2")
-            drawn.add((upstream, name))
-        attributes = f" [{', '.join(options)}]" if options else ""
-        out.write(f"  {_dot_id(upstream)} -> {_dot_id(name)}{attributes};\n")
-    for upstream, name in sorted(critical - drawn):  # a slot freed, no dependency
-        out.write(
-            f"  {_dot_id(upstream)} -> {_dot_id(name)} "
-            '[style=dotted, color=red, penwidth=2, label="slot"];\n'
-        )
-    legend = _legend(plan, forecast)
-    if legend:
-        text = _dot_id("\n".join(legend)).replace("\n", "\\l")[:-1] + '\\l"'
-        out.write('  subgraph cluster_legend {\n    label="legend"; style=dashed; color=gray;\n')
-        out.write(f"    runbook_legend [shape=plaintext, label={text}];\n  }}\n")
-    out.write("}\n")
-
-
-_NODE_STYLES = {"continue": ", style=dashed", "ignore": ", style=dotted"}
-
-_MERMAID_RESERVED = {
-    "end",
-    "graph",
-    "subgraph",
-    "flowchart",
-    "style",
-    "class",
-    "classdef",
-    "click",
-    "linkstyle",
-    "direction",
-    "call",
-    "href",
-}
-
-
-def _mermaid_ids(names: Sequence[str]) -> dict[str, str]:
-    ids: dict[str, str] = {}
-    used: set[str] = set()
-    for name in names:
-        ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
-        if ident.lower() in _MERMAID_RESERVED:
-            ident += "_"
-        base, n = ident, 2
-        while ident in used:
-            ident, n = f"{base}_{n}", n + 1
-        used.add(ident)
-        ids[name] = ident
-    return ids
-
-
-def write_mermaid(out: TextIO, plan: Plan, forecast: Forecast | None = None) -> None:
-    """A Mermaid flowchart, left to right; ``on_failure: continue`` steps are dashed,
-    ``ignore`` steps dotted; edges into ``failure``/``always`` steps and the implicit
-    edges of ``finally`` steps are dashed and labelled; with a forecast, the critical
-    path's steps in class ``critical`` and its edges in a ``linkStyle``."""
-    critical = _critical_edges(forecast)
-    names = sorted(plan.steps)
-    ids = _mermaid_ids(names)
-    out.write("flowchart LR\n")
-    for name in names:
-        out.write(f'  {ids[name]}["{name}<br/>workflow {plan.steps[name].workflow_id}"]\n')
-    links: list[int] = []
-    edges = _edges(plan)
-    for number, (upstream, name, label) in enumerate(edges):
-        arrow = f" -.->|{label}| " if label else " -.-> " if label is not None else " --> "
-        out.write(f"  {ids[upstream]}{arrow}{ids[name]}\n")
-        if (upstream, name) in critical:
-            links.append(number)
-    slots = sorted(critical - {(u, n) for u, n, _ in edges})  # a slot freed, no dependency
-    for extra, (upstream, name) in enumerate(slots):
-        links.append(len(edges) + extra)
-        out.write(f"  {ids[upstream]} -.->|slot| {ids[name]}\n")
-    for policy, dashes in (("continue", "5 5"), ("ignore", "2 2")):
-        styled = [ids[name] for name in names if plan.steps[name].on_failure == policy]
-        if styled:
-            out.write(f"  classDef {policy} stroke-dasharray: {dashes}\n")
-            out.write(f"  class {','.join(styled)} {policy}\n")
-    if forecast is not None and forecast.critical_path:
-        out.write("  classDef critical stroke:#d00,stroke-width:3px\n")
-        out.write(f"  class {','.join(ids[n] for n in forecast.critical_path)} critical\n")
-        if links:
-            out.write(f"  linkStyle {','.join(map(str, links))} stroke:#d00,stroke-width:3px\n")
-    legend = _legend(plan, forecast)
-    if legend:
-        ident = "runbook_legend"
-        while ident in ids.values():
-            ident += "_"
-        out.write(f"  subgraph {ident}_box [legend]\n")
-        out.write(f'    {ident}["{"<br/>".join(legend)}"]\n  end\n')
-
-
 PlanWriter = Callable[
     [TextIO, "Plan", Sequence[Sequence[str]], "Selection", "Forecast | None"], None
 ]
-GraphWriter = Callable[[TextIO, "Plan", "Forecast | None"], None]
-
 PLAN_FORMATS: Mapping[str, PlanWriter] = {"text": write_plan_text, "json": write_plan_json}
 """``runbook plan --format``: each format's writer."""
-GRAPH_FORMATS: Mapping[str, GraphWriter] = {"dot": write_dot, "mermaid": write_mermaid}
-"""``runbook graph --format``: each format's writer."""

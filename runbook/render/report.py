@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runbook import conditions
 from runbook.events import RunRecord, StepRecord
 from runbook.files import write_atomically
 from runbook.render.jsonlines import attempt_fields, in_flight_fields
@@ -51,7 +52,7 @@ def _step(step: StepRecord) -> dict[str, Any]:
         "workflow_id": step.workflow_id,
         "state": step.state,
         "reason": step.reason,
-        "run_if": step.run_if,
+        "run_if": conditions.written(step.run_if),
         "on_failure": step.on_failure,
         "ignored": step.ignored,
         "attempts": [attempt_fields(attempt) for attempt in step.attempts],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from runbook.conditions import is_cleanup
 from runbook.durations import format_duration
 from runbook.events import RunRecord, StepRecord
 from runbook.render.wording import delivery_text
@@ -71,7 +72,7 @@ def write_summary(out: TextIO, run: RunRecord, *, resume_hint: str | None = None
     cleaned = [
         step
         for step in run.ordered()
-        if step.run_if != "success" and step.state == "succeeded" and step.attempts
+        if is_cleanup(step.run_if) and step.state == "succeeded" and step.attempts
     ]
     if run.state == "succeeded":
         cleaned = []
@@ -111,7 +112,7 @@ def _write_lost_token(out: TextIO, run: RunRecord) -> None:
     cleanup = [
         step.name
         for step in run.ordered()
-        if step.state == "pending" and step.attempt is None and step.run_if != "success"
+        if step.state == "pending" and step.attempt is None and is_cleanup(step.run_if)
     ]
     if cleanup:
         out.write(

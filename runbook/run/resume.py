@@ -3,7 +3,8 @@ records alone (no I/O, no clock): which steps stay done, which executions are po
 again, which triggers are too uncertain to send again; and what a run left running.
 
 A step is matched by name and workflow id; a new or changed step runs as new. A step
-that succeeded stays done — a ``run_if: failure`` or ``always`` step only while none of
+that succeeded stays done — a clean-up step (``run_if: failure``, ``always``, or a
+mapping that accepts a failure or a skip) only while none of
 its upstreams runs again. An execution whose end was not seen is polled again, never
 triggered a second time. A trigger that got no answer may have created an execution:
 it is not repeated unless the user asks (``--retrigger-unknown``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from runbook.conditions import is_cleanup
 from runbook.events import TERMINAL_STATES, AttemptRecord, RunRecord, StepRecord
 from runbook.run import reasons
 
@@ -59,7 +61,7 @@ def take_over(
         if old.state == "succeeded" or (
             last is not None and last.ended_at is not None and last.state == "succeeded"
         ):  # (killed between the attempt's end and the step's: the attempt decides)
-            if steps[name].run_if == "success" or all(up in done for up in upstreams(name)):
+            if not is_cleanup(steps[name].run_if) or all(up in done for up in upstreams(name)):
                 kept.append(name)
                 done.add(name)
             # else judged again: an upstream runs again

@@ -177,13 +177,17 @@ def _apply(cli, plan: Path, scenario: Path, tmp_path: Path) -> tuple[int, dict[s
         # success downstream not run, the rollback and the page run, the lock released;
         # the run fails although the clean-up succeeded
         (EXAMPLES / "cleanup.yaml", SCENARIOS / "rollback.yaml"),
+        # the snapshot failed: the load never ran, so the rollback's mapping does not
+        # hold ({snapshot_warehouse: succeeded, load_warehouse: failed}) and nothing is
+        # restored; the page (run_if: failure) still runs
+        (EXAMPLES / "cleanup.yaml", SCENARIOS / "snapshot-failed.yaml"),
         # an ignored failure (also retried once) passes: what follows it runs, nothing is
         # rolled back, and the run succeeds
         (EXAMPLES / "cleanup.yaml", SCENARIOS / "ignored-export.yaml"),
         # a trigger whose outcome is unknown fails without retries
         (DATA / "airflow" / "lost-answer.yaml", DATA / "airflow" / "lost-answer-scenario.yaml"),
     ],
-    ids=["rollback", "ignored-failure", "unknown-trigger"],
+    ids=["rollback", "snapshot-failed", "ignored-failure", "unknown-trigger"],
 )
 def test_the_same_outcomes_as_apply(
     airflow, cli, tmp_path: Path, plan: Path, scenario: Path
@@ -217,6 +221,8 @@ def test_the_same_outcomes_as_apply(
     for name, step in expected.items():
         if step["ignored"]:
             assert states[name] == "failed"
+        if step["state"] == "skipped" and (step["reason"] or "").startswith("run_if: "):
+            assert step["reason"] in output  # the mapping judged as apply judged it
         if step["state"] == "failed" and "trigger outcome unknown" in (step["reason"] or ""):
             assert af.tries(dag_id, name) == 1  # never retried
             assert "trigger outcome unknown" in output

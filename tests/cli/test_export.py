@@ -17,6 +17,7 @@ import click
 import pytest
 
 import runbook.airflow
+from runbook import conditions
 from runbook.cli.export import command_line
 from runbook.plan import load_plan
 from tests.support.entry import run_entry
@@ -110,7 +111,7 @@ def test_every_example_exports_to_a_dag_equal_to_the_plan(
     for name, step in plan.steps.items():
         args = steps[name].kwargs
         assert args["workflow_id"] == step.workflow_id
-        assert args.get("run_if", "success") == step.run_if
+        assert args.get("run_if", "success") == conditions.written(step.run_if)
         assert args.get("on_failure", "stop") == step.on_failure
         assert args["retries"] == step.retries
         assert args["timeout"].total_seconds() == step.timeout

@@ -287,25 +287,26 @@ CLEANUP = str(ROOT / "examples" / "cleanup.yaml")
 def test_plan_text_shows_run_if_and_finally_last(cli) -> None:
     result = cli("plan", CLEANUP, "-s", "load_warehouse+", "-x", "page_on_call")
     assert result.code == 0
+    mapping = "{snapshot_warehouse: succeeded, load_warehouse: failed}"
     assert result.out.endswith(
-        "STAGE  STEP                    WORKFLOW  RUN_IF   ON_FAILURE  RETRIES  TIMEOUT  "
+        f"STAGE  STEP                    WORKFLOW  RUN_IF{' ' * 51}ON_FAILURE  RETRIES  TIMEOUT  "
         "DEPENDS_ON\n"
-        "    1  load_warehouse                72  success  stop              1  1h       "
+        f"    1  load_warehouse                72  success{' ' * 50}stop              1  1h       "
         "snapshot_warehouse, extract_orders, extract_customers\n"
-        "    2  export_partner_feed           61  success  ignore            1  1h       "
+        f"    2  export_partner_feed           61  success{' ' * 50}ignore            1  1h       "
         "load_warehouse\n"
-        "    2  refresh_dashboards            57  success  stop              1  1h       "
+        f"    2  refresh_dashboards            57  success{' ' * 50}stop              1  1h       "
         "load_warehouse\n"
-        "    2  restore_snapshot              73  failure  stop              1  1h       "
-        "load_warehouse\n"
-        "    3  release_warehouse_lock        75  always   stop              1  1h       "
+        f"    2  restore_snapshot              73  {mapping}  stop              1  1h       "
+        "snapshot_warehouse, load_warehouse\n"
+        f"    3  release_warehouse_lock        75  always{' ' * 51}stop              1  1h       "
         "every other step (finally)\n"
     )
 
 
 def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
     dot = cli("graph", CLEANUP).out
-    assert '  "load_warehouse" -> "restore_snapshot" [style=dashed, label="failure"];\n' in dot
+    assert '  "load_warehouse" -> "restore_snapshot" [style=dashed, label="failed"];\n' in dot
     assert '  "load_warehouse" -> "refresh_dashboards";\n' in dot
     # a finally step: from the last steps before it only
     into_release = [line for line in dot.splitlines() if '-> "release_warehouse_lock"' in line]
@@ -319,7 +320,7 @@ def test_graph_draws_edges_into_clean_up_steps_dashed_and_labelled(cli) -> None:
     assert "dashed arrow: into a clean-up step, labelled with its run_if\\l" in dot  # legend
     assert '"export_partner_feed" [label="export_partner_feed\\nworkflow 61", style=dotted];' in dot
     mermaid = cli("graph", CLEANUP, "--format", "mermaid").out
-    assert "  load_warehouse -.->|failure| restore_snapshot\n" in mermaid
+    assert "  load_warehouse -.->|failed| restore_snapshot\n" in mermaid
     assert "  export_partner_feed -.->|finally, failure| page_on_call\n" in mermaid
     assert "  extract_orders --> load_warehouse\n" in mermaid
     assert "  refresh_dashboards -.-> release_warehouse_lock\n" in mermaid  # no second label

@@ -66,11 +66,13 @@ class Shape:
     grant: str = "client_credentials"
     cleanup_every: int = 0
     """Every this many steps of a layer after the first gets a ``run_if: failure`` step
-    (skipped: nothing that counts fails) and a ``run_if: always`` step; the plan gets a
-    ``finally`` step. 0: none."""
+    (skipped: nothing that counts fails), a ``run_if: always`` step and a rollback that
+    names it (``{step: failed}``: skipped, it succeeded) with a step that waits for the
+    rollback to pass; the plan gets a ``finally`` step. 0: none."""
     ignored_failures: int = 0
     """Steps that fail under ``on_failure: ignore``, each with a ``success`` step and a
-    ``failure`` step below it (the first runs, the second is skipped)."""
+    ``failure`` step below it (the first runs, the second is skipped), and a mapping
+    that names its failure (``{step: failed}``: it runs)."""
 
     @property
     def layered_steps(self) -> int:
@@ -140,11 +142,14 @@ def write_workload(directory: Path, shape: Shape, name: str = "soak") -> Workloa
             if int(step.split("_")[1]) % shape.cleanup_every == 0:
                 cleanup.append((f"undo_{step}", step, "failure", "skipped"))
                 cleanup.append((f"after_{step}", step, "always", "succeeded"))
+                cleanup.append((f"rollback_{step}", step, f"{{{step}: failed}}", "skipped"))
+                cleanup.append((f"past_{step}", f"rollback_{step}", "success", "succeeded"))
     for index in range(shape.ignored_failures):
         step = f"optional_{index}"
         add(step, ", on_failure: ignore", "duration: 0.1, outcome: failed", "failed")
         cleanup.append((f"then_{step}", step, "success", "succeeded"))
         cleanup.append((f"alert_{step}", step, "failure", "skipped"))
+        cleanup.append((f"named_{step}", step, f"{{{step}: [failed, skipped]}}", "succeeded"))
     for step, upstream, run_if, state in cleanup:
         add(step, f", depends_on: {upstream}, run_if: {run_if}", "duration: 0.2", state)
     if shape.cleanup_every:

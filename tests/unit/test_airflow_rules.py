@@ -73,6 +73,38 @@ def test_start_reason_names_what_did_not_pass() -> None:
     )
 
 
+def test_a_mapping_is_judged_at_run_time_as_apply_judges_it() -> None:
+    restore = Policy(rules.run_if({"snapshot": "succeeded", "load": "failed"}))
+    ups = {"snapshot": Policy(), "load": Policy()}
+    stop = "step load failed (on_failure: stop)"
+    ran_and_failed = {"snapshot": "success", "load": "failed"}
+    assert rules.judge(restore, ups, ran_and_failed, stop) is None  # a clean-up: it starts
+    assert rules.start_reason(restore, ups, ran_and_failed) == (
+        "run_if: snapshot succeeded, load failed"
+    )
+    never_ran = {"snapshot": "failed", "load": "upstream_failed"}
+    assert rules.judge(restore, ups, never_ran, stop) == rules.Verdict(
+        "skipped", "run_if: snapshot failed, not succeeded"
+    )
+    assert rules.passed("skipped", restore)  # nothing to clean up: it passed
+    # a mapping that needs success is cancelled by a stop, like a success step
+    after = Policy(rules.run_if({"snapshot": ["succeeded", "passed"]}))
+    assert rules.judge(after, ups, ran_and_failed, stop) == rules.Verdict(
+        "cancelled", f"not started: {stop}"
+    )
+    assert rules.trigger_rule(restore, ups.values()) == "all_done"
+    assert rules.trigger_rule(Policy(), [restore]) == "all_done"  # its skip may pass
+    assert rules.trigger_rule(Policy(), [after]) == "all_success"  # its skip never does
+
+
+@pytest.mark.parametrize(
+    "value", ["sometimes", {}, {"a": []}, {"a": "done"}, {"a": ["failed", "failed"]}, 3]
+)
+def test_a_run_if_the_dag_file_cannot_mean_is_an_import_error(value: object) -> None:
+    with pytest.raises(ValueError, match="neither success, failure nor always"):
+        rules.run_if(value)
+
+
 def test_stopped_by_and_failures() -> None:
     policies = {"a": Policy(), "b": Policy(on_failure="continue"), "c": Policy(on_failure="ignore")}
     assert rules.stopped_by(policies, {"b": "failed", "c": "failed"}) is None

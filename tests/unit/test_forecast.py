@@ -76,6 +76,22 @@ def test_estimates_stand_in_for_history_and_what_has_neither_is_listed(tmp_path:
     assert forecast(plan_of(tmp_path, "  x: {workflow_id: 1}\n"), {}).has_history is False
 
 
+def test_a_mapping_counts_only_where_it_holds_when_every_step_succeeds(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        "  a: {workflow_id: 1}\n"
+        "  rollback: {workflow_id: 2, depends_on: a, run_if: {a: failed}}\n"
+        "  after: {workflow_id: 3, depends_on: rollback}\n"
+        "  confirm: {workflow_id: 4, depends_on: a, run_if: {a: [succeeded, skipped]}}\n",
+    )
+    result = forecast(plan, {1: [10.0], 2: [100.0], 3: [1.0], 4: [5.0]})
+    assert result.steps["rollback"].start is None  # not on the all-succeed path
+    # a skipped rollback passed: what waits for it runs, right after a
+    assert result.steps["after"].start == pytest.approx(seen(plan, "a", 10))
+    assert result.critical_path == ("a", "confirm")
+    assert result.p50 == pytest.approx(seen(plan, "a", 10) + seen(plan, "confirm", 5))
+
+
 def test_a_seeded_forecast_is_the_same_twice_and_an_outlier_moves_only_the_p90(
     tmp_path: Path,
 ) -> None:

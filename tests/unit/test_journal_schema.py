@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from runbook.conditions import Condition
 from runbook.events import (
     AttemptRecord,
     AttemptTriggering,
@@ -110,6 +111,8 @@ RELEASED = [
     ALTER TABLE runs ADD COLUMN api_url TEXT;
     ALTER TABLE runs ADD COLUMN invocations INTEGER NOT NULL DEFAULT 1;
     """,
+    # 6: steps.run_if may hold a mapping, as JSON: no statement, only the version
+    "",
 ]
 """Every released version's statements, as runbook first wrote them (append a version
 here when it is released): old journals hold exactly these."""
@@ -131,6 +134,7 @@ OLD_ROWS = {
     ],
     4: ["UPDATE runs SET auth = 'env', token_refreshes = 2"],
     5: ["UPDATE runs SET api_url = 'https://api.example/api/v1', invocations = 2"],
+    6: ["""UPDATE steps SET run_if = '{"b":["failed","skipped"]}'"""],
 }
 
 
@@ -187,10 +191,11 @@ def test_a_journal_of_each_version_migrates_to_the_schema_of_a_new_one(
         2.0,
     )
     step = run.steps["a"]
+    written = Condition.of({"b": ["failed", "skipped"]})
     assert (step.state, step.reason, step.run_if, step.on_failure, step.ignored, step.why) == (
         "failed",
         "execution 5 failed",
-        "always" if version >= 2 else "success",
+        written if version >= 6 else "always" if version >= 2 else "success",
         "stop",
         False,
         "b failed" if version >= 2 else None,

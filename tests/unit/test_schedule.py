@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runbook.conditions import Condition, is_cleanup
 from runbook.schedule import FINAL_STATES, NOTHING_FAILED, Rule, Schedule
+
+C = Condition.of
 
 
 def run(rules, endings, *, succeeded=(), running=()):
@@ -232,17 +235,172 @@ def test_long_reasons_are_shortened() -> None:
     )
 
 
+# -- conditions on named upstreams ---------------------------------------------------------
+
+
+def rollback_plan(on_failure="stop"):
+    """The rollback of a load: it runs only when the load ran and failed after the
+    snapshot it restores was taken."""
+    return [
+        Rule("snapshot", on_failure=on_failure),
+        Rule("load", ("snapshot",), on_failure=on_failure),
+        Rule("restore", ("snapshot", "load"), C({"snapshot": "succeeded", "load": "failed"})),
+        Rule("report", ("restore",)),
+    ]
+
+
+@pytest.mark.parametrize("on_failure", ["stop", "continue"])
+def test_the_rollback_runs_only_when_the_load_ran_and_failed(on_failure) -> None:
+    core, order = run(rollback_plan(on_failure), {"load": "failed"})
+    # a stop still runs the clean-up step, and cancels the success step after it
+    assert order == ["snapshot", "load", "restore"] + (
+        ["report"] if on_failure == "continue" else []
+    )
+    assert core.start_reason("restore") == "run_if: snapshot succeeded, load failed"
+    assert core.outcome() == "failed"
+
+
+@pytest.mark.parametrize("on_failure", ["stop", "continue"])
+def test_the_rollback_is_skipped_when_the_snapshot_failed_and_the_load_never_ran(
+    on_failure,
+) -> None:
+    core = Schedule(rollback_plan(on_failure))
+    core.begin()
+    assert core.ready() == ["snapshot"]
+    core.start("snapshot")
+    update = core.finish("snapshot", "failed")
+    ended = {e.name: (e.state, e.reason) for e in update.ended}
+    assert ended["load"][0] == "skipped"
+    # the first entry that cannot hold, in the mapping's order, names the reason
+    assert ended["restore"] == ("skipped", "run_if: snapshot failed, not succeeded")
+    # a clean-up step with nothing to clean up passed: the report after it runs
+    assert core.passed("restore")
+    assert core.state("report") == ("ready" if on_failure == "continue" else "cancelled")
+
+
+def test_the_rollback_is_skipped_when_everything_succeeded() -> None:
+    core, order = run(rollback_plan(), {})
+    assert order == ["snapshot", "load", "report"]
+    assert core.state("restore") == "skipped"
+    assert core.outcome() == "succeeded"
+
+
+def test_an_entry_decides_as_soon_as_its_upstream_ends_though_others_run() -> None:
+    rules = [Rule("a"), Rule("b"), Rule("m", ("a", "b"), C({"a": "failed"}))]
+    core = Schedule(rules)
+    core.begin()
+    assert core.ready() == ["a", "b"]
+    core.start("a")
+    core.start("b")
+    update = core.finish("a", "succeeded")
+    assert [(e.name, e.state, e.reason) for e in update.ended] == [
+        ("m", "skipped", "run_if: a succeeded, not failed")
+    ]
+    # while an entry holds, the step waits for every upstream, named or not
+    core = Schedule([Rule("a", on_failure="continue"), Rule("b"), *rules[2:]])
+    core.begin()
+    assert core.ready() == ["a", "b"]
+    core.start("a")
+    core.start("b")
+    core.finish("a", "failed")
+    assert core.ready() == []
+    core.finish("b", "failed")
+    assert core.ready() == ["m"]
+
+
+def test_a_list_accepts_any_of_its_outcomes_and_cancelled_counts_as_skipped() -> None:
+    either = C({"a": ["failed", "skipped"]})
+    core, order = run(
+        [Rule("a", on_failure="continue"), Rule("n", ("a",), either)], {"a": "failed"}
+    )
+    assert order == ["a", "n"]
+    # a stop cancels the success step "a2"; to its mapping, that is "skipped"
+    either = C({"a2": ["failed", "skipped"]})
+    rules = [Rule("bad"), Rule("a2", ("up",)), Rule("up"), Rule("n", ("a2",), either)]
+    core = Schedule(rules)
+    core.begin()
+    assert core.ready() == ["bad", "up"]
+    core.start("bad")
+    core.start("up")
+    core.finish("bad", "failed")
+    assert core.state("a2") == "cancelled"
+    assert core.ready() == ["n"]  # a clean-up step: it still starts during the stop
+
+
+def test_failed_covers_an_ignored_failure_and_passed_covers_it_too() -> None:
+    for accepted in ("failed", "passed"):
+        rules = [Rule("a", on_failure="ignore"), Rule("n", ("a",), C({"a": accepted}))]
+        core, order = run(rules, {"a": "failed"})
+        assert order == ["a", "n"], accepted
+    core, order = run([Rule("a"), Rule("n", ("a",), C({"a": "failed"}))], {})
+    assert core.state("n") == "skipped" and core.passed("n")  # a clean-up: nothing to do
+
+
+def test_a_mapping_that_accepts_only_success_is_no_clean_up_step() -> None:
+    rules = [Rule("bad"), Rule("slow"), Rule("n", ("slow",), C({"slow": "passed"}))]
+    core = Schedule(rules)
+    core.begin()
+    core.start("bad")
+    core.start("slow")
+    update = core.finish("bad", "failed")
+    # a stop ends it at once, as it ends a success step: its entry may still hold
+    assert [(e.name, e.state) for e in update.ended] == [("n", "cancelled")]
+    assert not core.passed("n")
+    assert not core.may_retry("slow") and core.may_retry("bad") is False
+
+
+def test_an_unselected_upstream_counts_as_succeeded() -> None:
+    rules = [Rule("b"), Rule("n", ("b",), C({"a": "succeeded", "b": "succeeded"}))]
+    core, order = run(rules, {})
+    assert order == ["b", "n"]
+    core = Schedule([Rule("b"), Rule("n", ("b",), C({"a": "failed"}))])
+    update = core.begin()
+    assert [(e.name, e.reason) for e in update.ended] == [
+        ("n", "run_if: a not selected (counts as succeeded), not failed")
+    ]
+
+
 # -- random plans, random outcomes, random stops and interrupts ------------------------
 
 
 def passes(core, rules, name) -> bool:
     """The plan format's definition, written apart from the core's."""
-    state = core.state(name)
+    state, run_if = core.state(name), rules[name].run_if
+    cleanup = run_if in ("failure", "always") or (
+        isinstance(run_if, Condition)
+        and any(set(a) & {"failed", "skipped"} for _, a in run_if.entries)
+    )
     return (
         state == "succeeded"
         or (state == "failed" and rules[name].on_failure == "ignore")
-        or (state == "skipped" and rules[name].run_if == "failure")
+        or (state == "skipped" and cleanup)
     )
+
+
+def holds(core, rules, entry) -> bool:
+    """Whether an upstream's final state is one an entry accepts, written apart too."""
+    name, accepted = entry
+    state = core.state(name)
+    return (
+        (state == "succeeded" and "succeeded" in accepted)
+        or (state == "failed" and "failed" in accepted)
+        or (state in ("skipped", "cancelled") and "skipped" in accepted)
+        or ("passed" in accepted and passes(core, rules, name))
+    )
+
+
+@st.composite
+def conditions(draw, ups):
+    """A random mapping over some of ``ups``, each entry one outcome or a list."""
+    named = draw(st.lists(st.sampled_from(ups), min_size=1, max_size=len(ups), unique=True))
+    outcomes = st.sampled_from(["succeeded", "failed", "skipped", "passed"])
+    mapping = {}
+    for name in named:
+        if draw(st.booleans()):
+            mapping[name] = draw(outcomes)
+        else:
+            mapping[name] = draw(st.lists(outcomes, min_size=1, max_size=3, unique=True))
+    return Condition.of(mapping)
 
 
 @st.composite
@@ -255,7 +413,11 @@ def plans(draw):
             if index
             else ()
         )
-        run_if = draw(st.sampled_from(["success", "failure", "always"])) if ups else "success"
+        run_if = (
+            draw(st.sampled_from(["success", "failure", "always", "map"])) if ups else "success"
+        )
+        if run_if == "map":
+            run_if = draw(conditions(list(ups)))
         on_failure = draw(st.sampled_from(["stop", "continue", "ignore"]))
         rules.append(Rule(f"s{index}", ups, run_if, on_failure))
     return rules
@@ -303,9 +465,13 @@ def test_invariants_on_random_plans(rules, rnd) -> None:
             passed = [passed_(u) for u in rule.upstreams]
             if rule.run_if == "success":
                 assert all(passed)
-                assert core.phase == "running"  # after a stop only failure/always start
+                assert core.phase == "running"  # after a stop only clean-up steps start
             elif rule.run_if == "failure":
                 assert not all(passed)
+            elif isinstance(rule.run_if, Condition):
+                # a mapping starts only when every entry holds on final upstream states
+                assert all(holds(core, by_name, entry) for entry in rule.run_if.entries)
+                assert core.phase == "running" or is_cleanup(rule.run_if)
             if core.phase == "stopping":
                 stopped_before.add(name)
             started.append(name)
@@ -322,11 +488,13 @@ def test_invariants_on_random_plans(rules, rnd) -> None:
         state = final[name]
         passed = [passed_(u) for u in rule.upstreams]
         if state == "cancelled":
-            assert rule.run_if == "success" and core.phase == "stopping"
+            assert not is_cleanup(rule.run_if) and core.phase == "stopping"
         if state == "skipped":
             assert name not in started
             if rule.run_if == "failure":
                 assert all(passed)
+            elif isinstance(rule.run_if, Condition):
+                assert not all(holds(core, by_name, entry) for entry in rule.run_if.entries)
             else:
                 assert rule.run_if == "success" and not all(passed)
         if state in ("succeeded", "failed"):
@@ -334,4 +502,4 @@ def test_invariants_on_random_plans(rules, rnd) -> None:
     failed = [n for n, s in final.items() if s == "failed" and by_name[n].on_failure != "ignore"]
     assert core.outcome() == ("failed" if failed else "succeeded")
     for name in stopped_before:
-        assert by_name[name].run_if in ("failure", "always")
+        assert is_cleanup(by_name[name].run_if)
