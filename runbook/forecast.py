@@ -5,9 +5,10 @@ executor would drive it: at most ``max_parallel`` steps at once, ready steps sta
 the executor's order (stage, then name), every step succeeding (so ``run_if: failure``
 steps are skipped, ``always`` steps run, a mapping counts where it holds on successes),
 and each step ending for the run when runbook's polling would see it end
-(:meth:`runbook.plan.Step.noticed`). Each step's time is drawn from its workflow's history — the wait in ``created`` plus the running
-time of its last executions that succeeded, from the journal — or is its plan's
-``estimate``, or 0 s (and the step is listed as without history).
+(:meth:`runbook.plan.Step.noticed`). Each step's time is drawn from its workflow's
+history — the wait in ``created`` plus the running time of its last executions that
+succeeded, from the journal — or is its plan's ``estimate``, or 0 s (and the step is
+listed as without history).
 
 The run is simulated ``samples`` times, seeded, so the same journal gives the same
 forecast: the p50 and p90 of its duration. Once more with every step at its median time
