@@ -18,6 +18,7 @@ import pytest
 
 import runbook.airflow
 from runbook import conditions
+from runbook.airflow import rules
 from runbook.cli.export import command_line
 from runbook.plan import load_plan
 from tests.support.entry import run_entry
@@ -90,6 +91,27 @@ def build(text: str, monkeypatch: pytest.MonkeyPatch) -> FakeDag:
     monkeypatch.setitem(vars(runbook.airflow), "PlanOutcomeOperator", FakeTask)
     exec(compile(text, "dag.py", "exec"), {"__name__": "dag"})
     return FakeDag.current
+
+
+def test_a_run_if_mapping_is_written_as_the_plan_writes_it(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = tmp_path / "m.yaml"
+    plan.write_text(
+        "version: 1\nname: m\nfinally: [unlock]\nworkflows:\n"
+        "  lock: {workflow_id: 1}\n  load: {workflow_id: 2, depends_on: lock}\n"
+        "  notify: {workflow_id: 3, depends_on: [lock, load], "
+        "run_if: {lock: succeeded, load: [failed, skipped]}}\n"
+        "  unlock: {workflow_id: 4, run_if: {lock: passed}}\n"
+    )
+    text = cli("export", "airflow", str(plan)).out
+    assert_formatted(text)
+    tasks = {task.task_id: task.kwargs for task in build(text, monkeypatch).tasks[:-1]}
+    assert tasks["notify"]["run_if"] == {"lock": "succeeded", "load": ["failed", "skipped"]}
+    assert tasks["notify"]["trigger_rule"] == "all_done"
+    assert tasks["unlock"]["run_if"] == {"lock": "passed"}
+    # the operator reads it back as the plan's own condition
+    assert rules.run_if(tasks["notify"]["run_if"]) == load_plan(plan).steps["notify"].run_if
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -416,6 +416,10 @@ def test_processes_opening_a_new_journal_together_all_succeed(tmp_path: Path) ->
         ("UPDATE steps SET workflow_id = 'x' WHERE name = 'b'", "steps row 1/'b': workflow_id"),
         ("UPDATE steps SET state = 'exploded' WHERE name = 'a'", "state holds str 'exploded'"),
         ("UPDATE runs SET assumed_done = '{'", "runs row 1: assumed_done is not JSON"),
+        # a run_if: a word, or a mapping of names to known outcomes, as JSON
+        ("UPDATE steps SET run_if = 'sometimes'", "steps row 1/'a': run_if holds str 'sometimes'"),
+        ("""UPDATE steps SET run_if = '{"a": "done"}'""", 'run_if holds str \'{"a": "done"}\''),
+        ("UPDATE steps SET run_if = '{'", "steps row 1/'a': run_if holds str '{'"),
         # a number SQLite keeps that is no time: infinite, before 1970, after 9999
         (
             "UPDATE runs SET started_at = 1e999",
