@@ -7,7 +7,7 @@ execution id as soon as it is known) can do so by awaiting its commit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ __all__ = [
     "AttemptTriggering",
     "Event",
     "ExecutionSeen",
+    "ForecastMade",
     "Forecasted",
     "Notice",
     "NotificationRecord",
@@ -85,6 +86,49 @@ class StepRecord:
     @property
     def attempt(self) -> AttemptRecord | None:
         return self.attempts[-1] if self.attempts else None
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastMade:
+    """The forecast made when the run started (epoch seconds): when it should end, p50
+    and p90, and each step's expected start and end in the p50 schedule."""
+
+    at: float
+    p50_end: float
+    p90_end: float
+    steps: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "p50_end": self.p50_end,
+            "p90_end": self.p90_end,
+            "steps": {name: list(bar) for name, bar in self.steps.items()},
+        }
+
+    @classmethod
+    def load(cls, value: Any) -> ForecastMade | None:
+        """What :meth:`dump` wrote, or None for anything else (a view then draws no
+        forecast: it is never worth failing one for)."""
+        if not isinstance(value, dict):
+            return None
+        at, p50_end, p90_end = (_time(value.get(key)) for key in ("at", "p50_end", "p90_end"))
+        steps = value.get("steps")
+        if at is None or p50_end is None or p90_end is None or not isinstance(steps, dict):
+            return None
+        bars = {}
+        for name, bar in steps.items():
+            start, end = bar if isinstance(bar, list) and len(bar) == 2 else (None, None)
+            if (start := _time(start)) is not None and (end := _time(end)) is not None:
+                bars[str(name)] = (start, end)
+        return cls(at, p50_end, p90_end, bars)
+
+
+def _time(value: object) -> float | None:
+    """Epoch seconds between 1970 and 9999 (as the journal keeps its times), or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2.5e11:
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +190,11 @@ class RunRecord:
     """A resumed run: when its first invocation started (``started_at`` is this one's)."""
     died: Died | None = None
     """A resumed run whose last invocation's process died before it ended the run."""
+    spans: list[tuple[float, float | None]] = field(default_factory=list)
+    """Each invocation's start and end (None: not ended, or its process died), oldest
+    first; empty before the run starts."""
+    forecast: ForecastMade | None = None
+    """The forecast made when the run's first invocation started, if there was one."""
 
     def count(self, state: str) -> int:
         return sum(1 for step in self.steps.values() if step.state == state)
@@ -265,6 +314,8 @@ class Forecasted:
     first: bool
     at_risk: bool
     at: float
+    steps: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Each step's expected start and end (epoch seconds) in the p50 schedule."""
 
 
 @dataclass(frozen=True, slots=True)

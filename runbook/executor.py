@@ -97,6 +97,7 @@ class Executor:
         """Run to the end (or to a halt) and return the run's record."""
         wall = self._shell.clock.wall
         self.run.started_at = wall()
+        self.run.spans.append((self.run.started_at, None))
         await self.bus.emit(RunStarted(self.run, self.run.started_at))
         await self._watch_deadline()
         for name in sorted(self._reattach, key=self._key):
@@ -247,4 +248,6 @@ class Executor:
             run.auth_failed = auth
         else:
             run.state = self.core.outcome()
+        if run.spans:
+            run.spans[-1] = (run.spans[-1][0], run.ended_at)
         await self.bus.emit(RunFinished(run, run.ended_at))

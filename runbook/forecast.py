@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from runbook._compat import assert_never
 from runbook.events import (
@@ -35,6 +35,7 @@ from runbook.events import (
     Event,
     ExecutionSeen,
     Forecasted,
+    ForecastMade,
     Notice,
     NotificationSent,
     RetryScheduled,
@@ -48,7 +49,16 @@ from runbook.events import (
 from runbook.plan import Plan
 from runbook.schedule import Rule, Schedule
 
-__all__ = ["SAMPLES", "Eta", "Forecast", "StepForecast", "forecast", "percentile"]
+__all__ = [
+    "SAMPLES",
+    "Eta",
+    "Forecast",
+    "Linked",
+    "StepForecast",
+    "critical_path",
+    "forecast",
+    "percentile",
+]
 
 SAMPLES = 200
 SEED = 20261202
@@ -135,7 +145,7 @@ def forecast(
         makespans.append(_simulate(rules, start.key, drawn, parallel, finished, under_way)[0])
     medians = {name: percentile(pool, 0.5) for name, pool in pools.items()}
     _, starts, ends, via = _simulate(rules, start.key, medians, parallel, finished, under_way)
-    path = _critical_path(rules, ends, via)
+    path = critical_path(rules, ends, via)
     on_path = set(path)
     return Forecast(
         p50=percentile(makespans, 0.5),
@@ -208,10 +218,21 @@ def _simulate(
             heapq.heappush(queue, (order(ready), ready, now))
 
 
-def _critical_path(
-    rules: Sequence[Rule], ends: Mapping[str, float], via: Mapping[str, str]
+class Linked(Protocol):
+    """A step as the critical path sees it (a core's Rule, a run's StepRecord)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def upstreams(self) -> tuple[str, ...]: ...
+
+
+def critical_path(
+    rules: Sequence[Linked], ends: Mapping[str, float], via: Mapping[str, str]
 ) -> list[str]:
-    """From the step that ends last back to the run's start, upstream first."""
+    """From the step that ends last back to the run's start, upstream first: through
+    the upstream that ended last, or through ``via[name]``, the step whose end freed
+    the slot ``name`` waited for. ``rules`` in start order (ties go to the later)."""
     if not ends:
         return []
     upstreams = {rule.name: rule.upstreams for rule in rules}
@@ -328,6 +349,13 @@ class Eta:
             and now < self.deadline_at < p90_end
         )
         self._told_risk = self._told_risk or risk
+        bars = {
+            name: (now + step.start, now + step.end)
+            for name, step in result.steps.items()
+            if step.start is not None and step.end is not None
+        }
+        if first and run.forecast is None:  # a resume keeps the run's own first one
+            run.forecast = ForecastMade(now, p50_end, p90_end, bars)
         self._tell(
             Forecasted(
                 run=run,
@@ -337,5 +365,6 @@ class Eta:
                 first=first,
                 at_risk=risk,
                 at=now,
+                steps=bars,
             )
         )

@@ -33,6 +33,7 @@ class ApplyOptions:
     max_parallel: int | None = None
     report: str | None = None
     junit: str | None = None
+    timeline: str | None = None
     quiet: bool = False
     log_format: Literal["text", "json"] = "text"
     metrics_dir: str | None = None

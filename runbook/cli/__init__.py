@@ -27,6 +27,7 @@ COMMANDS = {
     "check": "check",
     "status": "runs",
     "history": "runs",
+    "timeline": "runs",
     "sandbox": "sandbox",
     "export": "export",
 }

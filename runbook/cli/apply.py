@@ -21,7 +21,7 @@ from runbook.cli.shared import (
 )
 
 if TYPE_CHECKING:
-    from runbook.events import RunFinished, RunRecord
+    from runbook.events import RunFinished, RunRecord, Sink
     from runbook.options import ApplyOptions
     from runbook.runner import Prepared
 
@@ -66,6 +66,14 @@ if TYPE_CHECKING:
     metavar="FILE",
     shell_complete=files,
     help="Write the run report as JSON.",
+)
+@click.option(
+    "--timeline",
+    "timeline_path",
+    metavar="FILE",
+    shell_complete=files,
+    help="Write the run's timeline: HTML, or SVG or Mermaid by the suffix (.svg, .mmd); "
+    "rewritten at most every 5 s while the run goes.",
 )
 @click.option(
     "--junit",
@@ -115,6 +123,7 @@ def apply(
     scenario_path: str | None,
     max_parallel: int | None,
     report_path: str | None,
+    timeline_path: str | None,
     junit_path: str | None,
     quiet: bool,
     log_format: str,
@@ -149,6 +158,7 @@ def apply(
         max_parallel=max_parallel,
         report=report_path,
         junit=junit_path,
+        timeline=timeline_path,
         quiet=quiet,
         log_format="json" if log_format == "json" else "text",
         metrics_dir=metrics_dir or None,
@@ -166,7 +176,8 @@ def apply_plan(options: ApplyOptions) -> int:
     process.forbid_core_dumps()  # before the token is read
     with runner.prepare(options, notice=_notice) as prepared:
         run = _execute(prepared, options)
-    return _conclude(run, options)
+        finally_steps = prepared.plan.finally_steps
+    return _conclude(run, options, finally_steps)
 
 
 def _notice(level: str, text: str) -> None:
@@ -237,15 +248,30 @@ def _execute(prepared: Prepared, options: ApplyOptions) -> RunRecord:
         journal; a trigger still unanswered stays *triggering*)."""
         os._exit(130)
 
+    sinks: list[Sink] = [*renderers, on_stderr]
+    if options.timeline:
+        import time
+
+        from runbook.render.timeline_file import TimelineFile
+
+        sinks.append(
+            TimelineFile(
+                options.timeline,
+                finally_steps=prepared.plan.finally_steps,
+                clock=time.monotonic,
+                wall=time.time,
+                warn=lambda text: _notice("warning", text),
+            )
+        )
     try:
-        return runner.run(prepared, [*renderers, on_stderr], on_second_signal=end_now)
+        return runner.run(prepared, sinks, on_second_signal=end_now)
     finally:
         for renderer in renderers:
             renderer.close()
 
 
-def _conclude(run: RunRecord, options: ApplyOptions) -> int:
-    """The summary, the report and JUnit files, and the exit code."""
+def _conclude(run: RunRecord, options: ApplyOptions, finally_steps: tuple[str, ...] = ()) -> int:
+    """The summary, the report, JUnit and timeline files, and the exit code."""
     from runbook.render import report
     from runbook.render.jsonlines import JsonLines
     from runbook.render.summary import write_summary
@@ -269,9 +295,24 @@ def _conclude(run: RunRecord, options: ApplyOptions) -> int:
                 write(path, run)
             except OSError as exc:
                 stderr().write(f"runbook: cannot write {printable(path)}: {exc.strerror or exc}\n")
+    if options.timeline:
+        _write_timeline(options.timeline, run, finally_steps)
     if run.exit_code is not None:
         return run.exit_code
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)
+
+
+def _write_timeline(path: str, run: RunRecord, finally_steps: tuple[str, ...]) -> None:
+    from runbook.files import write_atomically
+    from runbook.render.timeline import build
+    from runbook.render.timeline_file import format_for, render
+    from runbook.text import printable
+
+    drawn = build(run, now=run.ended_at or run.started_at, finally_steps=finally_steps)
+    try:
+        write_atomically(path, render(drawn, format_for(path)))
+    except OSError as exc:
+        stderr().write(f"runbook: cannot write {printable(path)}: {exc.strerror or exc}\n")
 
 
 def _finished(run: RunRecord) -> RunFinished:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from runbook.cli.shared import format_option, run_ids, state_dir_option, stdout
+from runbook.cli.shared import files, format_option, run_ids, state_dir_option, stdout
 from runbook.errors import UsageError
+
+if TYPE_CHECKING:
+    from runbook.journal.store import RunRow
 
 
 @click.command()
@@ -76,3 +81,70 @@ def history(plan_name: str | None, state_dir: str | None, limit: int, fmt: str) 
     finally:
         journal.close()
     return 0
+
+
+@click.command()
+@click.argument("run_id", type=int, required=False, shell_complete=run_ids)
+@state_dir_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "svg", "mermaid"]),
+    default=None,
+    help="html (the default, one self-contained page), svg, or mermaid (a gantt chart "
+    "for Markdown); default from the suffix of -o (.svg, .mmd), else html.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    metavar="FILE",
+    shell_complete=files,
+    help="Write it to FILE (atomically) instead of standard output.",
+)
+def timeline(run_id: int | None, state_dir: str | None, fmt: str | None, output: str | None) -> int:
+    """One run from the journal (default the latest), drawn: a row per step with its
+    waits, attempts and retries on one time axis, the critical path, the deadline and
+    the forecast made at the start. Opens offline, fetches nothing."""
+    import time
+
+    from runbook.files import write_atomically
+    from runbook.journal import Store
+    from runbook.journal import state_dir as resolve
+    from runbook.render.timeline import build
+    from runbook.render.timeline_file import format_for, render
+
+    journal = Store(resolve(state_dir))
+    try:
+        row = journal.run_row(run_id)
+        if row is None:
+            raise UsageError(
+                f"no run {run_id} in the journal"
+                if run_id is not None
+                else "no run in the journal yet"
+            )
+        run = journal.load_run(row)
+    finally:
+        journal.close()
+    going = row.state == "running"
+    drawn = build(run, now=time.time(), finally_steps=_finally_of(row), going=going)
+    chosen = fmt or (format_for(output) if output else "html")
+    text = render(drawn, chosen)  # type: ignore[arg-type]
+    if output is None:
+        stdout().write(text)
+    else:
+        write_atomically(output, text)
+    return 0
+
+
+def _finally_of(row: RunRow) -> tuple[str, ...]:
+    """The plan's finally steps, if its file is still the one the run ran (the journal
+    does not keep them); else none are set apart as finally."""
+    from runbook.errors import InputError
+    from runbook.plan import load_plan
+
+    try:
+        plan = load_plan(row.plan_path)
+    except (InputError, OSError):
+        return ()
+    return plan.finally_steps if plan.sha256 == row.plan_sha256 else ()

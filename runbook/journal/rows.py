@@ -130,8 +130,27 @@ def _read(column: Column, value: Any, where: str) -> Any:
             return json_field(value, dict, f"{where}: {column.name}")
         case "condition":
             return conditions.loaded(value)  # checked as the row loaded
+        case "time pairs":
+            return _spans(value, f"{where}: {column.name}")
         case _:
             assert_never(column.holds)
+
+
+def _spans(value: str | None, where: str) -> list[tuple[float, float | None]]:
+    """``[[start, end], ...]``: each a time, the end null while not ended."""
+    if value is None:
+        return []
+    spans = []
+    for span in json_field(value, list, where):
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not is_time(span[0])
+            or not (span[1] is None or is_time(span[1]))
+        ):
+            raise BadRow(f"{where} holds a span that is not two times: {_shown(span)}")
+        spans.append((float(span[0]), None if span[1] is None else float(span[1])))
+    return spans
 
 
 def _key_part(column: Column, value: object) -> str:

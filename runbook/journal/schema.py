@@ -53,10 +53,11 @@ Statement = tuple[str, tuple[Any, ...]]
 Batch = tuple[str, list[tuple[Any, ...]]]
 """One SQL statement and the parameters of each row it writes (``executemany``)."""
 
-Holds = Literal["value", "flag", "names", "json object", "condition"]
+Holds = Literal["value", "flag", "names", "json object", "condition", "time pairs"]
 """How a column holds its value: as it is; a bool as 0 or 1; a tuple of names as a JSON
 list; a JSON object (``None`` as JSON null, or as NULL where the column may be); a
-condition (``run_if``), as its word or its mapping in JSON (:func:`runbook.conditions.stored`)."""
+condition (``run_if``), as its word or its mapping in JSON (:func:`runbook.conditions.stored`);
+time pairs, a JSON list of ``[start, end]`` pairs (``end`` null while not ended)."""
 
 _TYPES: Mapping[str, tuple[type, ...]] = {
     "INTEGER": (int,),
@@ -102,6 +103,8 @@ class Column:
                 return json.dumps
             case "condition":
                 return conditions.stored
+            case "time pairs":
+                return _spans
             case "value":
                 return None
             case _:
@@ -110,6 +113,10 @@ class Column:
 
 def _names(value: Any) -> str:
     return json.dumps(list(value))
+
+
+def _spans(value: Any) -> str:
+    return json.dumps([list(span) for span in value])
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +198,10 @@ RUNS = Table(
         Column("api_url", "TEXT", since=5),
         # 5: how many invocations the run has had (a resume is one more)
         Column("invocations", "INTEGER NOT NULL DEFAULT 1", since=5),
+        # 7: for the timeline: each invocation's start and end, and the forecast made
+        # when the run started (NULL: none, or a run recorded before version 7)
+        Column("spans", "TEXT", since=7, holds="time pairs"),
+        Column("forecast", "TEXT", since=7, holds="json object"),
     ),
     key=("id",),
     indexes=(("runs_by_plan", ("plan", "id")),),
@@ -219,6 +230,9 @@ STEPS = Table(
         ),
         Column("ignored", "INTEGER NOT NULL DEFAULT 0", since=2, holds="flag"),
         Column("why", "TEXT", since=2),
+        # 7: the selected steps it waited for, as the plan said (the timeline's
+        # critical path walks them without the plan file, which may have changed)
+        Column("upstreams", "TEXT NOT NULL DEFAULT '[]'", since=7, holds="names"),
     ),
     key=("run_id", "name"),
     constraints=("PRIMARY KEY (run_id, name)",),

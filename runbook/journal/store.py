@@ -16,13 +16,20 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runbook.apitimes import believed_span, seen_span
 from runbook.errors import JournalError
-from runbook.events import AttemptRecord, NotificationRecord, RunRecord, RunState, StepRecord
+from runbook.events import (
+    AttemptRecord,
+    ForecastMade,
+    NotificationRecord,
+    RunRecord,
+    RunState,
+    StepRecord,
+)
 from runbook.journal import writes
 from runbook.journal.rows import BadRow, check_row, is_time, record_of
 from runbook.journal.schema import ATTEMPTS, NOTIFICATIONS, RUNS, SCHEMA_VERSION, STEPS
@@ -63,6 +70,8 @@ class RunRow:
     auth_failed: bool = False
     api_url: str | None = None
     invocations: int = 1
+    spans: list[tuple[float, float | None]] = field(default_factory=list)
+    forecast: dict[str, Any] | None = None
 
 
 class Store:
@@ -318,7 +327,6 @@ class Store:
                 reason=_text(step.reason),
                 why=_text(step.why),
                 attempts=[],
-                upstreams=(),  # the plan's, not the journal's
             )
         for found in self.db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY step, number", (run_id,)
@@ -371,4 +379,6 @@ class Store:
             auth_failed=row.auth_failed,
             api_url=_text(row.api_url),
             invocations=row.invocations,
+            spans=row.spans,
+            forecast=ForecastMade.load(row.forecast),
         )

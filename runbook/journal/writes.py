@@ -122,6 +122,7 @@ def statements_for(event: Event, run_id: int, *, new: bool = False) -> Writes:
                     ended_at=run.ended_at,
                     token_refreshes=run.token_refreshes,
                     auth_failed=run.auth_failed,
+                    spans=run.spans,
                 ),
             )
         case RunLate():
@@ -142,8 +143,12 @@ def statements_for(event: Event, run_id: int, *, new: bool = False) -> Writes:
             )
         case RunStarted(run=run) if new:
             # one start for the run: the one its events, metrics and report show
-            return _queued(update(RUNS, (run_id,), started_at=run.started_at))
-        case RunStarted() | Notice() | SignalReceived() | Forecasted():
+            return _queued(update(RUNS, (run_id,), started_at=run.started_at, spans=run.spans))
+        case RunStarted(run=run):
+            return _queued(update(RUNS, (run_id,), spans=run.spans))  # one invocation more
+        case Forecasted(run=run, first=True) if new and run.forecast is not None:
+            return _queued(update(RUNS, (run_id,), forecast=run.forecast.dump()))
+        case Notice() | SignalReceived() | Forecasted():
             # the run and its steps were written before it started; notices and
             # signals change nothing (the run's end says how it ended)
             return _queued()
@@ -229,4 +234,4 @@ def _step(run_id: int, s: StepRecord) -> dict[str, Any]:
 
 def _plan_side(s: StepRecord) -> dict[str, Any]:
     """What a resume takes from the plan for a step the journal has already."""
-    return dict(run_if=s.run_if, on_failure=s.on_failure)
+    return dict(run_if=s.run_if, on_failure=s.on_failure, upstreams=s.upstreams)

@@ -64,6 +64,8 @@ def planned(
     if prior is not None:
         run.invocations = prior.invocations + 1
         run.first_started = prior.started_at
+        run.spans = list(prior.spans) or [(prior.started_at, prior.ended_at)]
+        run.forecast = prior.forecast
         resumed = take_over(
             prior,
             run.steps,

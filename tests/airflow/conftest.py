@@ -37,9 +37,8 @@ from runbook.sandbox.scenario import Scenario, load_scenario
 from runbook.sandbox.server import serve_in_thread
 from tests.support.entry import run_entry, without_coverage_hook
 from tests.support.night import TOKEN
-from tests.support.paths import REAL_PIP_CACHE, ROOT
+from tests.support.paths import REAL_CACHE, REAL_PIP_CACHE, ROOT
 
-REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 """The user's cache dir, as it was before the tests made HOME a scratch dir."""
 
 

@@ -113,6 +113,11 @@ RELEASED = [
     """,
     # 6: steps.run_if may hold a mapping, as JSON: no statement, only the version
     "",
+    """
+    ALTER TABLE runs ADD COLUMN spans TEXT;
+    ALTER TABLE runs ADD COLUMN forecast TEXT;
+    ALTER TABLE steps ADD COLUMN upstreams TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 """Every released version's statements, as runbook first wrote them (append a version
 here when it is released): old journals hold exactly these."""
@@ -135,6 +140,10 @@ OLD_ROWS = {
     4: ["UPDATE runs SET auth = 'env', token_refreshes = 2"],
     5: ["UPDATE runs SET api_url = 'https://api.example/api/v1', invocations = 2"],
     6: ["""UPDATE steps SET run_if = '{"b":["failed","skipped"]}'"""],
+    7: [
+        "UPDATE runs SET spans = '[[1.0, 1.5], [1.75, 2.0]]', "
+        """forecast = '{"at": 1.0, "p50_end": 1.9, "p90_end": 2.5, "steps": {"a": [1.0, 1.9]}}'"""
+    ],
 }
 
 

@@ -157,8 +157,8 @@ def test_the_runs_end_writes_the_steps_never_started_and_is_waited_for() -> None
             ),
             (
                 "UPDATE runs SET state = ?, reason = ?, ended_at = ?, token_refreshes = ?, "
-                "auth_failed = ? WHERE id = ?",
-                ("failed", "a failed", 30.0, 2, 1, 7),
+                "auth_failed = ?, spans = ? WHERE id = ?",
+                ("failed", "a failed", 30.0, 2, 1, "[]", 7),
             ),
         ),
         awaited=True,
@@ -183,11 +183,18 @@ def test_lateness_and_a_delivery_are_queued() -> None:
 
 
 def test_a_new_runs_start_takes_the_executors_clock_and_a_resumed_one_keeps_its_own() -> None:
-    started = RunStarted(a_run(), 0)
+    run = a_run()
+    run.spans = [(1.0, 2.0), (5.0, None)]
+    started = RunStarted(run, 0)
+    spans = "[[1.0, 2.0], [5.0, null]]"
     assert statements_for(started, RUN_ID, new=True) == Writes(
-        (("UPDATE runs SET started_at = ? WHERE id = ?", (5.0, 7)),), awaited=False
+        (("UPDATE runs SET started_at = ?, spans = ? WHERE id = ?", (5.0, spans, 7)),),
+        awaited=False,
     )
-    assert statements_for(started, RUN_ID) == Writes((), awaited=False)
+    # a resumed run keeps its start; its invocations are one more
+    assert statements_for(started, RUN_ID) == Writes(
+        (("UPDATE runs SET spans = ? WHERE id = ?", (spans, 7)),), awaited=False
+    )
 
 
 def examples() -> list[Event]:
@@ -263,14 +270,14 @@ def test_a_runs_rows_and_its_resume() -> None:
         ),
     )
     insert_step = (
-        "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure) "
-        "VALUES (?,?,?,?,?,?,?)"
+        "INSERT INTO steps (run_id, name, workflow_id, stage, state, run_if, on_failure, "
+        "upstreams) VALUES (?,?,?,?,?,?,?,?)"
     )
     ((sql, rows),) = new_steps(7, run)
     assert sql == insert_step
     assert rows[:2] == [
-        (7, "a", 11, 1, "running", "success", "stop"),
-        (7, "b", 12, 2, "pending", "success", "stop"),
+        (7, "a", 11, 1, "running", "success", "stop", "[]"),
+        (7, "b", 12, 2, "pending", "success", "stop", "[]"),
     ]
     assert len(rows) == 4
     run.steps["b"].run_if = "always"
@@ -282,9 +289,10 @@ def test_a_runs_rows_and_its_resume() -> None:
     )
     assert sql == (
         insert_step + " ON CONFLICT (run_id, name) DO UPDATE SET "
-        "run_if = excluded.run_if, on_failure = excluded.on_failure"
+        "run_if = excluded.run_if, on_failure = excluded.on_failure, "
+        "upstreams = excluded.upstreams"
     )
-    assert rows[1] == (7, "b", 12, 2, "pending", "always", "stop")
+    assert rows[1] == (7, "b", 12, 2, "pending", "always", "stop", "[]")
     empty = RunRecord(plan="p", run_id=7, max_parallel=1, steps={})
     assert new_steps(7, empty) == () and reopened_run(7, empty, pid=1, host="h")[1] == ()
     assert abandoned(7) == ("UPDATE runs SET state = ? WHERE id = ?", ("abandoned", 7))
