@@ -10,7 +10,7 @@ from typing import Literal
 
 from runbook.events import Event, RunFinished, RunRecord, RunStarted
 from runbook.files import write_atomically
-from runbook.render import timeline_mermaid, timeline_svg
+from runbook.render import timeline_html, timeline_mermaid, timeline_svg
 from runbook.render.timeline import Timeline, build
 
 __all__ = ["EVERY", "FORMATS", "TimelineFile", "format_for", "render"]
@@ -34,7 +34,7 @@ def format_for(path: str) -> Format:
 def render(timeline: Timeline, fmt: Format) -> str:
     match fmt:
         case "html":
-            return timeline_svg.html_page(timeline) + "\n"
+            return timeline_html.html_page(timeline) + "\n"
         case "svg":
             return timeline_svg.svg(timeline)
         case "mermaid":

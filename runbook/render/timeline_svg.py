@@ -1,5 +1,6 @@
-"""A timeline drawn: SVG, and a self-contained HTML page around it (a header, a legend,
-the drawing and the same facts as a table), with nothing to fetch and no script.
+"""A timeline drawn as SVG: a row per step on one time axis, with what is drawn over
+the rows (invocations, the forecast, the deadline). :mod:`timeline_html` wraps it in a
+page.
 
 Every text that runbook did not write — a plan's name, a step's, an API's error — is
 escaped for XML and shown printable (bidi and control characters as escapes).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from html import escape
 
@@ -17,7 +19,7 @@ from runbook.render.timeline import Row, Segment, Timeline
 from runbook.render.wording import stamp
 from runbook.text import printable
 
-__all__ = ["COLLAPSE_ABOVE", "html_page", "svg"]
+__all__ = ["COLLAPSE_ABOVE", "COLOURS", "drawing", "shown_state", "svg", "t"]
 
 WIDTH = 1240
 LABEL_W = 250
@@ -51,10 +53,11 @@ def t(text: object) -> str:
 
 def svg(timeline: Timeline) -> str:
     """The drawing alone, as an SVG document (the HTML page embeds the same)."""
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + _svg(timeline) + "\n"
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + drawing(timeline) + "\n"
 
 
-def _svg(tl: Timeline) -> str:
+def drawing(tl: Timeline) -> str:
+    """The ``<svg>`` element."""
     rows = _layout(tl)
     height = TOP + ROW_H * len(rows) + 24
     scale = CHART_W / max(tl.duration, 1e-3)
@@ -190,7 +193,7 @@ def _row(tl: Timeline, x: X, top: int, heading: str | None, members: tuple[Row, 
     name = single.name if single is not None else f"{heading} ({len(members)} steps)"
     label = name if len(name) <= 36 else name[:35] + "…"
     weight = ' font-weight="bold"' if single is not None and single.critical else ""
-    out = [f'<g class="row" data-step="{t(name)}" data-state="{t(_state(single))}">']
+    out = [f'<g class="row" data-step="{t(name)}" data-state="{t(shown_state(single))}">']
     out.append(f'<text x="4" y="{middle}" class="lbl"{weight}><title>{t(name)}</title>{t(label)}')
     out.append("</text>")
     link = tl.link_base and single is not None
@@ -205,8 +208,10 @@ def _row(tl: Timeline, x: X, top: int, heading: str | None, members: tuple[Row, 
                 f'height="3"><title>expected at the start: {t(_clock(row.expected[0]))}-'
                 f"{t(_clock(row.expected[1]))}</title></rect>"
             )
-        for segment in row.segments:
-            out.append(_bar(row, segment, x, top))
+        if single is not None:
+            out += [_bar(row, segment, x, top) for segment in row.segments]
+        else:  # a collapsed stage: one bar an attempt, its whole span, one tooltip
+            out += [_bar(row, whole, x, top) for whole in _attempts(row)]
         if not row.segments and single is not None:
             at = x(row.decided) if row.decided is not None else CHART_X
             why = f"{row.state}: {row.reason}" if row.reason else row.state
@@ -234,6 +239,16 @@ def _bar(row: Row, segment: Segment, x: X, top: int) -> str:
         f'data-attempt="{segment.attempt}" data-clock="{segment.clock}">'
         f"<title>{t(_tooltip(row, segment))}</title></rect>"
     )
+
+
+def _attempts(row: Row) -> list[Segment]:
+    """Each attempt of a row as one running segment, from its trigger to its seen end."""
+    whole = []
+    for number in sorted({s.attempt for s in row.segments if s.kind != "retry wait"}):
+        parts = [s for s in row.segments if s.attempt == number and s.kind != "retry wait"]
+        last = parts[-1]
+        whole.append(replace(last, kind="running", start=parts[0].start, clock="runbook"))
+    return whole
 
 
 def _outcome(row: Row, segment: Segment) -> str:
@@ -267,7 +282,7 @@ def _tooltip(row: Row, segment: Segment) -> str:
     return "\n".join(parts)
 
 
-def _state(row: Row | None) -> str:
+def shown_state(row: Row | None) -> str:
     if row is None:
         return "stage"
     return "ignored" if row.ignored else row.state
@@ -286,103 +301,3 @@ def _description(tl: Timeline) -> str:
         f"{len(tl.rows)} steps from {stamp(tl.start)} over {format_duration(tl.duration)}; "
         f"critical path: {path}"
     )
-
-
-def html_page(tl: Timeline) -> str:
-    """The self-contained page: header, legend, drawing, table."""
-    facts = [
-        ("plan", tl.plan),
-        ("run", str(tl.run_id)),
-        ("outcome", tl.state + (f": {tl.reason}" if tl.reason else "")),
-        ("started", stamp(tl.start)),
-        ("duration", format_duration(tl.duration) + (" so far" if tl.going else "")),
-    ]
-    if len(tl.spans) > 1:
-        facts.append(("invocations", str(len(tl.spans))))
-    if tl.deadline_at is not None:
-        facts.append(("deadline", stamp(tl.deadline_at) + (" — it was late" if tl.late else "")))
-    if tl.forecast is not None:
-        made = tl.forecast
-        error = tl.forecast_error
-        off = "" if error is None else f"; the run ended {_signed(error)} its p50"
-        facts.append(
-            ("forecast", f"p50 end {stamp(made.p50_end)}, p90 end {stamp(made.p90_end)}{off}")
-        )
-    facts.append(("critical path", " → ".join(tl.critical_path) or "none"))
-    head = "".join(f"<dt>{t(k)}</dt><dd>{t(v)}</dd>" for k, v in facts)
-    legend = "".join(
-        f'<li><span class="sw" style="background:{COLOURS[key]}"></span>{t(text)}</li>'
-        for key, text in (
-            ("created", "waiting in created"),
-            ("succeeded", "running, succeeded"),
-            ("failed", "running, failed"),
-            ("ignored", "failed under on_failure: ignore"),
-            ("open", "running, not seen to end"),
-            ("seen", "until runbook saw the end"),
-            ("retry wait", "waiting to retry"),
-        )
-    )
-    return "\n".join(
-        [
-            "<!doctype html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-            "style-src 'unsafe-inline'\">",
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{t(tl.plan)} — run {tl.run_id} — runbook timeline</title>",
-            f"<style>{_CSS}</style></head><body>",
-            f"<header><h1>{t(tl.plan)}</h1><dl>{head}</dl></header>",
-            f'<ul class="legend">{legend}<li><span class="sw crit"></span>the critical path'
-            '</li><li><span class="sw gap"></span>between invocations</li><li><span class="sw" '
-            'style="background:#0969da33"></span>forecast p50-p90 end</li></ul>',
-            f"<figure>{_svg(tl)}</figure>",
-            _table(tl),
-            "</body></html>",
-        ]
-    )
-
-
-def _signed(seconds: float) -> str:
-    return f"{format_duration(abs(seconds))} {'after' if seconds >= 0 else 'before'}"
-
-
-def _table(tl: Timeline) -> str:
-    lines = [
-        '<table id="steps"><caption>The steps, as the drawing shows them</caption><thead><tr>'
-        "<th>step</th><th>workflow</th><th>state</th><th>attempts</th><th>started</th>"
-        "<th>ended</th><th>took</th><th>why</th></tr></thead><tbody>"
-    ]
-    for row in tl.rows:
-        start = row.segments[0].start if row.segments else None
-        end = row.segments[-1].end if row.segments else None
-        took = format_duration(end - start) if start is not None and end is not None else ""
-        critical = ' class="crit"' if row.critical else ""
-        cells = [
-            row.name,
-            str(row.workflow_id),
-            _state(row),
-            str(row.attempts),
-            stamp(start) if start is not None else "",
-            stamp(end) if end is not None else "",
-            took,
-            row.reason or "",
-        ]
-        lines.append(
-            f'<tr{critical} data-step="{t(row.name)}">'
-            + "".join(f"<td>{t(cell)}</td>" for cell in cells)
-            + "</tr>"
-        )
-    lines.append("</tbody></table>")
-    return "\n".join(lines)
-
-
-_CSS = (
-    "body{font-family:sans-serif;margin:16px;color:#24292f}h1{font-size:20px;margin:0 0 6px}"
-    "dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:0 0 10px}"
-    "dt{color:#57606a}dd{margin:0}.legend{list-style:none;padding:0;display:flex;"
-    "flex-wrap:wrap;gap:4px 14px;font-size:12px}.sw{display:inline-block;width:14px;"
-    "height:10px;margin-right:4px;vertical-align:middle;border:1px solid #d0d7de}"
-    ".sw.crit{border:2px solid #d1242f}.sw.gap{background:#8c959f55}figure{margin:8px 0;"
-    "overflow-x:auto}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid "
-    "#d0d7de;padding:2px 6px;text-align:left}tr.crit td:first-child{font-weight:bold}"
-)

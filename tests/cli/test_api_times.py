@@ -120,3 +120,10 @@ def test_an_implausible_api_time_fails_no_later_run_and_feeds_no_forecast(
     prom = next(tmp_path.glob("*.prom")).read_text()
     durations = re.findall(r"^runbook_\w*duration_seconds\{[^}]*\} (\S+)$", prom, re.M)
     assert durations and all(float(value) < 60 for value in durations), prom
+    # the timeline draws runbook's own times, and says so, on a time axis of seconds
+    drawn = cli("timeline", "--format", "svg")
+    assert drawn.code == 0, drawn.err
+    assert set(re.findall(r'data-clock="(\w+)"', drawn.out)) == {"runbook"}
+    scale = float(re.search(r'data-scale="([^"]+)"', drawn.out).group(1))  # type: ignore[union-attr]
+    assert 950 / scale < 60  # the run's seconds, not the lie's years
+    assert "runbook&#x27;s clock" in drawn.out
