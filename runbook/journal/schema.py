@@ -201,6 +201,7 @@ RUNS = Table(
         # 7: for the timeline: each invocation's start and end, and the forecast made
         # when the run started (NULL: none, or a run recorded before version 7)
         Column("spans", "TEXT", since=7, holds="time pairs"),
+        Column("deadline", "REAL", since=7),  # seconds after the start, as the plan said
         Column("forecast", "TEXT", since=7, holds="json object"),
     ),
     key=("id",),

@@ -71,6 +71,7 @@ class RunRow:
     api_url: str | None = None
     invocations: int = 1
     spans: list[tuple[float, float | None]] = field(default_factory=list)
+    deadline: float | None = None
     forecast: dict[str, Any] | None = None
 
 
@@ -380,5 +381,6 @@ class Store:
             api_url=_text(row.api_url),
             invocations=row.invocations,
             spans=row.spans,
+            deadline=row.deadline,
             forecast=ForecastMade.load(row.forecast),
         )

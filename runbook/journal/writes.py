@@ -193,6 +193,7 @@ def new_run(
         started_at=started_at,
         auth=run.auth,
         api_url=run.api_url,
+        deadline=run.deadline,
     )
 
 

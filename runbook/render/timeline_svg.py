@@ -173,6 +173,13 @@ def _forecast(tl: Timeline, x: X, height: int) -> Iterator[str]:
 def _deadline(tl: Timeline, x: X, height: int) -> Iterator[str]:
     if tl.deadline_at is None:
         return
+    if tl.deadline_at > tl.end:  # past the run's end: said at the edge, not drawn off it
+        yield (
+            f'<text class="deadline" x="{CHART_X + CHART_W}" y="{height - 8}" '
+            f'text-anchor="end" fill="#cf222e">deadline {t(_clock(tl.deadline_at))} '
+            f"(in {format_duration(tl.deadline_at - tl.end)}) →</text>"
+        )
+        return
     left = x(tl.deadline_at)
     yield (
         f'<line class="deadline" x1="{left}" y1="{TOP - 4}" x2="{left}" y2="{height - 20}" '
@@ -180,8 +187,8 @@ def _deadline(tl: Timeline, x: X, height: int) -> Iterator[str]:
     )
     late = " — late" if tl.late else ""
     yield (
-        f'<text x="{left + 3}" y="{height - 8}" fill="#cf222e" font-weight="bold">'
-        f"deadline {t(_clock(tl.deadline_at))}{late}</text>"
+        f'<text class="deadline" x="{left + 3}" y="{height - 8}" fill="#cf222e" '
+        f'font-weight="bold">deadline {t(_clock(tl.deadline_at))}{late}</text>'
     )
 
 

@@ -252,3 +252,25 @@ def test_a_timeline_that_cannot_be_written_warns_and_keeps_the_exit_code(
     result = cli("apply", str(plan), "--timeline", str(tmp_path / "no" / "such" / "dir.html"))
     assert result.code == 0
     assert "runbook: cannot write " in result.err and "dir.html" in result.err
+
+
+def test_the_forecast_made_at_the_start_is_drawn_and_kept(cli, api, tmp_path) -> None:
+    api(Scenario(default=FAST))
+    plan = tmp_path / "f.yaml"
+    plan.write_text(
+        "version: 1\nname: f\ndeadline: 1h\n"
+        "defaults: {poll_interval: 20ms, max_poll_interval: 50ms}\n"
+        "workflows:\n  a: {workflow_id: 1}\n  b: {workflow_id: 2, depends_on: a}\n"
+    )
+    assert cli("apply", str(plan)).code == 0  # history for the next run's forecast
+    page = tmp_path / "f.html"
+    assert cli("apply", str(plan), "--timeline", str(page)).code == 0
+    for text in (page.read_text(), cli("timeline", "2").out):  # drawn, and kept
+        svg = drawing(text)
+        assert [r.get("class") for r in svg.iter(f"{SVG}rect")].count("forecast") == 1
+        expected = [r for r in svg.iter(f"{SVG}rect") if r.get("class") == "exp"]
+        assert len(expected) == 2  # each step's bar as the forecast expected it
+        assert "<dt>forecast</dt><dd>p50 end " in text and "its p50</dd>" in text
+        # an hour after a run of a second: said at the edge, not drawn off the chart
+        (deadline,) = [x for x in svg.iter(f"{SVG}text") if x.get("class") == "deadline"]
+        assert re.fullmatch(r"deadline \d\d:\d\d:\d\d \(in (1h|59m\S+)\) →", deadline.text)

@@ -115,6 +115,7 @@ RELEASED = [
     "",
     """
     ALTER TABLE runs ADD COLUMN spans TEXT;
+    ALTER TABLE runs ADD COLUMN deadline REAL;
     ALTER TABLE runs ADD COLUMN forecast TEXT;
     ALTER TABLE steps ADD COLUMN upstreams TEXT NOT NULL DEFAULT '[]';
     """,

@@ -253,7 +253,8 @@ def test_a_runs_rows_and_its_resume() -> None:
         host="h",
     ) == (
         "INSERT INTO runs (plan, plan_path, plan_sha256, pid, host, state, max_parallel, "
-        "assumed_done, options, started_at, auth, api_url) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "assumed_done, options, started_at, auth, api_url, deadline) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             "p",
             "p.yaml",
@@ -266,6 +267,7 @@ def test_a_runs_rows_and_its_resume() -> None:
             '{"sandbox": true}',
             5.0,
             "env",
+            None,
             None,
         ),
     )
