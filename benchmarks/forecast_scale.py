@@ -39,10 +39,10 @@ def runbook(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def big_plan(path: Path) -> None:
+def big_plan(path: Path, steps: int = STEPS) -> None:
     rng = random.Random(5)
     lines = ["version: 1", "name: big", "max_parallel: 16", "workflows:"]
-    for index in range(STEPS):
+    for index in range(steps):
         stage = index // WIDTH
         ups = sorted(rng.sample(range((stage - 1) * WIDTH, stage * WIDTH), 2)) if stage else []
         deps = f", depends_on: [{', '.join(f's{u}' for u in ups)}]" if ups else ""
@@ -50,7 +50,7 @@ def big_plan(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def big_journal(state: Path) -> None:
+def big_journal(state: Path, steps: int = STEPS) -> None:
     """30 runs of the big plan, written through the journal's own store."""
     sys.path.insert(0, str(ROOT))
     from runbook.events import RunRecord, StepRecord
@@ -60,18 +60,18 @@ def big_journal(state: Path) -> None:
     store = Store(state)
     base = 1_790_000_000.0
     for run_number in range(RUNS):
-        steps = {f"s{i}": StepRecord(f"s{i}", 1000 + i, i // WIDTH + 1) for i in range(STEPS)}
-        run = RunRecord(plan="big", run_id=None, max_parallel=16, steps=steps)
+        records = {f"s{i}": StepRecord(f"s{i}", 1000 + i, i // WIDTH + 1) for i in range(steps)}
+        run = RunRecord(plan="big", run_id=None, max_parallel=16, steps=records)
         started = base + run_number * 86_400
         run_id = store.create_run(
             run, plan_path="big.yaml", plan_sha256="x", options={}, started_at=started
         )
         with store.write() as db:
-            for i in range(STEPS):
+            for i in range(steps):
                 triggered = started + i
                 took = rng.uniform(30, 300)
                 record = {
-                    "id": run_number * STEPS + i + 1,
+                    "id": run_number * steps + i + 1,
                     "state": "succeeded",
                     "start_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(triggered + 2)),
                     "end_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(triggered + took)),
@@ -89,10 +89,10 @@ def big_journal(state: Path) -> None:
     store.close()
 
 
-def speed(tmp: Path) -> None:
+def speed(tmp: Path, steps: int) -> None:
     plan, state = tmp / "big.yaml", tmp / "state"
-    big_plan(plan)
-    big_journal(state)
+    big_plan(plan, steps)
+    big_journal(state, steps)
     times = []
     for _ in range(5):
         started = time.perf_counter()
@@ -101,9 +101,10 @@ def speed(tmp: Path) -> None:
         assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("Forecast:"))
     median = statistics.median(times)
-    print(f"speed: {STEPS} steps, {RUNS} runs in the journal: plan --forecast {median:.3f} s "
-          f"(median of 5; min {min(times):.3f} s); target <= 1 s: "
-          f"{'ok' if median <= 1 else 'MISSED'}")  # fmt: skip
+    target = 1.0 if steps <= 500 else 3.0
+    print(f"speed: {steps} steps, {RUNS} runs in the journal: plan --forecast {median:.3f} s "
+          f"(median of 5; min {min(times):.3f} s); target <= {target:g} s: "
+          f"{'ok' if median <= target else 'MISSED'}")  # fmt: skip
     print(f"  {line[:120]}")
 
 
@@ -143,10 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--steps", type=int, default=STEPS, help="the big plan's steps")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
-        speed(tmp)
+        speed(tmp, options.steps)
         if not options.skip_accuracy:
             accuracy(tmp, options.repeat)
 

@@ -22,36 +22,16 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from runbook._compat import assert_never
-from runbook.events import (
-    AttemptFinished,
-    AttemptTriggered,
-    AttemptTriggering,
-    Event,
-    ExecutionSeen,
-    Forecasted,
-    ForecastMade,
-    Notice,
-    NotificationSent,
-    RetryScheduled,
-    RunFinished,
-    RunLate,
-    RunRecord,
-    RunStarted,
-    SignalReceived,
-    StepFinished,
-)
 from runbook.plan import Plan
+from runbook.replay import Replay
 from runbook.schedule import Rule, Schedule
 
 __all__ = [
     "SAMPLES",
-    "Eta",
     "Forecast",
     "Linked",
     "StepForecast",
@@ -61,6 +41,8 @@ __all__ = [
 ]
 
 SAMPLES = 200
+"""Simulated runs at most; fewer once the percentiles have settled (:func:`_converged`)."""
+AT_LEAST, BATCH, SETTLED = 60, 20, 0.002
 SEED = 20261202
 Source = Literal["history", "estimate", "none"]
 
@@ -139,10 +121,21 @@ def forecast(
     finished = tuple(name for name in done if name in stage_of)
     under_way = {name: age for name, age in (running or {}).items() if name in stage_of}
     rng = random.Random(seed)
-    makespans = []
-    for _ in range(samples):
-        drawn = {name: rng.choice(pool) for name, pool in pools.items()}
-        makespans.append(_simulate(rules, start.key, drawn, parallel, finished, under_way)[0])
+    makespans: list[float] = []
+    replay = None if finished or under_way else Replay.of(rules, start.key)
+    ordered = [(pool, len(pool)) for pool in (pools[rule.name] for rule in rules)]
+    draw = rng.random
+    while len(makespans) < samples:
+        drawn = [pool[int(draw() * size)] for pool, size in ordered]
+        if replay is not None:  # the core's run, compiled: the same ends, cheaper
+            makespans.append(replay.makespan(drawn, parallel))
+        else:
+            durations = {rule.name: took for rule, took in zip(rules, drawn, strict=True)}
+            makespans.append(
+                _simulate(rules, start.key, durations, parallel, finished, under_way)[0]
+            )
+        if _converged(makespans):
+            break
     medians = {name: percentile(pool, 0.5) for name, pool in pools.items()}
     _, starts, ends, via = _simulate(rules, start.key, medians, parallel, finished, under_way)
     path = critical_path(rules, ends, via)
@@ -150,7 +143,7 @@ def forecast(
     return Forecast(
         p50=percentile(makespans, 0.5),
         p90=percentile(makespans, 0.9),
-        samples=samples,
+        samples=len(makespans),
         critical_path=tuple(path),
         without_history=tuple(
             sorted(n for n, source in sources.items() if source == "none" and n in starts)
@@ -168,6 +161,21 @@ def forecast(
             )
             for name in start
         },
+    )
+
+
+def _converged(makespans: list[float]) -> bool:
+    """Whether the p50 and p90 have settled: at a whole batch past :data:`AT_LEAST`
+    samples, neither moved by more than :data:`SETTLED` of itself over the last batch.
+    A plan of many steps settles soon (its run is a sum of many draws), a small one
+    with spread-out times takes every sample. Deterministic, as the draws are seeded."""
+    count = len(makespans)
+    if count < AT_LEAST or count % BATCH:
+        return False
+    before = makespans[: count - BATCH]
+    return all(
+        abs(percentile(makespans, q) - percentile(before, q)) <= SETTLED * percentile(makespans, q)
+        for q in (0.5, 0.9)
     )
 
 
@@ -247,124 +255,3 @@ def critical_path(
         ran = [up for up in upstreams[name] if up in ends]
         name = max(ran, key=lambda n: (ends[n], position[n])) if ran else None
     return path[::-1]
-
-
-class Eta:
-    """The sink that keeps a run's forecast: told at the start when there is history,
-    recomputed from what is still to run when a step ends (at most once a
-    ``every`` seconds, and never for longer than a tenth of the time between two
-    recomputations), and, with a deadline, the first time the p90 end passes it:
-    ``at_risk``, once."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        history: Mapping[int, Sequence[float]],
-        *,
-        steps: Iterable[str],
-        max_parallel: int,
-        tell: Callable[[Event], None],
-        deadline_from: float | None = None,
-        wall: Callable[[], float] = time.time,
-        clock: Callable[[], float] = time.monotonic,
-        every: float = 1.0,
-    ) -> None:
-        self.plan = plan
-        self.history = history
-        self.steps = frozenset(steps)
-        self.max_parallel = max_parallel
-        self.deadline_at: float | None = None
-        self._deadline_from = deadline_from
-        self._tell = tell
-        self._wall, self._clock = wall, clock
-        self._every = every
-        self._next = 0.0
-        self._told_risk = False
-        self._run: RunRecord | None = None
-        self._useful = any(
-            plan.steps[name].workflow_id in history or plan.steps[name].estimate is not None
-            for name in self.steps
-        )
-
-    def __call__(self, event: Event) -> None:
-        match event:
-            case RunStarted(run=run):
-                if run.deadline is not None:
-                    start = self._deadline_from
-                    self.deadline_at = (start if start is not None else run.started_at) + (
-                        run.deadline
-                    )
-                if self._useful:
-                    self._forecast(run, first=True)
-            case StepFinished():
-                current = self._run
-                if self._useful and current is not None and self._clock() >= self._next:
-                    self._forecast(current, first=False)
-            case (
-                AttemptTriggering()
-                | AttemptTriggered()
-                | ExecutionSeen()
-                | AttemptFinished()
-                | RetryScheduled()
-                | Notice()
-                | SignalReceived()
-                | RunLate()
-                | NotificationSent()
-                | Forecasted()
-                | RunFinished()
-            ):
-                pass
-            case _:
-                assert_never(event)
-
-    def _forecast(self, run: RunRecord, *, first: bool) -> None:
-        self._run = run
-        began = self._clock()
-        now = self._wall()
-        done = [
-            name for name, step in run.steps.items() if step.state not in ("pending", "running")
-        ]
-        running = {  # how long each execution under way has run: its attempt's, a retry's
-            name: max(0.0, now - step.attempt.triggered_at)
-            for name, step in run.steps.items()
-            if step.state == "running" and step.attempt is not None
-        }
-        if not first and len(done) == len(run.steps):
-            return
-        result = forecast(
-            self.plan,
-            self.history,
-            steps=self.steps,
-            max_parallel=self.max_parallel,
-            done=done,
-            running=running,
-            samples=SAMPLES if first else SAMPLES // 2,
-        )
-        took = self._clock() - began
-        self._next = self._clock() + max(self._every, 10 * took)
-        p50_end, p90_end = now + result.p50, now + result.p90
-        risk = (
-            self.deadline_at is not None
-            and not self._told_risk
-            and now < self.deadline_at < p90_end
-        )
-        self._told_risk = self._told_risk or risk
-        bars = {
-            name: (now + step.start, now + step.end)
-            for name, step in result.steps.items()
-            if step.start is not None and step.end is not None
-        }
-        if first and run.forecast is None:  # a resume keeps the run's own first one
-            run.forecast = ForecastMade(now, p50_end, p90_end, bars)
-        self._tell(
-            Forecasted(
-                run=run,
-                p50_end=p50_end,
-                p90_end=p90_end,
-                critical_path=result.critical_path,
-                first=first,
-                at_risk=risk,
-                at=now,
-                steps=bars,
-            )
-        )

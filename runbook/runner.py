@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 from runbook.api import NexadataClient
 from runbook.api.sources import token_file_warning
 from runbook.errors import JournalError, LockedError, UsageError
+from runbook.eta import Eta
 from runbook.events import Died, Notice, RunRecord, Sink
 from runbook.executor import Executor
-from runbook.forecast import Eta
 from runbook.graph import Selection
 from runbook.journal import JournalSink, PlanLock, Store, state_dir
 from runbook.options import ApplyOptions

@@ -29,4 +29,5 @@ def test_apply_tells_the_forecast_and_recomputes_it_as_steps_end(cli, api, tmp_p
         json.loads(line)["event"]
         for line in cli("apply", str(plan), "--log-format", "json").out.splitlines()
     ]
-    assert events.index("forecast") == 1  # right after the run's start
+    # as of the start, told once the first triggers have left and been answered
+    assert events.index("forecast") == events.index("attempt_triggered") + 1

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from runbook.apitimes import SKEW, believed_span
 from runbook.durations import format_duration
+from runbook.eta import Eta
 from runbook.events import (
     AttemptFinished,
     AttemptRecord,
@@ -31,7 +32,7 @@ from runbook.events import (
     StepFinished,
     StepRecord,
 )
-from runbook.forecast import Eta, forecast
+from runbook.forecast import forecast
 from runbook.journal import JournalSink, Store
 from runbook.journal.store import RunRow
 from runbook.notify.metrics import MetricsFile

@@ -173,7 +173,7 @@ def test_plan_forecast_through_the_cli(cli, tmp_path: Path) -> None:
     seen_a = load_plan(plan).steps["a"].noticed(90)  # polled every 5 s, then a tenth
     assert 90 < seen_a < 95
     assert empty.code == 0
-    assert "Forecast: p50 1m30s, p90 1m30s (200 simulated runs); critical path: a -> b" in empty.out
+    assert "Forecast: p50 1m30s, p90 1m30s (60 simulated runs); critical path: a -> b" in empty.out
     assert "Without history or estimate (counted as 0s): b" in empty.out
     assert not state.exists()  # nothing created to find out there is no history
     document = json.loads(
@@ -182,7 +182,7 @@ def test_plan_forecast_through_the_cli(cli, tmp_path: Path) -> None:
     assert document["forecast"] == {
         "p50_s": seen_a,
         "p90_s": seen_a,
-        "samples": 200,
+        "samples": 60,  # one estimate a step: settled at the first look
         "critical_path": ["a", "b"],
         "without_history": ["b"],
     }
@@ -220,8 +220,14 @@ def test_graph_forecast_draws_the_critical_path(cli, tmp_path: Path) -> None:
 def test_the_eta_is_told_at_the_start_recomputed_as_steps_end_and_at_risk_once(
     tmp_path: Path,
 ) -> None:
-    from runbook.events import Forecasted, RunStarted, StepFinished
-    from runbook.forecast import Eta
+    from runbook.eta import Eta
+    from runbook.events import (
+        AttemptTriggered,
+        AttemptTriggering,
+        Forecasted,
+        RunStarted,
+        StepFinished,
+    )
 
     plan = plan_of(
         tmp_path,
@@ -242,10 +248,16 @@ def test_the_eta_is_told_at_the_start_recomputed_as_steps_end_and_at_risk_once(
     )
     run.started_at = now[0]
     eta(RunStarted(run, now[0]))
+    # the forecast waits for the first triggers to leave and be answered
+    first = AttemptRecord(1, now[0])
+    eta(AttemptTriggering(steps["a"], first, now[0]))
+    assert told == []
+    now[0] += 0.2
+    eta(AttemptTriggered(steps["a"], first, now[0]))
     (start,) = told
     assert isinstance(start, Forecasted) and start.first
     a, b = seen(plan, "a", 10), seen(plan, "b", 20)
-    assert start.p50_end == pytest.approx(1000 + a + b)
+    assert start.at == 1000 and start.p50_end == pytest.approx(1000 + a + b)  # as of the start
     assert start.at_risk  # p90 end 1030 passes the deadline at 1025
     now[0] += 0.5
     steps["a"].state = "succeeded"
@@ -295,3 +307,28 @@ def test_a_p50_beyond_the_p50_schedule_is_explained(tmp_path: Path) -> None:
     out = io.StringIO()
     _forecast_text(out, steady)
     assert "simulated runs, in which" not in out.getvalue()
+
+
+def test_the_first_forecast_waits_until_every_first_trigger_is_answered(tmp_path: Path) -> None:
+    """Its work never delays a trigger, nor the journaling of an execution id: it is
+    made once the triggers sent at the start have all been answered (or given up)."""
+    from runbook.eta import Eta
+    from runbook.events import AttemptFinished, AttemptTriggered, AttemptTriggering, RunStarted
+
+    plan = plan_of(tmp_path, "  a: {workflow_id: 1}\n  b: {workflow_id: 2}\n")
+    steps = {"a": StepRecord("a", 1, 1), "b": StepRecord("b", 2, 1)}
+    run = RunRecord(plan="p", run_id=1, max_parallel=4, steps=steps)
+    run.started_at = 1000.0
+    told: list = []
+    eta = Eta(plan, {1: [10.0], 2: [5.0]}, steps=steps, max_parallel=4, tell=told.append)
+    eta(RunStarted(run, 1000.0))
+    a, b = AttemptRecord(1, 1000.0), AttemptRecord(1, 1000.0)
+    eta(AttemptTriggering(steps["a"], a, 1000.0))
+    eta(AttemptTriggering(steps["b"], b, 1000.0))
+    eta(AttemptTriggered(steps["a"], a, 1000.1))
+    assert told == []  # b's trigger is still unanswered
+    eta(AttemptFinished(steps["b"], b, "error", 1000.2))  # refused: answered all the same
+    (first,) = told
+    assert first.first and first.at == 1000.0
+    assert first.p50_end == pytest.approx(1000.0 + seen(plan, "a", 10))
+    assert run.forecast is not None and run.forecast.p50_end == first.p50_end
