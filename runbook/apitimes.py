@@ -16,7 +16,7 @@ import math
 
 from runbook.text import parse_timestamp
 
-__all__ = ["SKEW", "believed_span", "seen_span"]
+__all__ = ["SKEW", "believed_span", "believed_within", "seen_span"]
 
 SKEW = 300.0
 """How far the API's clock may be from this host's (seconds, either way) for its times
@@ -39,7 +39,14 @@ def believed_span(
     and lie within what runbook saw from ``triggered_at`` to ``ended_at`` (with
     :data:`SKEW` either side) and start is not after end; None otherwise."""
     seen = seen_span(triggered_at, ended_at)
-    if seen is None or not isinstance(start_at, str) or not isinstance(end_at, str):
+    return None if seen is None else believed_within(start_at, end_at, seen)
+
+
+def believed_within(
+    start_at: object, end_at: object, seen: tuple[float, float]
+) -> tuple[float, float] | None:
+    """:func:`believed_span` for a ``seen`` span already read (:func:`seen_span`)."""
+    if not isinstance(start_at, str) or not isinstance(end_at, str):
         return None
     start, end = parse_timestamp(start_at), parse_timestamp(end_at)
     if start is None or end is None:

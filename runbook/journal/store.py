@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.apitimes import believed_span, seen_span
+from runbook.apitimes import believed_within, seen_span
 from runbook.errors import JournalError
 from runbook.events import (
     AttemptRecord,
@@ -245,14 +245,14 @@ class Store:
         for workflow_id, triggered, ended, start_at, end_at in rows:
             if not isinstance(workflow_id, int) or not isinstance(triggered, (int, float)):
                 continue  # a damaged row: no figure, rather than a wrong one
-            claimed = believed_span(start_at, end_at, triggered, ended)
             seen = seen_span(triggered, ended)
+            if seen is None:
+                continue
+            claimed = believed_within(start_at, end_at, seen)
             if claimed is not None:  # the API's times, when they fit what runbook saw
                 took = max(0.0, claimed[0] - triggered) + claimed[1] - claimed[0]
-            elif seen is not None:
-                took = seen[1] - seen[0]
             else:
-                continue
+                took = seen[1] - seen[0]
             history.setdefault(workflow_id, []).append(took)
         return history
 

@@ -274,7 +274,9 @@ def test_a_resume_goes_where_its_run_went(cli, api, tmp_path, monkeypatch) -> No
         resumed = cli("apply", str(plan), "--resume", "--report", str(report))
         assert resumed.code == 0, resumed.out + resumed.err
         assert f"note: run 1 went to {where}: its resume goes there too" in resumed.err
-        assert resumed.out.count("re-attached to execution") == 1
+        # the load, in flight at the kill, is polled again (and side too, if its end had
+        # not been seen yet: how far it got is the machine's speed, not the rule's)
+        assert re.search(r"load \(workflow 2, execution \d+\): re-attached", resumed.out)
         assert executions(app) == {"1": 1, "2": 1, "3": 1, "4": 1}
         assert sum(other.state.sandbox.requests.values()) == 0  # not one request
         assert json.loads(report.read_text())["api_url"] == where
