@@ -5,8 +5,8 @@ spawn to the first ``attempt_triggering`` line and to the first ``forecast`` lin
 
     python benchmarks/first_trigger.py [--steps 10000] [--repeat 3]
 
-Each repeat runs the plan twice: with an ``estimate`` on every step (so a forecast is
-made) and without. The run is stopped (SIGINT) once the forecast has been told, or 60 s
+Each repeat runs the plan twice, each time in a new state dir (no history): with an
+``estimate`` on every step (so a forecast is made) and without. The run is stopped (SIGINT) once the forecast has been told, or 60 s
 after the first trigger. Prints the medians; nothing is asserted.
 """
 
@@ -73,11 +73,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         results: dict[bool, list[tuple[float, float | None]]] = {True: [], False: []}
-        for _ in range(options.repeat):
-            for estimates in (True, False):  # interleaved
+        for number in range(options.repeat):
+            for estimates in (True, False):  # interleaved, each in a new state dir
                 plan = tmp / f"big-{estimates}.yaml"
                 write_plan(plan, options.steps, estimates)
-                results[estimates].append(one(plan, tmp / "state"))
+                results[estimates].append(one(plan, tmp / f"state-{estimates}-{number}"))
     for estimates, runs in results.items():
         first = statistics.median(t for t, _ in runs)
         told = [f for _, f in runs if f is not None]
