@@ -120,6 +120,7 @@ WITHOUT_JOURNAL = (
 
 
 HAND_LOOP = Path(__file__).with_name("hand_loop.py")
+DURABLE_LOOP = Path(__file__).with_name("durable_loop.py")
 
 
 def measure(
@@ -129,6 +130,7 @@ def measure(
     *,
     journal: bool = True,
     hand_loop: bool = False,
+    durable_loop: bool = False,
 ) -> dict[str, float]:
     """One run against a fresh sandbox: ``runbook apply`` (or, with ``hand_loop``, the
     baseline loop at the same fixed 0.5 s polling)."""
@@ -142,6 +144,9 @@ def measure(
         command = [sys.executable, *entry, "apply", str(plan), "--api-url", url, "--quiet"]
         if hand_loop:
             command = [sys.executable, str(HAND_LOOP), str(plan), "--api-url", url]
+        if durable_loop:
+            command = [sys.executable, str(DURABLE_LOOP), str(plan), "--api-url", url]
+            command += ["--journal", str(state / "journal.sqlite3")]
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env)
         _, status, usage = os.wait4(process.pid, 0)
@@ -199,10 +204,12 @@ def journal_share(workload: Workload, tmp: Path, repeat: int) -> None:
 
 
 def against_loop(workload: Workload, tmp: Path, repeat: int) -> None:
-    """runbook (journal on) and the hand-written loop, fixed 0.5 s polling, interleaved."""
-    runs: dict[str, list[dict[str, float]]] = {"runbook": [], "hand loop": []}
+    """runbook (journal on), the durable hand-written loop and the bare one, fixed 0.5 s
+    polling, interleaved."""
+    runs: dict[str, list[dict[str, float]]] = {"runbook": [], "durable": [], "hand loop": []}
     for _ in range(repeat):
         runs["runbook"].append(measure(workload, "fixed", tmp))
+        runs["durable"].append(measure(workload, "fixed", tmp, durable_loop=True))
         runs["hand loop"].append(measure(workload, "fixed", tmp, hand_loop=True))
     at_poll = ideal(workload, 0.5)
     figures = {}
@@ -215,11 +222,16 @@ def against_loop(workload: Workload, tmp: Path, repeat: int) -> None:
             f"({f['cpu_ms_per_step']:.2f} ms/step)  {f['requests_per_step']:.2f} req/step  "
             f"RSS {f['rss_mb']:.0f} MB   CPU runs: " + " ".join(f"{r['cpu']:.2f}" for r in results)
         )
-    ours, theirs = figures["runbook"], figures["hand loop"]
-    print(
-        f"  runbook / hand loop: CPU per step {ours['cpu'] / theirs['cpu']:.2f}x, makespan "
-        f"{ours['wall'] / theirs['wall']:.3f}x, peak RSS {ours['rss_mb'] / theirs['rss_mb']:.2f}x"
-    )
+    ours = figures["runbook"]
+    for who in ("durable", "hand loop"):
+        theirs = figures[who]
+        print(
+            f"  runbook / {who}: CPU per step {ours['cpu'] / theirs['cpu']:.2f}x, makespan "
+            f"{ours['wall'] / theirs['wall']:.3f}x, peak RSS "
+            f"{ours['rss_mb'] / theirs['rss_mb']:.2f}x"
+        )
+    durable, bare = figures["durable"], figures["hand loop"]
+    print(f"  durable / hand loop: CPU per step {durable['cpu'] / bare['cpu']:.2f}x")
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ spawn to the first ``attempt_triggering`` line and to the first ``forecast`` lin
     python benchmarks/first_trigger.py [--steps 10000] [--repeat 3]
 
 Each repeat runs the plan twice, each time in a new state dir (no history): with an
-``estimate`` on every step (so a forecast is made) and without. The run is stopped (SIGINT) once the forecast has been told, or 60 s
-after the first trigger. Prints the medians; nothing is asserted.
+``estimate`` on every step (so a forecast is made) and without. The run is stopped
+(SIGINT) once the forecast has been told, or 60 s after the first trigger. Prints the
+medians; nothing is asserted.
 """
 
 from __future__ import annotations
