@@ -254,13 +254,16 @@ def test_the_lock_file_is_never_replaced(tmp_path: Path) -> None:
     with cache.lock():
         cache.write(entry())
     before = os.stat(cache.lock_path).st_ino
-    cache_inode = os.stat(cache.path).st_ino
-    for number in range(3):
-        with cache.lock():
-            assert cache.read() is not None
-            cache.write(entry(f"rt-{number}"))
-    assert os.stat(cache.lock_path).st_ino == before
-    assert os.stat(cache.path).st_ino != cache_inode  # the cache itself is renamed over
+    # held open, the first cache file keeps its inode: a file renamed over it cannot be
+    # given the same number again (a freed inode may be reused at once)
+    with open(cache.path, "rb") as first:
+        cache_inode = os.fstat(first.fileno()).st_ino
+        for number in range(3):
+            with cache.lock():
+                assert cache.read() is not None
+                cache.write(entry(f"rt-{number}"))
+        assert os.stat(cache.lock_path).st_ino == before
+        assert os.stat(cache.path).st_ino != cache_inode  # the cache is renamed over
     assert cache.read() == entry("rt-2")
 
 
