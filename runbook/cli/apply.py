@@ -4,6 +4,8 @@ files, and the run's exit code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
@@ -289,30 +291,23 @@ def _conclude(run: RunRecord, options: ApplyOptions, finally_steps: tuple[str, .
             write_summary(out, run, resume_hint=hint)
     # after the summary: a file that cannot be written changes neither what the run
     # did nor its exit code, and says so on stderr
-    for path, write in ((options.report, report.write_report), (options.junit, report.write_junit)):
+    files: list[tuple[str | None, Callable[[str, RunRecord], None]]] = [
+        (options.report, report.write_report),
+        (options.junit, report.write_junit),
+    ]
+    if options.timeline:
+        from runbook.render.timeline_file import write_timeline
+
+        files.append((options.timeline, partial(write_timeline, finally_steps=finally_steps)))
+    for path, write in files:
         if path:
             try:
                 write(path, run)
             except OSError as exc:
                 stderr().write(f"runbook: cannot write {printable(path)}: {exc.strerror or exc}\n")
-    if options.timeline:
-        _write_timeline(options.timeline, run, finally_steps)
     if run.exit_code is not None:
         return run.exit_code
     return {"succeeded": 0, "interrupted": 130}.get(run.state, 1)
-
-
-def _write_timeline(path: str, run: RunRecord, finally_steps: tuple[str, ...]) -> None:
-    from runbook.files import write_atomically
-    from runbook.render.timeline import build
-    from runbook.render.timeline_file import format_for, render
-    from runbook.text import printable
-
-    drawn = build(run, now=run.ended_at or run.started_at, finally_steps=finally_steps)
-    try:
-        write_atomically(path, render(drawn, format_for(path)))
-    except OSError as exc:
-        stderr().write(f"runbook: cannot write {printable(path)}: {exc.strerror or exc}\n")
 
 
 def _finished(run: RunRecord) -> RunFinished:

@@ -13,7 +13,7 @@ from runbook.files import write_atomically
 from runbook.render import timeline_html, timeline_mermaid, timeline_svg
 from runbook.render.timeline import Timeline, build
 
-__all__ = ["EVERY", "FORMATS", "TimelineFile", "format_for", "render"]
+__all__ = ["EVERY", "FORMATS", "TimelineFile", "format_for", "render", "write_timeline"]
 
 Format = Literal["html", "svg", "mermaid"]
 FORMATS: tuple[Format, ...] = ("html", "svg", "mermaid")
@@ -41,6 +41,21 @@ def render(timeline: Timeline, fmt: Format) -> str:
             return timeline_mermaid.mermaid(timeline)
 
 
+def write_timeline(
+    path: str,
+    run: RunRecord,
+    *,
+    finally_steps: Collection[str],
+    now: float | None = None,
+    going: bool = False,
+) -> None:
+    """The timeline of ``run`` (drawn up to ``now``: by default its end), in the format
+    ``path``'s suffix asks for, written atomically; an OSError is the caller's."""
+    moment = now if now is not None else run.ended_at or run.started_at
+    drawn = build(run, now=moment, finally_steps=finally_steps, going=going)
+    write_atomically(path, render(drawn, format_for(path)))
+
+
 class TimelineFile:
     """A sink that rewrites the run's timeline file atomically, at most every
     :data:`EVERY` seconds of ``clock``, while the run goes — a browser's refresh shows
@@ -58,7 +73,6 @@ class TimelineFile:
         warn: Callable[[str], None],
     ) -> None:
         self.path = path
-        self.fmt = format_for(path)
         self.finally_steps = finally_steps
         self._clock, self._wall, self._warn = clock, wall, warn
         self._next: float | None = None
@@ -83,9 +97,10 @@ class TimelineFile:
         self._write(self._run, going=True)
 
     def _write(self, run: RunRecord, *, going: bool) -> None:
-        timeline = build(run, now=self._wall(), finally_steps=self.finally_steps, going=going)
         try:
-            write_atomically(self.path, render(timeline, self.fmt))
+            write_timeline(
+                self.path, run, finally_steps=self.finally_steps, now=self._wall(), going=going
+            )
             self.writes += 1
         except OSError as exc:
             if not self._failed:
