@@ -10,6 +10,7 @@ from runbook.cli.shared import files, format_option, run_ids, state_dir_option, 
 from runbook.errors import UsageError
 
 if TYPE_CHECKING:
+    from runbook.journal import Store
     from runbook.journal.store import RunRow
 
 
@@ -28,13 +29,7 @@ def status(run_id: int | None, state_dir: str | None, fmt: str) -> int:
 
     journal = Store(resolve(state_dir))
     try:
-        row = journal.run_row(run_id)
-        if row is None:
-            raise UsageError(
-                f"no run {run_id} in the journal"
-                if run_id is not None
-                else "no run in the journal yet"
-            )
+        row = _run_row(journal, run_id)
         resume = None
         if row.state == "running" and holder_gone(journal.path.parent, row.plan, row.pid, row.host):
             again = f" --state-dir {shell_word(state_dir)}" if state_dir else ""
@@ -116,13 +111,7 @@ def timeline(run_id: int | None, state_dir: str | None, fmt: str | None, output:
 
     journal = Store(resolve(state_dir))
     try:
-        row = journal.run_row(run_id)
-        if row is None:
-            raise UsageError(
-                f"no run {run_id} in the journal"
-                if run_id is not None
-                else "no run in the journal yet"
-            )
+        row = _run_row(journal, run_id)
         run = journal.load_run(row)
     finally:
         journal.close()
@@ -135,6 +124,16 @@ def timeline(run_id: int | None, state_dir: str | None, fmt: str | None, output:
     else:
         write_atomically(output, text)
     return 0
+
+
+def _run_row(journal: Store, run_id: int | None) -> RunRow:
+    """The run ``run_id`` (None: the latest) of the journal; none is a usage error."""
+    row = journal.run_row(run_id)
+    if row is None:
+        raise UsageError(
+            f"no run {run_id} in the journal" if run_id is not None else "no run in the journal yet"
+        )
+    return row
 
 
 def _finally_of(row: RunRow) -> tuple[str, ...]:
