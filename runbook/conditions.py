@@ -3,7 +3,8 @@ outcomes they must end with (plan format, "Conditions on named upstreams").
 
 Pure and import-free (of runbook), so that every part that shows, stores or judges a
 ``run_if`` — the scheduling core, the Airflow operator, the journal, the renderers, the
-notifications — reads it the same way. The rule that judges a mapping is here, once:
+notifications — reads it the same way (``str()`` shows either form: ``failure``,
+``{snapshot: succeeded, load: failed}``). The rule that judges a mapping is here, once:
 :func:`unmet` says which entry can no longer hold, :func:`held` why it held.
 """
 
@@ -26,7 +27,6 @@ __all__ = [
     "held",
     "is_cleanup",
     "loaded",
-    "shown",
     "stored",
     "unmet",
     "written",
@@ -110,11 +110,6 @@ def is_cleanup(run_if: RunIf) -> bool:
     """A clean-up, rollback or alert step: it still starts after a stop, and a resume
     judges it again when an upstream runs again."""
     return run_if.cleanup if isinstance(run_if, Condition) else run_if != "success"
-
-
-def shown(run_if: RunIf) -> str:
-    """``failure``, or ``{snapshot: succeeded, load: failed}``."""
-    return str(run_if)
 
 
 def written(run_if: RunIf) -> str | dict[str, str | list[str]]:

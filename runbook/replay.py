@@ -31,13 +31,12 @@ INFINITY = float("inf")
 @dataclass(frozen=True, slots=True)
 class Replay:
     """The all-succeed run of ``rules``, compiled: for each step (in start order),
-    whether it runs, its upstreams (indices), and for a skipped step which upstreams'
-    ends decide it (``every``: all of them, else the first of ``by``)."""
+    whether it runs, the steps that wait for it (indices), and for a skipped step which
+    upstreams' ends decide it (``every``: all of them, else the first of ``by``)."""
 
     names: tuple[str, ...]
     keys: tuple[Any, ...]
     runs: tuple[bool, ...]
-    upstreams: tuple[tuple[int, ...], ...]
     by: tuple[tuple[int, ...], ...]
     every: tuple[bool, ...]
     at_start: tuple[bool, ...]
@@ -93,7 +92,6 @@ class Replay:
             names=tuple(rule.name for rule in rules),
             keys=tuple(order(rule.name) for rule in rules),
             runs=tuple(runs),
-            upstreams=tuple(tuple(index[up] for up in rule.upstreams) for rule in rules),
             by=tuple(by),
             every=tuple(every),
             at_start=tuple(at_start),
