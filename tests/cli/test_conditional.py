@@ -18,7 +18,7 @@ import pytest
 
 from runbook.sandbox.scenario import Scenario
 from tests.support.entry import entry_point
-from tests.support.night import executions
+from tests.support.night import executions, steps_of, write
 
 FAST = {"queue": 0.0, "duration": 0.05}
 PLAN = """\
@@ -40,16 +40,6 @@ def plan(tmp_path: Path) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(PLAN)
     return path
-
-
-def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def steps_of(report: Path) -> dict[str, dict]:
-    return {step["name"]: step for step in json.loads(report.read_text())["steps"]}
 
 
 def test_a_failure_runs_the_rollback_and_finally_and_the_run_still_fails(

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from runbook.sandbox.scenario import Faults, Scenario
-from tests.support.night import executions
+from tests.support.night import executions, steps_of, write
 
 FAST = {"queue": 0.0, "duration": 0.05}
 ROLLBACK = """\
@@ -32,16 +31,6 @@ workflows:
     run_if: {{snapshot: succeeded, load: failed}}
   report: {{workflow_id: 4, depends_on: load}}
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def steps_of(report: Path) -> dict[str, dict]:
-    return {step["name"]: step for step in json.loads(report.read_text())["steps"]}
 
 
 def failed(*workflows: int, **behaviour: object) -> Scenario:

@@ -1,6 +1,10 @@
-"""The plan and token the apply tests share, and the sandbox's count of executions."""
+"""What the apply tests share: the plan and token, the sandbox's count of executions, a
+plan file written in place, and a report's steps by name."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 TOKEN = "durable-token-Xy7-distinct"
 PLAN = """\
@@ -30,3 +34,15 @@ def finish(app) -> None:
     for execution in state.executions.values():
         elapsed = state.clock() - execution.created
         execution.behaviour = replace(execution.behaviour, queue=0.0, duration=max(0.0, elapsed))
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    """A plan (or any file) of ``text`` in ``tmp_path``."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def steps_of(report: Path) -> dict[str, dict]:
+    """The steps of a run report (``--report``), by name."""
+    return {step["name"]: step for step in json.loads(report.read_text())["steps"]}
