@@ -19,7 +19,7 @@ from runbook import graph
 from runbook.conditions import Condition, is_cleanup
 from runbook.durations import DurationError, format_duration, parse_duration
 from runbook.errors import Problem
-from runbook.schemacheck import show, where
+from runbook.schemacheck import checker, show, where
 from runbook.text import NAME_CUTOFF, did_you_mean
 from runbook.yamldoc import Document, YamlPath
 
@@ -39,7 +39,6 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "max_poll_interval": 60.0,
     }
 )
-STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 
 class Semantics:
@@ -122,6 +121,8 @@ class Semantics:
         """Rule 7: a mapping ``run_if`` names only the step's own upstreams (the schema
         checks the outcomes, and refuses an empty mapping or list)."""
         names = [name for name in self.workflows if isinstance(name, str)]
+        # the schema's own rule for a step name, read as jsonschema reads it
+        step_name = re.compile(checker("plan").schema["$defs"]["step_name"]["pattern"])
         for name, step in self.workflows.items():
             run_if = step.get("run_if") if isinstance(step, dict) else None
             if not isinstance(run_if, dict) or not isinstance(name, str):
@@ -130,7 +131,7 @@ class Semantics:
             if name in self.finally_steps:  # every step outside finally, implicitly
                 depends_on += [other for other in names if other not in self.finally_steps]
             for key in run_if:
-                if not isinstance(key, str) or not STEP_NAME.fullmatch(key) or key in depends_on:
+                if not isinstance(key, str) or not step_name.search(key) or key in depends_on:
                     continue  # a bad name is the schema's to explain
                 if key == name:
                     message = "a step cannot wait for itself"
