@@ -58,15 +58,8 @@ def _tasks(row: Row, start_of_run: float) -> list[str]:
         parts = [s for s in runs if s.attempt == number]
         start, end = parts[0].start, parts[-1].end
         last = parts[-1]
-        tag = (
-            "active"
-            if last.open
-            else "done"
-            if last.state == "succeeded"
-            else "crit"
-            if last.state == "failed" and not row.ignored
-            else "done"
-        )
+        failed = last.state == "failed" and not row.ignored
+        tag = "active" if last.open else "crit" if failed else "done"
         label = name if len(attempts) == 1 else f"{name} attempt {number}"
         if row.critical:
             label += " ★"

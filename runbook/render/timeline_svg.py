@@ -259,8 +259,8 @@ def _attempts(row: Row) -> list[Segment]:
 
 
 def _outcome(row: Row, segment: Segment) -> str:
-    if segment.open or segment.state in ("created", "running", "triggering"):
-        return "open" if segment.state != "triggering" or segment.open else "unknown"
+    if segment.open or segment.state in ("created", "running"):
+        return "open"
     if segment.state == "succeeded":
         return "succeeded"
     if segment.state == "failed":
