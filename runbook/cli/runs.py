@@ -108,6 +108,7 @@ def timeline(run_id: int | None, state_dir: str | None, fmt: str | None, output:
     from runbook.journal import state_dir as resolve
     from runbook.render.timeline import build
     from runbook.render.timeline_file import format_for, render
+    from runbook.text import printable
 
     journal = Store(resolve(state_dir))
     try:
@@ -122,7 +123,10 @@ def timeline(run_id: int | None, state_dir: str | None, fmt: str | None, output:
     if output is None:
         stdout().write(text)
     else:
-        write_atomically(output, text)
+        try:
+            write_atomically(output, text)
+        except OSError as exc:  # as export -o says it
+            raise UsageError(f"cannot write {printable(output)}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -152,6 +152,10 @@ def test_timeline_reads_the_journal_in_each_format(cli, ran, tmp_path: Path) -> 
     assert "  after_bad (skipped) : milestone, " in mermaid
     missing = cli("timeline", "7")
     assert (missing.code, missing.err) == (2, "runbook: no run 7 in the journal\n")
+    nowhere = tmp_path / "no" / "such" / "t.html"
+    unwritable = cli("timeline", "-o", str(nowhere))
+    assert unwritable.code == 2
+    assert unwritable.err == f"runbook: cannot write {nowhere}: No such file or directory\n"
 
 
 def test_a_resumed_run_is_drawn_over_its_invocations_with_the_gap(cli, api, tmp_path) -> None:
