@@ -4,6 +4,9 @@ with ``apply``'s adaptive schedule, until it ends or the attempt's timeout runs 
 Its arguments are stored by Airflow in its database, so they hold no secret: the token
 is read from the Airflow connection when the trigger runs, every time it runs (a
 triggerer that restarts reads it again, a rotated token is picked up).
+
+A triggerer runs all its triggers in one event loop: those that read the same
+connection the same way share one client there (:mod:`runbook.airflow.pool`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from runbook.airflow import rules
+from runbook.airflow.pool import POOL_CONNECTIONS, SharedClients, fingerprint
 from runbook.api import Credentials, NexadataClient, Redactor, Secret, Token, check_token_url
 from runbook.api.oauth import OAuthClient, OAuthSource, token_transport
 from runbook.errors import ApiError, ConfigError
@@ -26,6 +31,9 @@ from runbook.polling import jittered, poll_wait
 from runbook.run.reasons import TIMEOUT_REASON
 
 __all__ = ["NexadataExecutionTrigger"]
+
+_CLIENTS = SharedClients()
+"""The clients this process's triggers share (:mod:`runbook.airflow.pool`)."""
 
 
 class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
@@ -80,14 +88,14 @@ class NexadataExecutionTrigger(BaseTrigger):  # type: ignore[misc]
     async def _watch(self) -> dict[str, Any]:
         done = {"execution_id": self.execution_id}
         try:
-            url, credentials = await connection_target(self.conn_id, self.base_url)
-            try:
-                async with NexadataClient(
-                    url, credentials, max_in_flight=1, proxy=_proxy(url)
-                ) as api:
-                    return {**done, **await self._poll(api)}
-            finally:
-                await credentials.aclose()
+            conn = await read_connection(self.conn_id)
+            key = fingerprint(
+                self.conn_id, self.base_url, conn.host, conn.schema, conn.port, conn.login,
+                conn.password, _extra(conn),
+            )  # fmt: skip
+            opener = partial(_open_client, conn, self.conn_id, self.base_url)
+            async with _CLIENTS.use(key, opener) as api:
+                return {**done, **await self._poll(api)}
         except asyncio.TimeoutError:
             return {**done, "state": "timed out", "detail": TIMEOUT_REASON}
         except (ConfigError, ApiError) as error:
@@ -124,13 +132,20 @@ def _proxy(url: str) -> str | None:
     return ProxySettings.from_env().for_url(url)
 
 
-async def connection_target(conn_id: str, default_url: str | None) -> tuple[str, Credentials]:
-    """The base URL and the credentials of Airflow connection ``conn_id``, read now."""
+async def read_connection(conn_id: str) -> Any:
+    """Airflow connection ``conn_id``, read now."""
     try:
-        conn = await BaseHook.aget_connection(conn_id)
+        return await BaseHook.aget_connection(conn_id)
     except Exception as error:  # AirflowNotFoundException, a secrets backend's error
         raise ConfigError(f"cannot read the Airflow connection {conn_id!r}: {error}") from None
-    return target(conn, conn_id, default_url)
+
+
+def _open_client(
+    conn: Any, conn_id: str, default_url: str | None
+) -> tuple[NexadataClient, Credentials]:
+    url, credentials = target(conn, conn_id, default_url)
+    client = NexadataClient(url, credentials, max_in_flight=POOL_CONNECTIONS, proxy=_proxy(url))
+    return client, credentials
 
 
 def target(conn: Any, conn_id: str, default_url: str | None) -> tuple[str, Credentials]:

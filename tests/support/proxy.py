@@ -20,6 +20,8 @@ class Proxy(LoopThread):
         self.trip = trip
         self.port = 0
         self.is_down = threading.Event()
+        self.accepted = 0
+        """Connections accepted so far."""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -55,6 +57,7 @@ class Proxy(LoopThread):
         self.is_down.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port
