@@ -224,8 +224,9 @@ class Schedule:
         ended: list[Ended] = []
         for name in running:
             self._nodes[name].state = "running"
+        for name in succeeded:  # every state first: one preset step is not judged by
+            self._nodes[name].state = "succeeded"  # another's end, nor counted twice
         for name in succeeded:
-            self._nodes[name].state = "succeeded"
             self._propagate(name, ended)
         for node in self._nodes.values():
             if node.state == "pending":

@@ -205,6 +205,25 @@ def test_resume_keeps_succeeded_steps_and_rejudges_clean_up() -> None:
     ]
 
 
+def test_steps_kept_together_are_counted_once_below() -> None:
+    # a run under way, as its forecast presets it: load and the rollback below it both
+    # ended (the rollback ran), report also waits for extract, which still runs
+    rules = [
+        Rule("load"),
+        Rule("rollback", ("load",), run_if="failure"),
+        Rule("extract"),
+        Rule("report", ("load", "rollback", "extract")),
+    ]
+    core = Schedule(rules, succeeded=["load", "rollback"])
+    update = core.begin()
+    assert update.ended == ()  # the kept rollback is not skipped by load's end
+    assert core.state("rollback") == "succeeded"
+    assert core.ready() == ["extract"]  # report waits for extract
+    assert core.start("extract")
+    core.finish("extract", "succeeded")
+    assert core.ready() == ["report"]
+
+
 def test_a_reattached_step_is_running_from_the_start() -> None:
     core = Schedule([Rule("a"), Rule("b", ("a",))], running=["a"])
     core.begin()
