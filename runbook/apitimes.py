@@ -61,4 +61,6 @@ def believed_within(
 
 
 def _finite(value: object) -> bool:
+    if type(value) is float:  # the journal's REAL columns: the common case, first
+        return math.isfinite(value)
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import shlex
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,9 @@ __all__ = [
     "quoted_list",
     "shell_word",
 ]
+
+_READS_Z = sys.version_info >= (3, 11)
+"""Whether ``datetime.fromisoformat`` reads a final ``Z`` (and ISO 8601 at large)."""
 
 
 def is_token_text(text: str) -> bool:
@@ -119,6 +123,13 @@ def parse_timestamp(text: str | None) -> datetime | None:
     """ISO 8601 to an aware datetime (naive means UTC); None if it cannot be read."""
     if not text:
         return None
+    if _READS_Z:  # the common case read as it is: Python 3.11 reads a final Z itself
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     candidate = text.strip()
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
