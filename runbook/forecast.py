@@ -122,18 +122,13 @@ def forecast(
     under_way = {name: age for name, age in (running or {}).items() if name in stage_of}
     rng = random.Random(seed)
     makespans: list[float] = []
-    replay = None if finished or under_way else Replay.of(rules, start.key)
+    # the core's run, compiled: the same ends, some ten times cheaper a draw
+    replay = Replay.of(rules, start.key, done=finished, under_way=under_way)
     ordered = [(pool, len(pool)) for pool in (pools[rule.name] for rule in rules)]
     draw = rng.random
     while len(makespans) < samples:
         drawn = [pool[int(draw() * size)] for pool, size in ordered]
-        if replay is not None:  # the core's run, compiled: the same ends, cheaper
-            makespans.append(replay.makespan(drawn, parallel))
-        else:
-            durations = {rule.name: took for rule, took in zip(rules, drawn, strict=True)}
-            makespans.append(
-                _simulate(rules, start.key, durations, parallel, finished, under_way)[0]
-            )
+        makespans.append(replay.makespan(drawn, parallel))
         if _converged(makespans):
             break
     medians = {name: percentile(pool, 0.5) for name, pool in pools.items()}

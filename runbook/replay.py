@@ -31,12 +31,17 @@ INFINITY = float("inf")
 @dataclass(frozen=True, slots=True)
 class Replay:
     """The all-succeed run of ``rules``, compiled: for each step (in start order),
-    whether it runs, the steps that wait for it (indices), and for a skipped step which
-    upstreams' ends decide it (``every``: all of them, else the first of ``by``)."""
+    whether it starts, the steps that wait for it (indices), and for a skipped step
+    which upstreams' ends decide it (``every``: all of them, else the first of ``by``).
+    For a run under way, the steps ``done`` have ended and those ``under_way`` hold
+    their slots."""
 
     names: tuple[str, ...]
-    keys: tuple[Any, ...]
+    ranks: tuple[int, ...]
+    """Each step's place in the order ready steps start in (the executor's), so that the
+    queue of ready steps compares integers, not the order's keys."""
     runs: tuple[bool, ...]
+    """Whether the step starts in the replay (one done or under way does not)."""
     by: tuple[tuple[int, ...], ...]
     every: tuple[bool, ...]
     at_start: tuple[bool, ...]
@@ -44,12 +49,27 @@ class Replay:
     downstream: tuple[tuple[int, ...], ...]
     waiting: tuple[int, ...]
     """How many upstreams each step waits for."""
+    done: tuple[int, ...] = ()
+    under_way: tuple[tuple[int, float], ...] = ()
+    """(step, the seconds it has run), by name: the order the core's replay ticks them."""
 
     @classmethod
-    def of(cls, rules: Sequence[Rule], order: Callable[[str], Any]) -> Replay:
-        """Ask the core once how the run ends when every step succeeds."""
-        core = Schedule(rules, order=order)
+    def of(
+        cls,
+        rules: Sequence[Rule],
+        order: Callable[[str], Any],
+        *,
+        done: Sequence[str] = (),
+        under_way: Mapping[str, float] | None = None,
+    ) -> Replay:
+        """Ask the core once how the run ends when every step succeeds: from the
+        start, or with the steps ``done`` ended and those ``under_way`` running for the
+        seconds given (as the forecast's ``_simulate`` presets them)."""
+        under_way = under_way or {}
+        core = Schedule(rules, order=order, succeeded=done, running=under_way)
         core.begin()
+        for name in sorted(under_way):
+            core.finish(name, "succeeded")
         queue = list(core.ready())
         while queue:
             name = queue.pop()
@@ -58,10 +78,11 @@ class Replay:
             queue += core.ready()
         states = core.states()
         index = {rule.name: n for n, rule in enumerate(rules)}
+        preset = {*done, *under_way}
         runs, by, every, at_start = [], [], [], []
         for rule in rules:
             ran = states[rule.name] == "succeeded"
-            runs.append(ran)
+            runs.append(ran and rule.name not in preset)
             ups, all_of, early = rule.upstreams, False, False
             killers: tuple[str, ...] = ()
             if not ran:
@@ -90,29 +111,53 @@ class Replay:
             downstream=tuple(map(tuple, downstream)),
             waiting=tuple(len(rule.upstreams) for rule in rules),
             names=tuple(rule.name for rule in rules),
-            keys=tuple(order(rule.name) for rule in rules),
+            ranks=_ranks([order(rule.name) for rule in rules]),
             runs=tuple(runs),
             by=tuple(by),
             every=tuple(every),
             at_start=tuple(at_start),
+            done=tuple(sorted({index[name] for name in done})),
+            under_way=tuple((index[name], age) for name, age in sorted(under_way.items())),
         )
 
     def makespan(self, durations: Sequence[float], parallel: int) -> float:
         """When the run ends, ``durations[i]`` being step ``i``'s (in ``names``' order)."""
-        return self.run(durations, parallel)[0]
+        return self._run(durations, parallel, None, None)
 
     def run(
         self, durations: Sequence[float], parallel: int
     ) -> tuple[float, dict[str, float], dict[str, float]]:
         """The run's duration and each step's start and end (the ones that run)."""
-        names, keys, runs, downstream = self.names, self.keys, self.runs, self.downstream
-        final = [INFINITY] * len(names)  # -1: handed out, running or to run
-        waiting = list(self.waiting)
-        ready: list[tuple[Any, int]] = []
-        running: list[tuple[float, int, int]] = []
         starts: dict[str, float] = {}
         ends: dict[str, float] = {}
-        now, free, tick = 0.0, parallel, 0
+        return self._run(durations, parallel, starts, ends), starts, ends
+
+    def _run(
+        self,
+        durations: Sequence[float],
+        parallel: int,
+        starts: dict[str, float] | None,
+        ends: dict[str, float] | None,
+    ) -> float:
+        names, ranks, runs, downstream = self.names, self.ranks, self.runs, self.downstream
+        at_rank = [0] * len(ranks)
+        for n, rank in enumerate(ranks):
+            at_rank[rank] = n
+        final = [INFINITY] * len(names)  # -1: handed out, running or to run
+        waiting = list(self.waiting)
+        ready: list[int] = []  # ranks
+        running: list[tuple[float, int, int]] = []
+        now, free, tick = 0.0, parallel - len(self.under_way), 0
+        push, pop = heapq.heappush, heapq.heappop
+        for n in self.done:  # ended before now: decided, no slot
+            final[n] = 0.0
+        for n in self.done:
+            for down in downstream[n]:
+                waiting[down] -= 1
+        for n, age in self.under_way:  # holding slots, ending when their time is up
+            final[n] = -1.0
+            tick += 1
+            push(running, (max(0.0, durations[n] - age), tick, n))
 
         def judge(n: int, at: float) -> None:
             """An upstream of step ``n`` ended at ``at``, or ``n`` has none."""
@@ -120,7 +165,7 @@ class Replay:
                 return
             if runs[n]:
                 if not waiting[n]:
-                    heapq.heappush(ready, (keys[n], n))
+                    push(ready, ranks[n])
                     final[n] = -1.0
                 return
             if waiting[n] and (
@@ -137,24 +182,34 @@ class Replay:
             judge(n, 0.0)
         while True:
             while free and ready:
-                _, n = heapq.heappop(ready)
-                starts[names[n]] = now
+                n = at_rank[pop(ready)]
+                if starts is not None:
+                    starts[names[n]] = now
                 free -= 1
                 tick += 1
-                heapq.heappush(running, (now + durations[n], tick, n))
+                push(running, (now + durations[n], tick, n))
             if not running:
-                return now, starts, ends
-            now, _, n = heapq.heappop(running)
-            ends[names[n]] = now
+                return now
+            now, _, n = pop(running)
+            if ends is not None:
+                ends[names[n]] = now
             free += 1
             final[n] = now
             for down in downstream[n]:
                 waiting[down] -= 1
                 if runs[down] and not waiting[down]:  # the common case, inline
-                    heapq.heappush(ready, (keys[down], down))
+                    push(ready, ranks[down])
                     final[down] = -1.0
                 elif not runs[down]:
                     judge(down, now)
 
     def order_durations(self, durations: Mapping[str, float]) -> list[float]:
         return [durations[name] for name in self.names]
+
+
+def _ranks(keys: Sequence[Any]) -> tuple[int, ...]:
+    """Each key's place among ``keys`` in order (the keys are distinct)."""
+    ranks = [0] * len(keys)
+    for rank, n in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
+        ranks[n] = rank
+    return tuple(ranks)

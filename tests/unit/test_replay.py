@@ -75,3 +75,37 @@ def test_a_skip_is_decided_when_the_upstream_that_rules_it_out_ends() -> None:
     got = replay.run(replay.order_durations(durations), 2)
     assert got == (6.0, {"s0": 0.0, "s3": 5.0}, {"s0": 5.0, "s3": 6.0})
     assert got == _simulate(plan, key, durations, 2)[:3]
+
+
+@settings(max_examples=400, deadline=None)
+@given(plan=plans(), data=st.data())
+def test_the_replay_of_a_run_under_way_ends_every_step_when_the_core_would(plan, data) -> None:
+    """As the forecast made while a run goes sees it: some steps ended (whatever their
+    outcome, they count as done), some running for a while and holding their slots."""
+    durations = {
+        rule.name: data.draw(st.sampled_from([0.0, 1.0, 2.5, 7.0]), label=rule.name)
+        for rule in plan
+    }
+    parallel = data.draw(st.integers(1, 4), label="parallel")
+    done: list[str] = []
+    for rule in plan:  # a step ends after its upstreams
+        if all(up in done for up in rule.upstreams) and data.draw(st.booleans(), label="done"):
+            done.append(rule.name)
+    startable = [
+        rule.name
+        for rule in plan
+        if rule.name not in done and all(up in done for up in rule.upstreams)
+    ]
+    chosen = (
+        data.draw(st.lists(st.sampled_from(startable), unique=True, max_size=parallel))
+        if startable
+        else []
+    )
+    under_way = {
+        name: data.draw(st.sampled_from([0.0, 0.5, 2.5, 9.0]), label=f"{name} age")
+        for name in chosen
+    }
+    makespan, starts, ends, _ = _simulate(plan, key, durations, parallel, done, under_way)
+    replay = Replay.of(plan, key, done=done, under_way=under_way)
+    got = replay.run(replay.order_durations(durations), parallel)
+    assert got == (makespan, starts, ends)
