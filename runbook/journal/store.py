@@ -226,7 +226,9 @@ class Store:
         believed (runbook.apitimes), else runbook's own trigger-to-end time; a negative
         wait, from clock skew, is 0. A damaged row gives no figure, rather than a wrong
         one."""
-        rows = self.db.execute(
+        plain = self.db.cursor()  # hundreds of thousands of rows: tuples, not Row objects
+        plain.row_factory = None
+        rows = plain.execute(
             "SELECT workflow_id, triggered_at, ended_at, start_at, end_at FROM ("
             " SELECT s.workflow_id, a.triggered_at, a.ended_at,"
             "  CASE WHEN json_valid(a.record) THEN json_extract(a.record, '$.start_at') END"
