@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runbook.schemacheck import checker
+from runbook.schemacheck import SCHEMAS, checker
 from tests.support.paths import ROOT
 
 
@@ -155,3 +156,41 @@ def test_examples_pass_both_validators(path: Path) -> None:
     data = yaml.safe_load(path.read_text())
     assert checker("plan").is_valid(data)
     assert Draft202012Validator(checker("plan").schema).is_valid(data)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_each_schema_s_validator_is_compiled_ahead_from_the_schema_as_shipped(name: str) -> None:
+    from runbook.schemacheck import _digest, schema_text
+
+    module = importlib.import_module(f"runbook.schemas.{name}_check")
+    assert _digest(schema_text(name)) == module.SCHEMA_SHA256, (
+        f"runbook/schemas/{name}_check.py was made from another {name}.schema.json: "
+        "run python -m runbook.schemacheck"
+    )
+    assert checker(name)._fast is module.validate  # the run uses it, compiling nothing
+
+
+def test_a_validator_made_from_another_schema_is_not_used() -> None:
+    from runbook.schemacheck import SchemaChecker, compiled_validator, schema_text
+
+    text = schema_text("plan")
+    assert compiled_validator("plan", text) is not None
+    assert compiled_validator("plan", text.replace("max_parallel", "max_paralel")) is None
+    assert compiled_validator("no-such-schema", text) is None
+    compiled_now = SchemaChecker(json.loads(text))  # compiled as the run starts, as before
+    assert compiled_now.is_valid({"version": 1, "workflows": {"a": {"workflow_id": 1}}})
+    assert not compiled_now.is_valid({"version": 1, "workflows": {"a": {"workflow_id": "1"}}})
+
+
+def test_the_generated_source_is_a_working_validator() -> None:
+    from runbook.schemacheck import compiled_source
+
+    source = compiled_source("scenario")
+    assert source.splitlines()[0].startswith('"""The validator of ``scenario.schema.json``')
+    space: dict = {}
+    exec(compile(source, "scenario_check.py", "exec"), space)
+    import fastjsonschema
+
+    space["validate"]({"seed": 1})
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        space["validate"]({"seed": "one"})
