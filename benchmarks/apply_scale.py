@@ -15,6 +15,10 @@ end seen at the next 0.5 s poll); the ratios; the apply process's CPU (user + sy
 start-up included) in all and per step; HTTP requests per step; peak RSS.
 
     python benchmarks/apply_scale.py [--workloads layered,wide] [--polling fixed,adaptive]
+
+``--profile DIR`` runs runbook and the durable loop once each under cProfile (fixed
+0.5 s polling), writes ``DIR/<workload>-runbook.prof`` and ``-durable.prof``, and prints
+where each one's time goes, by package.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import heapq
 import math
 import os
+import pstats
 import random
 import subprocess
 import sys
@@ -131,9 +136,10 @@ def measure(
     journal: bool = True,
     hand_loop: bool = False,
     durable_loop: bool = False,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """One run against a fresh sandbox: ``runbook apply`` (or, with ``hand_loop``, the
-    baseline loop at the same fixed 0.5 s polling)."""
+    baseline loop at the same fixed 0.5 s polling); under cProfile into ``profile``."""
     plan, scenario = write_files(tmp, workload, polling)
     sandbox, url = start_sandbox(scenario)
     state = Path(tempfile.mkdtemp(dir=tmp))  # a fresh journal for each run
@@ -147,6 +153,8 @@ def measure(
         if durable_loop:
             command = [sys.executable, str(DURABLE_LOOP), str(plan), "--api-url", url]
             command += ["--journal", str(state / "journal.sqlite3")]
+        if profile is not None:
+            command[1:1] = ["-m", "cProfile", "-o", str(profile)]
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env)
         _, status, usage = os.wait4(process.pid, 0)
@@ -234,6 +242,54 @@ def against_loop(workload: Workload, tmp: Path, repeat: int) -> None:
     print(f"  durable / hand loop: CPU per step {durable['cpu'] / bare['cpu']:.2f}x")
 
 
+def where(filename: str, function: str) -> str:
+    """The package a profiled function belongs to, as the breakdown groups them."""
+    if filename == "~":  # a built-in: the method's own type says whose it is
+        for owner, group in (("sqlite3", "sqlite3"), ("socket", "socket"), ("_ssl", "ssl")):
+            if owner in function:
+                return group
+        return "builtins"
+    if "site-packages/" in filename:
+        return filename.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if "/runbook/" in filename and "/benchmarks/" not in filename:
+        return "runbook"
+    if "/benchmarks/" in filename:
+        return "the loop itself"
+    return "asyncio" if "/asyncio/" in filename else "stdlib, the rest"
+
+
+def breakdown(path: Path) -> dict[str, float]:
+    """Own time (cProfile's tottime, wall clock) by package; the wait in epoll left out."""
+    groups: dict[str, float] = {}
+    raw: dict = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    for (filename, _, function), (_, _, own, _, _) in raw.items():
+        if "epoll" in function and "poll" in function:
+            continue  # waiting for the network, not work
+        group = where(filename, function)
+        groups[group] = groups.get(group, 0.0) + own
+    return groups
+
+
+def profiled(workload: Workload, tmp: Path, out: Path) -> None:
+    """runbook and the durable loop, once each under cProfile: where the time goes."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for who, durable in (("runbook", False), ("durable", True)):
+        target = out / f"{workload.name}-{who}.prof"
+        run = measure(workload, "fixed", tmp, durable_loop=durable, profile=target)
+        figures[who] = (run, breakdown(target))
+    print(f"  under cProfile (own time, s; CPU {figures['runbook'][0]['cpu']:.2f} s and "
+          f"{figures['durable'][0]['cpu']:.2f} s with the profiler's own cost):")  # fmt: skip
+    ours, theirs = figures["runbook"][1], figures["durable"][1]
+    for group in sorted(set(ours) | set(theirs), key=lambda g: -ours.get(g, 0.0)):
+        if max(ours.get(group, 0.0), theirs.get(group, 0.0)) < 0.01:
+            continue
+        print(f"    {group:22s} runbook {ours.get(group, 0.0):6.2f}   durable loop "
+              f"{theirs.get(group, 0.0):6.2f}")  # fmt: skip
+    print(f"    {'all':22s} runbook {sum(ours.values()):6.2f}   durable loop "
+          f"{sum(theirs.values()):6.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="layered,wide")
@@ -249,6 +305,13 @@ def main() -> None:
         action="store_true",
         help="runbook against the hand-written loop (benchmarks/hand_loop.py), fixed 0.5 s "
         "polling, --repeat interleaved pairs",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="runbook and the durable loop once each under cProfile: .prof files in DIR "
+        "and where the time goes, by package",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,6 +336,8 @@ def main() -> None:
                 )
             if args.against_loop:
                 against_loop(workload, Path(tmp), args.repeat)
+            if args.profile is not None:
+                profiled(workload, Path(tmp), args.profile)
             if args.journal_share:
                 journal_share(workload, Path(tmp), args.repeat)
 
